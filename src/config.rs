@@ -1,0 +1,516 @@
+//! Settings: command-line flags, `CHUNKBUS_*` environment variables and a
+//! TOML file (`--config`), merged in that order of precedence, then
+//! validated into [`Config`]. Defaults are the `make run` defaults.
+//!
+//! Raw input stays strings until [`RawSettings::validate`], which is the only
+//! place that parses sizes (`256KiB`) and durations (`500ms`) and reports
+//! errors naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::names::ServerName;
+
+/// Largest `max_size` a `/read` accepts (SPEC: 16 MiB).
+pub const MAX_READ_SIZE: u64 = 16 << 20;
+/// Longest `wait_ms` a `/read` accepts (SPEC: 60000).
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// How long in-flight requests may take after SIGTERM (SPEC: 5 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A setting could not be used; the message names it and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value did not parse.
+    #[error("invalid {key} {value:?}: {why}")]
+    Invalid {
+        /// Setting name (TOML key).
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        why: String,
+    },
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys.
+    #[error("config file {}: {why}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A setting this version cannot honour yet.
+    #[error("{key} is set, but {what} is not available in this version of chunkbus")]
+    Unsupported {
+        /// Setting name.
+        key: &'static str,
+        /// The feature.
+        what: &'static str,
+    },
+}
+
+/// Raw `serve` settings as given on the command line or in the environment.
+/// Every field is optional; unset ones come from the config file, then the
+/// defaults listed in each help text.
+#[derive(Debug, Clone, Default, Args)]
+#[command(
+    next_help_heading = "Settings (flag > CHUNKBUS_<KEY> environment > --config file > default)"
+)]
+pub struct RawSettings {
+    /// TOML config file; keys are the flag names with `_` for `-`.
+    #[arg(long, env = "CHUNKBUS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for HTTP. Default = 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(long, env = "CHUNKBUS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for chunks and state; created if missing. Default = ./data
+    #[arg(long, env = "CHUNKBUS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// This server's name, unique in the cluster, [A-Za-z0-9_-]{1,64}. Default = node1
+    #[arg(long, env = "CHUNKBUS_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Other servers of the cluster, name=url,... Default = none (single node).
+    #[arg(long, env = "CHUNKBUS_PEERS", value_name = "LIST")]
+    pub peers: Option<String>,
+    /// Seal a chunk when the next body would not fit. Bytes, or KiB/MiB/GiB. Default = 64MiB
+    #[arg(long, env = "CHUNKBUS_MAX_CHUNK_SIZE", value_name = "SIZE")]
+    pub max_chunk_size: Option<String>,
+    /// Seal a non-empty chunk this long after its first write. ms/s/m/h. Default = 10m
+    #[arg(long, env = "CHUNKBUS_CHUNK_ROTATE_INTERVAL", value_name = "DURATION")]
+    pub chunk_rotate_interval: Option<String>,
+    /// Background fdatasync period: bounds what a machine crash can lose. ms/s/m/h. Default = 1s
+    #[arg(long, env = "CHUNKBUS_FLUSH_INTERVAL", value_name = "DURATION")]
+    pub flush_interval: Option<String>,
+    /// Treat every write as sync=1 (group-committed fdatasync before the reply). Default = false
+    #[arg(long, env = "CHUNKBUS_FSYNC_EVERY_WRITE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub fsync_every_write: Option<String>,
+    /// Largest message, newline included. Bytes, or KiB/MiB/GiB. Default = 1MiB
+    #[arg(long, env = "CHUNKBUS_MAX_MESSAGE_SIZE", value_name = "SIZE")]
+    pub max_message_size: Option<String>,
+    /// Largest /write body. Bytes, or KiB/MiB/GiB (at most 1GiB). Default = 4MiB
+    #[arg(long, env = "CHUNKBUS_MAX_BATCH_SIZE", value_name = "SIZE")]
+    pub max_batch_size: Option<String>,
+    /// How long a write with min_sync_replicas waits before 503. ms/s/m/h. Default = 60s
+    #[arg(long, env = "CHUNKBUS_REPLICATION_TIMEOUT", value_name = "DURATION")]
+    pub replication_timeout: Option<String>,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Chunk capacity in bytes. Default = 64 MiB.
+    pub max_chunk_size: u64,
+    /// Age (from first write) after which a non-empty chunk is sealed. Default = 10 min.
+    pub chunk_rotate_interval: Duration,
+    /// Period of the background fdatasync. Default = 1 s.
+    pub flush_interval: Duration,
+    /// Every write waits for a group-committed fdatasync. Default = false.
+    pub fsync_every_write: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            max_chunk_size: 64 << 20,
+            chunk_rotate_interval: Duration::from_secs(600),
+            flush_interval: Duration::from_secs(1),
+            fsync_every_write: false,
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message in bytes, newline included. Default = 1 MiB.
+    pub max_message_size: u64,
+    /// Largest write body in bytes. Default = 4 MiB.
+    pub max_batch_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 1 << 20,
+            max_batch_size: 4 << 20,
+        }
+    }
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address. Default = 127.0.0.1:8080.
+    pub listen: SocketAddr,
+    /// Data directory. Default = ./data.
+    pub data_dir: PathBuf,
+    /// This server's name. Default = node1.
+    pub name: ServerName,
+    /// Storage settings.
+    pub storage: StorageConfig,
+    /// Request limits.
+    pub limits: Limits,
+    /// `min_sync_replicas` wait limit. Default = 60 s.
+    pub replication_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults (what `make run` uses), with a given data dir and listen address.
+    #[must_use]
+    pub fn with_dir(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            data_dir,
+            name: ServerName::parse("node1").unwrap_or_else(|_| unreachable!("valid literal")),
+            storage: StorageConfig::default(),
+            limits: Limits::default(),
+            replication_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+const FILE_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "name",
+    "peers",
+    "max_chunk_size",
+    "chunk_rotate_interval",
+    "flush_interval",
+    "fsync_every_write",
+    "max_message_size",
+    "max_batch_size",
+    "replication_timeout",
+];
+
+impl RawSettings {
+    /// Fills unset fields from the `--config` TOML file, if one was given.
+    ///
+    /// # Errors
+    /// The file is unreadable, not TOML, or has unknown keys or bad types.
+    pub fn merge_file(mut self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: path.clone(),
+                why: e.to_string().replace('\n', " "),
+            })?;
+        for (key, value) in table {
+            if !FILE_KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::File {
+                    path,
+                    why: format!(
+                        "unknown setting {key:?}; known settings: {}",
+                        FILE_KEYS.join(", ")
+                    ),
+                });
+            }
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError::File {
+                        path,
+                        why: format!(
+                            "setting {key:?} must be a string, integer or boolean, not {}",
+                            other.type_str()
+                        ),
+                    })
+                }
+            };
+            let slot = match key.as_str() {
+                "listen" => &mut self.listen,
+                "data_dir" => &mut self.data_dir,
+                "name" => &mut self.name,
+                "peers" => &mut self.peers,
+                "max_chunk_size" => &mut self.max_chunk_size,
+                "chunk_rotate_interval" => &mut self.chunk_rotate_interval,
+                "flush_interval" => &mut self.flush_interval,
+                "fsync_every_write" => &mut self.fsync_every_write,
+                "max_message_size" => &mut self.max_message_size,
+                "max_batch_size" => &mut self.max_batch_size,
+                _ => &mut self.replication_timeout,
+            };
+            if slot.is_none() {
+                *slot = Some(text);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Parses and checks every setting, applying defaults.
+    ///
+    /// # Errors
+    /// The first invalid or unsupported setting.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let d = Config::with_dir(
+            PathBuf::from("./data"),
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        );
+        let listen = match self.listen {
+            None => d.listen,
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("listen", &v, "expected IP:PORT, e.g. 127.0.0.1:8080"))?,
+        };
+        let name = match self.name {
+            None => d.name,
+            Some(v) => ServerName::parse(&v).map_err(|e| invalid("name", &v, &e.to_string()))?,
+        };
+        if self.peers.as_deref().is_some_and(|p| !p.trim().is_empty()) {
+            return Err(ConfigError::Unsupported {
+                key: "peers",
+                what: "replication",
+            });
+        }
+        let storage = StorageConfig {
+            max_chunk_size: opt(
+                self.max_chunk_size,
+                "max_chunk_size",
+                d.storage.max_chunk_size,
+                parse_size,
+            )?,
+            chunk_rotate_interval: opt(
+                self.chunk_rotate_interval,
+                "chunk_rotate_interval",
+                d.storage.chunk_rotate_interval,
+                parse_duration,
+            )?,
+            flush_interval: opt(
+                self.flush_interval,
+                "flush_interval",
+                d.storage.flush_interval,
+                parse_duration,
+            )?,
+            fsync_every_write: opt(
+                self.fsync_every_write,
+                "fsync_every_write",
+                false,
+                parse_bool,
+            )?,
+        };
+        let limits = Limits {
+            max_message_size: opt(
+                self.max_message_size,
+                "max_message_size",
+                d.limits.max_message_size,
+                parse_size,
+            )?,
+            max_batch_size: opt(
+                self.max_batch_size,
+                "max_batch_size",
+                d.limits.max_batch_size,
+                parse_size,
+            )?,
+        };
+        let replication_timeout = opt(
+            self.replication_timeout,
+            "replication_timeout",
+            d.replication_timeout,
+            parse_duration,
+        )?;
+        check_range("max_chunk_size", storage.max_chunk_size, 4096, 64 << 30)?;
+        check_range("max_batch_size", limits.max_batch_size, 1, 1 << 30)?;
+        check_range(
+            "max_message_size",
+            limits.max_message_size,
+            1,
+            limits.max_batch_size,
+        )?;
+        for (key, v) in [
+            ("chunk_rotate_interval", storage.chunk_rotate_interval),
+            ("flush_interval", storage.flush_interval),
+            ("replication_timeout", replication_timeout),
+        ] {
+            if v.is_zero() {
+                return Err(invalid(key, "0", "must be longer than 0"));
+            }
+        }
+        Ok(Config {
+            listen,
+            data_dir: self.data_dir.map_or(d.data_dir, PathBuf::from),
+            name,
+            storage,
+            limits,
+            replication_timeout,
+        })
+    }
+}
+
+fn invalid(key: &'static str, value: &str, why: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+fn opt<T>(
+    v: Option<String>,
+    key: &'static str,
+    default: T,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse(s.trim()).map_err(|why| invalid(key, &s, &why)),
+    }
+}
+
+fn check_range(key: &'static str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if v < min || v > max {
+        return Err(invalid(
+            key,
+            &v.to_string(),
+            &format!("must be between {min} and {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `4194304`, `256KiB`, `1MiB`, `2GiB` into bytes.
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let why =
+        || "expected bytes or a number with KiB, MiB or GiB, e.g. 4194304 or 256KiB".to_string();
+    let (num, mult) = if let Some(n) = s.strip_suffix("KiB") {
+        (n, 1u64 << 10)
+    } else if let Some(n) = s.strip_suffix("MiB") {
+        (n, 1 << 20)
+    } else if let Some(n) = s.strip_suffix("GiB") {
+        (n, 1 << 30)
+    } else {
+        (s, 1)
+    };
+    let n = parse_digits(num.trim()).ok_or_else(why)?;
+    n.checked_mul(mult).ok_or_else(why)
+}
+
+/// Parses `500ms`, `1s`, `10m`, `2h`.
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let why = || "expected a number with ms, s, m or h, e.g. 500ms, 1s, 10m".to_string();
+    let (num, ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1u64)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        return Err(why());
+    };
+    let n = parse_digits(num.trim()).ok_or_else(why)?;
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(why)
+}
+
+/// Parses `true|false|1|0`.
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("expected true, false, 1 or 0".into()),
+    }
+}
+
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("4194304"), Ok(4_194_304));
+        assert_eq!(parse_size("256KiB"), Ok(256 << 10));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        for bad in ["", "-1", "1KB", "1.5MiB", "MiB", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "5", "1d", "s", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_file_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "max_chunk_size = \"1MiB\"\nflush_interval = \"200ms\"\nfsync_every_write = true\nname = \"filenode\"\n").unwrap();
+        let raw = RawSettings {
+            config: Some(file),
+            name: Some("flagnode".into()),
+            ..RawSettings::default()
+        };
+        let cfg = raw.merge_file().unwrap().validate().unwrap();
+        assert_eq!(cfg.name.as_str(), "flagnode");
+        assert_eq!(cfg.storage.max_chunk_size, 1 << 20);
+        assert_eq!(cfg.storage.flush_interval, Duration::from_millis(200));
+        assert!(cfg.storage.fsync_every_write);
+        assert_eq!(cfg.limits.max_batch_size, 4 << 20);
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_with_unknown_key_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "max_chunk_sise = 5\n").unwrap();
+        let err = RawSettings {
+            config: Some(file),
+            ..RawSettings::default()
+        }
+        .merge_file()
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown setting"), "{err}");
+    }
+
+    #[test]
+    fn message_larger_than_batch_is_rejected() {
+        let raw = RawSettings {
+            max_message_size: Some("2MiB".into()),
+            max_batch_size: Some("1MiB".into()),
+            ..RawSettings::default()
+        };
+        assert!(raw.validate().is_err());
+    }
+}

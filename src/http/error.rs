@@ -1,0 +1,92 @@
+//! [`ApiError`]: the only place where failures become HTTP statuses.
+//! Every error body is one line of plain text saying what was wrong and
+//! what is allowed (SPEC).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{header, Response, StatusCode};
+
+use crate::names::NameError;
+use crate::storage::chunk::format::BodyError;
+use crate::storage::StorageError;
+
+/// An HTTP error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Status code.
+    pub status: StatusCode,
+    /// One-line message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// `400 Bad Request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// `503 Service Unavailable`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// The response: status plus the message as one text line.
+    #[must_use]
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut line = self.message.replace(['\n', '\r'], " ");
+        line.push('\n');
+        let mut resp = Response::new(Full::new(Bytes::from(line)));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        let status = match e {
+            BodyError::Empty | BodyError::MissingFinalNewline => StatusCode::BAD_REQUEST,
+            BodyError::MessageTooLarge { .. } | BodyError::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        let status = match &e {
+            StorageError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            StorageError::Failed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            StorageError::UnknownChunk { .. } => StatusCode::NOT_FOUND,
+            StorageError::NotSealed { .. }
+            | StorageError::AckTooSmall { .. }
+            | StorageError::OffsetBeyondEnd { .. }
+            | StorageError::NotBoundary { .. }
+            | StorageError::MaxSizeTooSmall { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "internal storage error");
+        }
+        Self::new(status, e.to_string())
+    }
+}

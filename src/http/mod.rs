@@ -1,0 +1,142 @@
+//! The HTTP surface: routing on (method, path), request limits, and the
+//! handlers. Handlers validate input, call one storage function and map
+//! failures through [`error::ApiError`]; nothing here touches files.
+
+mod ack;
+mod admin;
+pub mod error;
+pub mod params;
+mod read;
+mod write;
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{header, Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::storage::Storage;
+use error::ApiError;
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// State shared by all connections.
+#[derive(Debug)]
+pub struct AppState {
+    /// Validated settings.
+    pub config: Arc<Config>,
+    /// Set once startup recovery has finished; until then requests get 503.
+    pub storage: OnceLock<Arc<Storage>>,
+    /// Cancelled when shutdown starts: long polls return, writes get 503.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State for a server that is still recovering.
+    #[must_use]
+    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Self {
+        Self {
+            config,
+            storage: OnceLock::new(),
+            shutdown,
+        }
+    }
+
+    fn storage(&self) -> Result<&Arc<Storage>, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::unavailable(
+                "server is shutting down; retry on another server or after restart",
+            ));
+        }
+        self.storage
+            .get()
+            .ok_or_else(|| ApiError::unavailable("server is recovering its data; retry shortly"))
+    }
+}
+
+/// Routes one request. Never fails at the HTTP level: errors become responses.
+///
+/// # Errors
+/// Never (the `Result` is what hyper's `service_fn` wants).
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = match (path.as_str(), &method) {
+        ("/write", &Method::POST) => write::write(&state, req).await,
+        ("/read", &Method::GET) => read::read(&state, &req).await,
+        ("/listChunks", &Method::GET) => admin::list_chunks(&state, &req),
+        ("/listCategories", &Method::GET) => admin::list_categories(&state),
+        ("/ack", &Method::GET) => ack::ack_chunk(&state, &req),
+        ("/ack", &Method::POST) | ("/consumers", &Method::GET) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "consumer groups are not available in this version; use GET /ack?category=C&chunk=NAME&size=S",
+        )),
+        ("/healthz", &Method::GET) => Ok(admin::healthz(&state)),
+        _ => Err(not_routed(&path, &method)),
+    };
+    let resp = result.unwrap_or_else(|e| {
+        tracing::debug!(%method, %path, status = e.status.as_u16(), message = %e.message, "request refused");
+        let allow = (e.status == StatusCode::METHOD_NOT_ALLOWED).then(|| allowed(&path));
+        let mut r = e.into_response();
+        if let Some(Some(a)) = allow {
+            r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(a));
+        }
+        r
+    });
+    Ok(resp)
+}
+
+fn allowed(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/write" => "POST",
+        "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/consumers" => "GET",
+        "/ack" => "GET, POST",
+        _ => return None,
+    })
+}
+
+fn not_routed(path: &str, method: &Method) -> ApiError {
+    match allowed(path) {
+        Some(a) => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed on {path}; use {a}"),
+        ),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /healthz",
+                path.chars().take(100).collect::<String>()
+            ),
+        ),
+    }
+}
+
+/// A `200` response with a body and content type.
+pub(crate) fn ok(body: Bytes, content_type: &'static str) -> HttpResponse {
+    let mut r = Response::new(Full::new(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+/// A `200` JSON response.
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+    let mut body = serde_json::to_vec(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding JSON failed: {e}"),
+        )
+    })?;
+    body.push(b'\n');
+    Ok(ok(Bytes::from(body), "application/json"))
+}

@@ -1,0 +1,99 @@
+//! `POST /write?category=C[&sync=1][&min_sync_replicas=K]`: validate the
+//! body as it streams in (refusing oversize input without buffering it),
+//! append it atomically, then wait for durability if asked.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{header, Request, StatusCode};
+
+use super::error::ApiError;
+use super::params::Query;
+use super::{json, AppState, HttpResponse};
+use crate::storage::chunk::format::{BodyChecker, BodyError};
+
+/// How long a client may take to send a body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(serde::Serialize)]
+struct WriteReply<'a> {
+    chunk: &'a str,
+    offset: u64,
+    size: u64,
+}
+
+pub(super) async fn write(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let category = query.category()?;
+    let sync = query.opt_bool("sync")?.unwrap_or(false);
+    let replicas = query.opt_u64("min_sync_replicas")?.unwrap_or(0);
+    if replicas > 0 {
+        return Err(ApiError::bad_request(format!(
+            "min_sync_replicas={replicas} but this server has 0 peers; use 0 or configure --peers"
+        )));
+    }
+    let limits = &state.config.limits;
+    if let Some(len) = content_length(&req)? {
+        if len > limits.max_batch_size {
+            return Err(BodyError::BodyTooLarge {
+                len,
+                max: limits.max_batch_size,
+            }
+            .into());
+        }
+    }
+    let storage = state.storage()?;
+    let mut checker = BodyChecker::new(limits.max_message_size, limits.max_batch_size);
+    let frames = tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body(), &mut checker))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received within 60s",
+            )
+        })??;
+    let body = checker.finish()?;
+    let appended = storage.append(&category, &frames, body)?;
+    drop(frames);
+    if sync || storage.fsync_every_write() {
+        storage.wait_durable(&appended).await?;
+    }
+    let name = appended.chunk.name().to_string();
+    json(&WriteReply {
+        chunk: &name,
+        offset: appended.offset,
+        size: appended.size,
+    })
+}
+
+fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
+        })
+        .transpose()
+}
+
+async fn read_body(mut body: Incoming, checker: &mut BodyChecker) -> Result<Vec<Bytes>, ApiError> {
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("reading request body failed: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            checker.feed(&data)?;
+            if !data.is_empty() {
+                frames.push(data);
+            }
+        }
+    }
+    Ok(frames)
+}

@@ -1,0 +1,22 @@
+//! chunkbus: a persistent event bus. Producers POST newline-delimited
+//! messages over HTTP; each server appends them to memory-mapped chunk files
+//! it owns; consumers read whole messages by (chunk, offset) and ack.
+//!
+//! # Layout
+//! - [`config`]: flags, environment and TOML file → validated [`config::Config`].
+//! - [`names`]: validated category, server and chunk names (the only way a
+//!   user string becomes part of a path).
+//! - [`fsutil`]: fdatasync/fsync/preallocate/atomic-rewrite helpers.
+//! - [`storage`]: chunk files, sidecar index, recovery, group commit.
+//! - [`http`]: routing, parameter validation, handlers, error mapping.
+//! - [`server`]: lifecycle (bind, recover, serve, graceful shutdown).
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod config;
+pub mod fsutil;
+pub mod http;
+pub mod names;
+pub mod server;
+pub mod storage;

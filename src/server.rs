@@ -1,0 +1,188 @@
+//! Server lifecycle: bind, recover storage, serve, shut down in order.
+//!
+//! Shutdown order (SPEC): stop accepting → release long polls and refuse new
+//! writes (root token) → let in-flight requests finish within 5 s → stop
+//! background loops → seal and fsync every open chunk → remove `ready.json`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SHUTDOWN_GRACE};
+use crate::fsutil::{self, FaultHook};
+use crate::http::{self, AppState};
+use crate::storage::{Storage, StorageError};
+
+/// Name of the file, in the state dir, that announces a ready server.
+pub const READY_FILE: &str = "ready.json";
+
+/// Startup or shutdown failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening or closing storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Writing the ready file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A startup task panicked.
+    #[error("startup task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What `ready.json` holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReadyInfo {
+    /// The bound HTTP address.
+    pub addr: SocketAddr,
+    /// Server name.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// Runs a server until `shutdown` completes, then shuts down cleanly.
+///
+/// # Errors
+/// Bind, recovery, or final sealing failures.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    run_with_hook(config, shutdown, FaultHook::default()).await
+}
+
+/// [`run`] with a fault-injection hook for sync calls (tests).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_hook(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    hook: FaultHook,
+) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let token = CancellationToken::new();
+    let state = Arc::new(AppState::new(Arc::clone(&config), token.clone()));
+    let graceful = GracefulShutdown::new();
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&state),
+        graceful,
+        token.clone(),
+    ));
+    tracing::info!(%addr, name = %config.name, data_dir = %config.data_dir.display(), "listening; recovering storage");
+
+    let cfg = Arc::clone(&config);
+    let storage = tokio::task::spawn_blocking(move || {
+        Storage::open(&cfg.data_dir, cfg.name.clone(), cfg.storage.clone(), hook)
+    })
+    .await??;
+    let storage = Arc::new(storage);
+    let _ = state.storage.set(Arc::clone(&storage));
+    let background = tokio::spawn(Arc::clone(&storage).run_background(token.child_token()));
+
+    let ready_path = storage.state_dir().join(READY_FILE);
+    let info = ReadyInfo {
+        addr,
+        name: config.name.to_string(),
+        pid: std::process::id(),
+    };
+    let ready_json = serde_json::to_vec(&info).unwrap_or_default();
+    fsutil::rewrite_atomic(&ready_path, &ready_json).map_err(|source| ServerError::ReadyFile {
+        path: ready_path.clone(),
+        source,
+    })?;
+    tracing::info!(%addr, "ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: draining requests (up to 5 s)");
+    token.cancel();
+    match accept.await {
+        Ok(graceful) => {
+            if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("requests still running after 5 s; closing them");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "accept loop failed"),
+    }
+    let _ = background.await;
+    storage.close().await?;
+    let _ = std::fs::remove_file(&ready_path);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    graceful: GracefulShutdown,
+    token: CancellationToken,
+) -> GracefulShutdown {
+    loop {
+        let accepted = tokio::select! {
+            () = token.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let st = Arc::clone(&state);
+        let svc = service_fn(move |req| http::handle(Arc::clone(&st), req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(1 << 20)
+            .serve_connection(TokioIo::new(stream), svc);
+        let fut = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::debug!(error = %e, "connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    graceful
+}

@@ -1,0 +1,445 @@
+//! The chunks of one category on this server, and the single writer that
+//! appends to this server's open chunk.
+//!
+//! Appends hold the writer lock only to copy bytes into the pre-faulted
+//! mapping and write one 16-byte index record; creating the next chunk
+//! (allocate, map, fsync dir) and sealing a full one (fsync, trim, seal
+//! record) run in the background. This module never parses HTTP.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use crate::fsutil;
+use crate::names::{Category, ChunkName, MAX_CHUNK_INDEX};
+
+use super::chunk::format::CheckedBody;
+use super::chunk::index::{self, Record, HEADER_LEN, RECORD_LEN};
+use super::chunk::{index_path, Chunk, ChunkFiles, ChunkMap};
+use super::{Ctx, StorageError};
+
+/// What a successful append returns.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The chunk written to.
+    pub chunk: Arc<Chunk>,
+    /// Offset of the body's first byte.
+    pub offset: u64,
+    /// Body length.
+    pub size: u64,
+}
+
+/// One entry of `listChunks`.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// Chunk file name.
+    pub name: String,
+    /// Sealed: will never grow again.
+    pub complete: bool,
+    /// Bytes of whole messages readable here now.
+    pub size: u64,
+}
+
+/// The open chunk as the writer sees it.
+#[derive(Debug)]
+struct Active {
+    chunk: Arc<Chunk>,
+    map: Arc<ChunkMap>,
+    files: Arc<ChunkFiles>,
+    written: u64,
+    capacity: u64,
+    idx_pos: u64,
+    activated: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    active: Option<Active>,
+    failed: Option<String>,
+}
+
+/// All chunks of one category held by this server.
+#[derive(Debug)]
+pub struct CategoryLog {
+    category: Category,
+    dir: PathBuf,
+    ctx: Arc<Ctx>,
+    chunks: RwLock<BTreeMap<ChunkName, Arc<Chunk>>>,
+    writer: Mutex<Writer>,
+    /// Next chunk index; held while a chunk is being created.
+    creator: Mutex<u64>,
+    spare: Mutex<Option<Active>>,
+    preparing: AtomicBool,
+}
+
+impl CategoryLog {
+    pub(super) fn new(
+        category: Category,
+        dir: PathBuf,
+        ctx: Arc<Ctx>,
+        chunks: BTreeMap<ChunkName, Arc<Chunk>>,
+        next_index: u64,
+    ) -> Self {
+        Self {
+            category,
+            dir,
+            ctx,
+            chunks: RwLock::new(chunks),
+            writer: Mutex::new(Writer::default()),
+            creator: Mutex::new(next_index),
+            spare: Mutex::new(None),
+            preparing: AtomicBool::new(false),
+        }
+    }
+
+    /// The category.
+    #[must_use]
+    pub fn category(&self) -> &Category {
+        &self.category
+    }
+
+    /// Non-empty chunks, ordered by owner then index.
+    #[must_use]
+    pub fn list(&self) -> Vec<ChunkInfo> {
+        self.chunks
+            .read()
+            .values()
+            .filter_map(|c| {
+                let s = c.state();
+                (s.end > 0).then(|| ChunkInfo {
+                    name: c.name().to_string(),
+                    complete: s.sealed,
+                    size: s.end,
+                })
+            })
+            .collect()
+    }
+
+    /// The chunk called `name`, if this server holds it.
+    #[must_use]
+    pub fn chunk(&self, name: &ChunkName) -> Option<Arc<Chunk>> {
+        self.chunks.read().get(name).cloned()
+    }
+
+    /// The open chunk and its written size, if any.
+    pub(super) fn active_chunk(&self) -> Option<(Arc<Chunk>, u64)> {
+        self.writer
+            .lock()
+            .active
+            .as_ref()
+            .map(|a| (Arc::clone(&a.chunk), a.written))
+    }
+
+    /// Appends a validated body atomically to this server's open chunk.
+    ///
+    /// # Errors
+    /// [`StorageError::DiskFull`] (nothing stored; retry later),
+    /// [`StorageError::Failed`] after an earlier sync failure, or I/O errors.
+    pub fn append(
+        self: &Arc<Self>,
+        frames: &[Bytes],
+        body: CheckedBody,
+    ) -> Result<Appended, StorageError> {
+        let len = body.len;
+        let batch_len = u32::try_from(len).map_err(|_| StorageError::Io {
+            op: "append batch larger than 4 GiB to",
+            path: self.dir.clone(),
+            source: std::io::Error::from_raw_os_error(libc::EFBIG),
+        })?;
+        let mut w = self.writer.lock();
+        if let Some(reason) = w
+            .failed
+            .clone()
+            .or_else(|| w.active.as_ref().and_then(|a| a.chunk.failure()))
+        {
+            w.failed = Some(reason.clone());
+            return Err(StorageError::Failed {
+                category: self.category.to_string(),
+                reason,
+            });
+        }
+        let max_chunk = self.ctx.cfg.max_chunk_size;
+        let mut used_spare = false;
+        if w.active
+            .as_ref()
+            .is_none_or(|a| a.capacity - a.written < len)
+        {
+            if let Some(old) = w.active.take() {
+                self.retire(old);
+            }
+            let fresh = if len > max_chunk {
+                self.create_chunk(len)?
+            } else if let Some(spare) = self.spare.lock().take() {
+                used_spare = true;
+                spare
+            } else {
+                used_spare = true;
+                self.create_chunk(max_chunk)?
+            };
+            self.chunks
+                .write()
+                .insert(fresh.chunk.name().clone(), Arc::clone(&fresh.chunk));
+            w.active = Some(Active {
+                activated: Instant::now(),
+                ..fresh
+            });
+        }
+        let Some(a) = w.active.as_mut() else {
+            unreachable!("active chunk was just ensured")
+        };
+        a.chunk.write_frames(&a.map, a.written, frames);
+        if let Err(e) = a.chunk.write_record(
+            &a.files,
+            a.idx_pos,
+            &Record::batch(a.written, batch_len, body.crc),
+        ) {
+            if !matches!(e, StorageError::DiskFull { .. }) {
+                w.failed = Some(e.to_string());
+                if let Some(a) = &w.active {
+                    a.chunk.fail(e.to_string());
+                }
+            }
+            return Err(e);
+        }
+        let offset = a.written;
+        a.written += len;
+        a.idx_pos += RECORD_LEN as u64;
+        a.chunk.publish_end(a.written);
+        let out = Appended {
+            chunk: Arc::clone(&a.chunk),
+            offset,
+            size: len,
+        };
+        if a.written == a.capacity {
+            if let Some(full) = w.active.take() {
+                self.retire(full);
+            }
+        }
+        drop(w);
+        if used_spare {
+            self.prepare_spare();
+        }
+        Ok(out)
+    }
+
+    /// Seals the open chunk if it is non-empty and older than `max_age`.
+    pub(super) fn rotate_if_older(self: &Arc<Self>, max_age: std::time::Duration) {
+        let mut w = self.writer.lock();
+        if w.active
+            .as_ref()
+            .is_some_and(|a| a.written > 0 && a.activated.elapsed() >= max_age)
+        {
+            if let Some(old) = w.active.take() {
+                drop(w);
+                self.retire(old);
+            }
+        }
+    }
+
+    /// Seals the open chunk now (blocking) and removes the unused spare.
+    /// Used at shutdown, after HTTP has drained.
+    pub(super) fn close_blocking(&self) -> Result<(), StorageError> {
+        let active = self.writer.lock().active.take();
+        let mut result = Ok(());
+        if let Some(a) = active {
+            result = self.seal_now(a);
+        }
+        if let Some(spare) = self.spare.lock().take() {
+            self.discard(&spare.chunk);
+        }
+        result
+    }
+
+    /// Hands a full or old chunk to a background sealer.
+    fn retire(self: &Arc<Self>, old: Active) {
+        let me = Arc::clone(self);
+        let job = move || {
+            if let Err(e) = me.seal_now(old) {
+                tracing::error!(category = %me.category, error = %e, "sealing failed; category is read-only");
+                me.writer.lock().failed.get_or_insert_with(|| e.to_string());
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => {
+                self.ctx.tasks.spawn_blocking(job);
+            }
+            Err(_) => job(),
+        }
+    }
+
+    fn seal_now(&self, a: Active) -> Result<(), StorageError> {
+        if a.written == 0 {
+            self.discard(&a.chunk);
+            return Ok(());
+        }
+        a.chunk
+            .seal_blocking(a.written, a.idx_pos, &self.ctx.hook)?;
+        tracing::debug!(chunk = %a.chunk.name(), size = a.written, "sealed chunk");
+        Ok(())
+    }
+
+    /// Removes an empty chunk's files (its index number stays used).
+    fn discard(&self, chunk: &Chunk) {
+        self.chunks.write().remove(chunk.name());
+        for p in [chunk.data_path(), chunk.idx_path()] {
+            if let Err(e) = fs::remove_file(p) {
+                tracing::warn!(path = %p.display(), error = %e, "could not remove empty chunk file");
+            }
+        }
+    }
+
+    /// Creates the next chunk in the background, so rotation never waits.
+    fn prepare_spare(self: &Arc<Self>) {
+        if self.ctx.closing.load(Ordering::Acquire) || self.preparing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let job = move || {
+            if me.spare.lock().is_none() {
+                match me.create_chunk(me.ctx.cfg.max_chunk_size) {
+                    Ok(fresh) => {
+                        let replaced = me.spare.lock().replace(fresh);
+                        if let Some(extra) = replaced {
+                            me.discard(&extra.chunk);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(category = %me.category, error = %e, "could not pre-create the next chunk")
+                    }
+                }
+            }
+            me.preparing.store(false, Ordering::Release);
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.ctx.tasks.spawn_blocking(job);
+        } else {
+            job();
+        }
+    }
+
+    /// Allocates the next index (durably) and creates a preallocated,
+    /// mapped chunk with an empty index sidecar.
+    fn create_chunk(&self, capacity: u64) -> Result<Active, StorageError> {
+        let mut next = self.creator.lock();
+        let index = *next;
+        if index > MAX_CHUNK_INDEX {
+            return Err(StorageError::IndexesExhausted {
+                category: self.category.to_string(),
+            });
+        }
+        let counter = self.ctx.counter_path(&self.category);
+        fsutil::rewrite_atomic(&counter, (index + 1).to_string().as_bytes())
+            .map_err(|e| StorageError::io("record next chunk index in", &counter, e))?;
+        *next = index + 1;
+        let name = ChunkName::new(self.ctx.server.clone(), index).map_err(|_| {
+            StorageError::IndexesExhausted {
+                category: self.category.to_string(),
+            }
+        })?;
+        let data_path = self.dir.join(name.to_string());
+        let idx_path = index_path(&data_path);
+        let made = create_files(&data_path, &idx_path, capacity);
+        let (files, map) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&data_path);
+                let _ = fs::remove_file(&idx_path);
+                return Err(e);
+            }
+        };
+        let chunk = Arc::new(Chunk::new_writable(
+            name,
+            data_path,
+            Arc::clone(&map),
+            files,
+        ));
+        let files = chunk.files().ok_or_else(|| StorageError::Io {
+            op: "open",
+            path: idx_path.clone(),
+            source: std::io::Error::other("new chunk has no files"),
+        })?;
+        Ok(Active {
+            chunk,
+            map,
+            files,
+            written: 0,
+            capacity,
+            idx_pos: HEADER_LEN as u64,
+            activated: Instant::now(),
+        })
+    }
+
+    /// Deletes a sealed chunk after a chukcha-style ack of at least its size.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownChunk`], [`StorageError::NotSealed`],
+    /// [`StorageError::AckTooSmall`], or I/O errors removing the files.
+    pub fn ack_chunk(&self, name: &ChunkName, size: u64) -> Result<(), StorageError> {
+        let chunk = self.chunk(name).ok_or_else(|| StorageError::UnknownChunk {
+            category: self.category.to_string(),
+            name: name.to_string(),
+        })?;
+        let state = chunk.state();
+        if !state.sealed {
+            return Err(StorageError::NotSealed {
+                name: name.to_string(),
+            });
+        }
+        if size < state.end {
+            return Err(StorageError::AckTooSmall {
+                name: name.to_string(),
+                size,
+                final_size: state.end,
+            });
+        }
+        if self.chunks.write().remove(name).is_none() {
+            return Ok(()); // a concurrent ack removed it
+        }
+        for p in [chunk.idx_path(), chunk.data_path()] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove acked chunk file", p, e)),
+            }
+        }
+        fsutil::fsync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))?;
+        tracing::info!(category = %self.category, chunk = %name, size = state.end, "deleted acked chunk");
+        Ok(())
+    }
+}
+
+fn create_files(
+    data_path: &Path,
+    idx_path: &Path,
+    capacity: u64,
+) -> Result<(ChunkFiles, Arc<ChunkMap>), StorageError> {
+    let data = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(data_path)
+        .map_err(|e| StorageError::io("create chunk", data_path, e))?;
+    fsutil::preallocate(&data, capacity)
+        .map_err(|e| StorageError::io("preallocate", data_path, e))?;
+    let idx: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(idx_path)
+        .map_err(|e| StorageError::io("create index", idx_path, e))?;
+    idx.write_all_at(&index::header(), 0)
+        .map_err(|e| StorageError::io("write index header to", idx_path, e))?;
+    let map = ChunkMap::map_writable(&data, capacity)
+        .map_err(|e| StorageError::io("map", data_path, e))?;
+    if let Some(dir) = data_path.parent() {
+        fsutil::fsync_dir(dir).map_err(|e| StorageError::io("fsync", dir, e))?;
+    }
+    Ok((ChunkFiles { data, idx }, Arc::new(map)))
+}

@@ -1,0 +1,425 @@
+//! One chunk: its files, its mapping, its published size and its group
+//! commit. Appends are done by `category_log` (the only writer); this module
+//! offers whole-message reads of the published bytes and the durability
+//! machinery (`sync_to`, `seal`).
+
+pub mod format;
+pub mod index;
+mod map;
+pub mod recovery;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+pub use map::{ChunkMap, MappedBytes};
+
+use crate::fsutil::{self, FaultHook};
+use crate::names::ChunkName;
+
+use super::StorageError;
+
+/// The observable state of a chunk, broadcast to long-polling readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkState {
+    /// Bytes of whole messages readable now.
+    pub end: u64,
+    /// Sealed durably: the chunk will never grow again.
+    pub sealed: bool,
+}
+
+/// How far the chunk is known to be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Synced {
+    upto: u64,
+    failed: bool,
+}
+
+/// Open file handles of a chunk that is still being written or sealed.
+#[derive(Debug)]
+pub struct ChunkFiles {
+    /// The chunk (message bytes).
+    pub data: File,
+    /// The index sidecar.
+    pub idx: File,
+}
+
+/// A chunk file and its sidecar. Shared (`Arc`) by the writer, readers,
+/// sync waiters and the sealer.
+#[derive(Debug)]
+pub struct Chunk {
+    name: ChunkName,
+    data_path: PathBuf,
+    idx_path: PathBuf,
+    created: SystemTime,
+    map: Mutex<Option<Arc<ChunkMap>>>,
+    files: Mutex<Option<Arc<ChunkFiles>>>,
+    state: watch::Sender<ChunkState>,
+    synced: watch::Sender<Synced>,
+    sync_leader: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+/// The sidecar path of a chunk file.
+#[must_use]
+pub fn index_path(data_path: &Path) -> PathBuf {
+    let mut s = data_path.as_os_str().to_os_string();
+    s.push(index::INDEX_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// The result of a read.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// Whole messages (zero-copy view of the mapping).
+    Data(Bytes),
+    /// No bytes at this offset yet; `sealed` says whether more can come.
+    Empty {
+        /// The chunk is sealed: this is its end.
+        sealed: bool,
+    },
+}
+
+impl Chunk {
+    /// A chunk whose data is already complete on disk (sealed) or recovered.
+    pub(crate) fn existing(
+        name: ChunkName,
+        data_path: PathBuf,
+        size: u64,
+        sealed: bool,
+        created: SystemTime,
+    ) -> Self {
+        let idx_path = index_path(&data_path);
+        Self::build(
+            name,
+            data_path,
+            idx_path,
+            created,
+            None,
+            None,
+            ChunkState { end: size, sealed },
+            size,
+        )
+    }
+
+    /// A new, empty, writable chunk.
+    pub(crate) fn new_writable(
+        name: ChunkName,
+        data_path: PathBuf,
+        map: Arc<ChunkMap>,
+        files: ChunkFiles,
+    ) -> Self {
+        let idx_path = index_path(&data_path);
+        Self::build(
+            name,
+            data_path,
+            idx_path,
+            SystemTime::now(),
+            Some(map),
+            Some(Arc::new(files)),
+            ChunkState {
+                end: 0,
+                sealed: false,
+            },
+            0,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        name: ChunkName,
+        data_path: PathBuf,
+        idx_path: PathBuf,
+        created: SystemTime,
+        map: Option<Arc<ChunkMap>>,
+        files: Option<Arc<ChunkFiles>>,
+        state: ChunkState,
+        synced: u64,
+    ) -> Self {
+        Self {
+            name,
+            data_path,
+            idx_path,
+            created,
+            map: Mutex::new(map),
+            files: Mutex::new(files),
+            state: watch::Sender::new(state),
+            synced: watch::Sender::new(Synced {
+                upto: synced,
+                failed: false,
+            }),
+            sync_leader: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// The chunk's name.
+    #[must_use]
+    pub fn name(&self) -> &ChunkName {
+        &self.name
+    }
+
+    /// Path of the chunk file.
+    #[must_use]
+    pub fn data_path(&self) -> &Path {
+        &self.data_path
+    }
+
+    /// Path of the index sidecar.
+    #[must_use]
+    pub fn idx_path(&self) -> &Path {
+        &self.idx_path
+    }
+
+    /// When the chunk was created (file mtime for chunks found at startup).
+    #[must_use]
+    pub fn created(&self) -> SystemTime {
+        self.created
+    }
+
+    /// Current state (size and sealed flag).
+    #[must_use]
+    pub fn state(&self) -> ChunkState {
+        *self.state.borrow()
+    }
+
+    /// A receiver that sees every change of the state (for long polls).
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<ChunkState> {
+        self.state.subscribe()
+    }
+
+    /// The first storage failure of this chunk, if any.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
+    /// Publishes a new readable end (called by the writer after an append).
+    pub(crate) fn publish_end(&self, end: u64) {
+        self.state.send_modify(|s| s.end = end);
+    }
+
+    pub(crate) fn files(&self) -> Option<Arc<ChunkFiles>> {
+        self.files.lock().clone()
+    }
+
+    fn mapping(&self) -> Result<Arc<ChunkMap>, StorageError> {
+        let mut guard = self.map.lock();
+        if let Some(m) = guard.as_ref() {
+            return Ok(Arc::clone(m));
+        }
+        let size = self.state().end;
+        let file = File::open(&self.data_path)
+            .map_err(|e| StorageError::io("open chunk", &self.data_path, e))?;
+        let map = Arc::new(
+            ChunkMap::map_read_only(&file, size)
+                .map_err(|e| StorageError::io("map chunk", &self.data_path, e))?,
+        );
+        *guard = Some(Arc::clone(&map));
+        Ok(map)
+    }
+
+    /// Whole messages starting at `off`, at most `max_size` bytes.
+    ///
+    /// # Errors
+    /// [`StorageError::OffsetBeyondEnd`], [`StorageError::NotBoundary`],
+    /// [`StorageError::MaxSizeTooSmall`], or an I/O error mapping the file.
+    pub fn read(&self, off: u64, max_size: u64) -> Result<ReadOutcome, StorageError> {
+        let ChunkState { end, sealed } = self.state();
+        if off > end {
+            return Err(StorageError::OffsetBeyondEnd {
+                name: self.name.to_string(),
+                off,
+                size: end,
+            });
+        }
+        if off == end {
+            // The published end is always a message boundary.
+            return Ok(ReadOutcome::Empty { sealed });
+        }
+        let map = self.mapping()?;
+        let (start, end_us) = (to_usize(off), to_usize(end));
+        // SAFETY: [0, end) is published and immutable; map covers it.
+        let published = unsafe { map.slice(0, end_us) };
+        if !format::is_message_boundary(published, start) {
+            return Err(StorageError::NotBoundary {
+                name: self.name.to_string(),
+                off,
+            });
+        }
+        let window_end = end_us.min(start.saturating_add(to_usize(max_size)));
+        let take = format::last_complete_message_end(&published[start..window_end]);
+        if take == 0 {
+            let next_len =
+                format::first_message_len(&published[start..]).unwrap_or(end_us - start) as u64;
+            return Err(StorageError::MaxSizeTooSmall { max_size, next_len });
+        }
+        // SAFETY: [start, start + take) lies inside the published range.
+        let owner = unsafe { MappedBytes::new(map, start, start + take) };
+        Ok(ReadOutcome::Data(Bytes::from_owner(owner)))
+    }
+
+    /// Copies a validated body into the mapping at `off` (writer only).
+    pub(crate) fn write_frames(&self, map: &ChunkMap, off: u64, frames: &[Bytes]) {
+        let mut pos = to_usize(off);
+        for f in frames {
+            // SAFETY: called by the single writer under the category writer
+            // lock; [pos, pos + len) is past the published end and within the
+            // capacity checked by the caller.
+            unsafe { map.write_at(pos, f) };
+            pos += f.len();
+        }
+    }
+
+    /// Appends one index record (writer only).
+    pub(crate) fn write_record(
+        &self,
+        files: &ChunkFiles,
+        pos: u64,
+        rec: &index::Record,
+    ) -> Result<(), StorageError> {
+        files
+            .idx
+            .write_all_at(&rec.encode(), pos)
+            .map_err(|e| StorageError::io("append index record to", &self.idx_path, e))
+    }
+
+    /// Waits until the first `target` bytes are on disk, sharing one
+    /// fdatasync among all concurrent waiters (group commit).
+    ///
+    /// # Errors
+    /// [`StorageError::Failed`] if a sync failed; the chunk is then read-only.
+    pub async fn sync_to(
+        self: &Arc<Self>,
+        target: u64,
+        hook: &FaultHook,
+    ) -> Result<(), StorageError> {
+        let mut rx = self.synced.subscribe();
+        loop {
+            let s = *rx.borrow_and_update();
+            if s.failed {
+                return Err(self.failed_error());
+            }
+            if s.upto >= target {
+                return Ok(());
+            }
+            if self
+                .sync_leader
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // Lead in a spawned task so a cancelled request can never
+                // leave the leader flag set.
+                let me = Arc::clone(self);
+                let hook = hook.clone();
+                tokio::spawn(async move { me.lead_sync(hook).await });
+            }
+            if rx.changed().await.is_err() {
+                return Err(self.failed_error());
+            }
+        }
+    }
+
+    async fn lead_sync(self: Arc<Self>, hook: FaultHook) {
+        let end = self.state().end;
+        let result = match self.files() {
+            None => Ok(()), // sealed: everything is already durable
+            Some(files) => {
+                let hook2 = hook.clone();
+                let joined = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    fsutil::sync_data(&files.data, &hook2)?;
+                    fsutil::sync_data(&files.idx, &hook2)
+                })
+                .await;
+                joined.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
+        };
+        // Release leadership before publishing so a waiter woken by the
+        // publish can always become the next leader.
+        self.sync_leader.store(false, Ordering::Release);
+        match result {
+            Ok(()) => self.synced.send_modify(|s| s.upto = s.upto.max(end)),
+            Err(e) => {
+                self.fail(format!(
+                    "fdatasync of {} failed: {e}",
+                    self.data_path.display()
+                ));
+            }
+        }
+    }
+
+    /// Marks the chunk failed (read-only) and wakes every sync waiter.
+    pub(crate) fn fail(&self, reason: String) {
+        tracing::error!(chunk = %self.name, %reason, "chunk storage failure; chunk is now read-only");
+        self.failure.lock().get_or_insert(reason);
+        self.synced.send_modify(|s| s.failed = true);
+    }
+
+    fn failed_error(&self) -> StorageError {
+        StorageError::Failed {
+            category: self
+                .data_path
+                .parent()
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            reason: self.failure().unwrap_or_else(|| "sync failed".into()),
+        }
+    }
+
+    /// Seals the chunk durably at `size`: sync data, trim the preallocated
+    /// tail, append and sync the seal record. Blocking; run off the runtime.
+    ///
+    /// # Errors
+    /// Any I/O error; the chunk is marked failed.
+    pub(crate) fn seal_blocking(
+        &self,
+        size: u64,
+        idx_pos: u64,
+        hook: &FaultHook,
+    ) -> Result<(), StorageError> {
+        let Some(files) = self.files() else {
+            return Ok(());
+        };
+        let result = (|| {
+            fsutil::sync_data(&files.data, hook)
+                .map_err(|e| StorageError::io("fdatasync", &self.data_path, e))?;
+            files
+                .data
+                .set_len(size)
+                .map_err(|e| StorageError::io("trim", &self.data_path, e))?;
+            fsutil::sync_data(&files.data, hook)
+                .map_err(|e| StorageError::io("fdatasync", &self.data_path, e))?;
+            self.write_record(&files, idx_pos, &index::Record::seal(size))?;
+            fsutil::sync_data(&files.idx, hook)
+                .map_err(|e| StorageError::io("fdatasync", &self.idx_path, e))
+        })();
+        match result {
+            Ok(()) => {
+                *self.files.lock() = None;
+                self.state.send_modify(|s| {
+                    s.end = size;
+                    s.sealed = true;
+                });
+                self.synced.send_modify(|s| s.upto = s.upto.max(size));
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}

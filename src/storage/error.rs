@@ -1,0 +1,128 @@
+//! [`StorageError`]: everything the storage layer can refuse or fail with.
+//! The HTTP layer maps each variant to a status in `http/error.rs`.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::chunk::index::IndexFormatError;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The filesystem is full; the write was not stored.
+    #[error("disk full while {op} {}: {source}; the write was not stored, retry once space is freed", path.display())]
+    DiskFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error (ENOSPC/EDQUOT).
+        #[source]
+        source: io::Error,
+    },
+    /// A previous fsync or write failed; the category is read-only until restart.
+    #[error("category {category} is read-only after a storage failure ({reason}); restart the server once the disk is healthy")]
+    Failed {
+        /// The category.
+        category: String,
+        /// The first failure.
+        reason: String,
+    },
+    /// No such chunk in this category on this server.
+    #[error("unknown chunk {name} in category {category}")]
+    UnknownChunk {
+        /// The category.
+        category: String,
+        /// The chunk name asked for.
+        name: String,
+    },
+    /// An ack named a chunk that may still grow.
+    #[error("chunk {name} is not sealed yet; only sealed (complete) chunks can be acked")]
+    NotSealed {
+        /// The chunk.
+        name: String,
+    },
+    /// An ack's size is below the chunk's final size.
+    #[error("ack size {size} is less than the size {final_size} of chunk {name}; read the whole chunk first")]
+    AckTooSmall {
+        /// The chunk.
+        name: String,
+        /// Size given.
+        size: u64,
+        /// The chunk's final size.
+        final_size: u64,
+    },
+    /// A read offset past the end of a chunk this server holds complete.
+    #[error("offset {off} is beyond the end of chunk {name} (size {size})")]
+    OffsetBeyondEnd {
+        /// The chunk.
+        name: String,
+        /// Offset asked for.
+        off: u64,
+        /// Current size.
+        size: u64,
+    },
+    /// A read offset inside a message.
+    #[error("offset {off} is not at a message boundary of chunk {name}; use 0 or an offset returned by a previous read")]
+    NotBoundary {
+        /// The chunk.
+        name: String,
+        /// Offset asked for.
+        off: u64,
+    },
+    /// `max_size` cannot hold the next message.
+    #[error("max_size {max_size} is too small for the next message of {next_len} bytes; ask for at least {next_len}")]
+    MaxSizeTooSmall {
+        /// The limit given.
+        max_size: u64,
+        /// Length of the next message.
+        next_len: u64,
+    },
+    /// An index sidecar that is not ours.
+    #[error("index {}: {source}", path.display())]
+    CorruptIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: IndexFormatError,
+    },
+    /// Another process holds the data dir.
+    #[error("data dir {} is in use by another chunkbus process (lock {} held)", data_dir.display(), lock.display())]
+    Locked {
+        /// The data dir.
+        data_dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// All 10^9 chunk indexes of a category are used.
+    #[error("category {category} has used every chunk index (999999999)")]
+    IndexesExhausted {
+        /// The category.
+        category: String,
+    },
+}
+
+impl StorageError {
+    /// Wraps an I/O error, classifying a full disk as [`StorageError::DiskFull`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if crate::fsutil::is_disk_full(&source) {
+            Self::DiskFull { op, path, source }
+        } else {
+            Self::Io { op, path, source }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Storage: the map from category to [`CategoryLog`], startup recovery, and
+//! the background flush and rotation loops.
+//!
+//! Layout on disk (see `docs/formats.md`):
+//! ```text
+//! <data_dir>/<category>/<server>-chunkNNNNNNNNN       message bytes only
+//! <data_dir>/<category>/<server>-chunkNNNNNNNNN.idx   batch index sidecar
+//! <data_dir>/.chunkbus/lock                           held while serving
+//! <data_dir>/.chunkbus/next-chunk/<category>          next chunk index
+//! ```
+
+mod category_log;
+pub mod chunk;
+mod error;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use category_log::{Appended, CategoryLog, ChunkInfo};
+pub use error::StorageError;
+
+use crate::config::StorageConfig;
+use crate::fsutil::{self, FaultHook};
+use crate::names::{Category, ChunkName, ServerName};
+use chunk::format::CheckedBody;
+
+/// Name of the state directory inside the data dir.
+pub const STATE_DIR: &str = ".chunkbus";
+
+/// Shared context of all category logs.
+#[derive(Debug)]
+pub struct Ctx {
+    data_dir: PathBuf,
+    state_dir: PathBuf,
+    server: ServerName,
+    cfg: StorageConfig,
+    hook: FaultHook,
+    tasks: TaskTracker,
+    closing: AtomicBool,
+}
+
+impl Ctx {
+    fn counter_path(&self, category: &Category) -> PathBuf {
+        self.state_dir.join("next-chunk").join(category.as_str())
+    }
+}
+
+/// The storage engine of one server.
+#[derive(Debug)]
+pub struct Storage {
+    ctx: Arc<Ctx>,
+    categories: RwLock<BTreeMap<Category, Arc<CategoryLog>>>,
+    _lock: File,
+}
+
+impl Storage {
+    /// Opens (creating if missing) the data dir, takes its lock and recovers
+    /// every category: torn tails cut, open chunks sealed, empty ones removed.
+    ///
+    /// # Errors
+    /// The data dir is locked by another process, unreadable, or holds an
+    /// index that is not ours.
+    pub fn open(
+        data_dir: &Path,
+        server: ServerName,
+        cfg: StorageConfig,
+        hook: FaultHook,
+    ) -> Result<Self, StorageError> {
+        let started = Instant::now();
+        fsutil::create_dir_durable(data_dir)
+            .map_err(|e| StorageError::io("create data dir", data_dir, e))?;
+        let state_dir = data_dir.join(STATE_DIR);
+        fsutil::create_dir_durable(&state_dir.join("next-chunk"))
+            .map_err(|e| StorageError::io("create state dir", &state_dir, e))?;
+        let lock_path = state_dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StorageError::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    data_dir: data_dir.to_path_buf(),
+                    lock: lock_path,
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &lock_path, e)),
+        }
+        let ctx = Arc::new(Ctx {
+            data_dir: data_dir.to_path_buf(),
+            state_dir,
+            server,
+            cfg,
+            hook,
+            tasks: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+        });
+        let mut categories = BTreeMap::new();
+        let mut chunk_count = 0usize;
+        for entry in
+            fs::read_dir(data_dir).map_err(|e| StorageError::io("list data dir", data_dir, e))?
+        {
+            let entry = entry.map_err(|e| StorageError::io("list data dir", data_dir, e))?;
+            let fname = entry.file_name();
+            let Some(name) = fname.to_str() else { continue };
+            if name == STATE_DIR {
+                continue;
+            }
+            let Ok(category) = Category::parse(name) else {
+                tracing::warn!(entry = %entry.path().display(), "ignoring entry in data dir that is not a category");
+                continue;
+            };
+            if !entry
+                .file_type()
+                .map_err(|e| StorageError::io("stat", entry.path(), e))?
+                .is_dir()
+            {
+                tracing::warn!(entry = %entry.path().display(), "ignoring file in data dir");
+                continue;
+            }
+            let log = load_category(&ctx, category.clone(), entry.path())?;
+            chunk_count += log.list().len();
+            categories.insert(category, Arc::new(log));
+        }
+        tracing::info!(
+            categories = categories.len(),
+            chunks = chunk_count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage recovered"
+        );
+        Ok(Self {
+            ctx,
+            categories: RwLock::new(categories),
+            _lock: lock,
+        })
+    }
+
+    /// This server's name.
+    #[must_use]
+    pub fn server(&self) -> &ServerName {
+        &self.ctx.server
+    }
+
+    /// The data dir.
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.ctx.data_dir
+    }
+
+    /// The state dir (`<data_dir>/.chunkbus`).
+    #[must_use]
+    pub fn state_dir(&self) -> &Path {
+        &self.ctx.state_dir
+    }
+
+    /// The log of `category`, if it exists.
+    #[must_use]
+    pub fn category(&self, category: &Category) -> Option<Arc<CategoryLog>> {
+        self.categories.read().get(category).cloned()
+    }
+
+    /// Names of all categories.
+    #[must_use]
+    pub fn category_names(&self) -> Vec<String> {
+        self.categories
+            .read()
+            .keys()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn category_or_create(&self, category: &Category) -> Result<Arc<CategoryLog>, StorageError> {
+        if let Some(log) = self.category(category) {
+            return Ok(log);
+        }
+        let mut map = self.categories.write();
+        if let Some(log) = map.get(category) {
+            return Ok(Arc::clone(log));
+        }
+        let dir = self.ctx.data_dir.join(category.as_str());
+        fsutil::create_dir_durable(&dir)
+            .map_err(|e| StorageError::io("create category dir", &dir, e))?;
+        let next = read_counter(&self.ctx.counter_path(category))?;
+        let log = Arc::new(CategoryLog::new(
+            category.clone(),
+            dir,
+            Arc::clone(&self.ctx),
+            BTreeMap::new(),
+            next,
+        ));
+        map.insert(category.clone(), Arc::clone(&log));
+        tracing::info!(%category, "created category");
+        Ok(log)
+    }
+
+    /// Appends a validated body to `category` (creating it on first write).
+    ///
+    /// # Errors
+    /// See [`CategoryLog::append`].
+    pub fn append(
+        &self,
+        category: &Category,
+        frames: &[Bytes],
+        body: CheckedBody,
+    ) -> Result<Appended, StorageError> {
+        self.category_or_create(category)?.append(frames, body)
+    }
+
+    /// Waits until `appended` is on this server's disk (group commit).
+    ///
+    /// # Errors
+    /// [`StorageError::Failed`] when the fdatasync failed.
+    pub async fn wait_durable(&self, appended: &Appended) -> Result<(), StorageError> {
+        appended
+            .chunk
+            .sync_to(appended.offset + appended.size, &self.ctx.hook)
+            .await
+    }
+
+    /// Whether every write must be synced before it is acknowledged.
+    #[must_use]
+    pub fn fsync_every_write(&self) -> bool {
+        self.ctx.cfg.fsync_every_write
+    }
+
+    /// fdatasyncs every open chunk that has unsynced bytes.
+    pub async fn flush_all(&self) {
+        let logs: Vec<_> = self.categories.read().values().cloned().collect();
+        for log in logs {
+            if let Some((chunk, written)) = log.active_chunk() {
+                if let Err(e) = chunk.sync_to(written, &self.ctx.hook).await {
+                    tracing::error!(chunk = %chunk.name(), error = %e, "periodic flush failed");
+                }
+            }
+        }
+    }
+
+    /// Runs the periodic flush (`flush_interval`) and rotation
+    /// (`chunk_rotate_interval`) until `token` is cancelled.
+    pub async fn run_background(self: Arc<Self>, token: CancellationToken) {
+        let tick = self
+            .ctx
+            .cfg
+            .flush_interval
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(10));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_flush = Instant::now();
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            let logs: Vec<_> = self.categories.read().values().cloned().collect();
+            for log in &logs {
+                log.rotate_if_older(self.ctx.cfg.chunk_rotate_interval);
+            }
+            if last_flush.elapsed() >= self.ctx.cfg.flush_interval {
+                last_flush = Instant::now();
+                self.flush_all().await;
+            }
+        }
+    }
+
+    /// Shutdown: stops creating spare chunks, waits for background seals,
+    /// then seals every open chunk durably and removes unused spares.
+    ///
+    /// # Errors
+    /// The first sealing error (others are logged).
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.ctx.closing.store(true, Ordering::Release);
+        self.ctx.tasks.close();
+        self.ctx.tasks.wait().await;
+        let logs: Vec<_> = self.categories.read().values().cloned().collect();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut first = Ok(());
+            for log in logs {
+                if let Err(e) = log.close_blocking() {
+                    tracing::error!(category = %log.category(), error = %e, "sealing at shutdown failed");
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                }
+            }
+            first
+        })
+        .await;
+        joined.unwrap_or_else(|e| {
+            Err(StorageError::Io {
+                op: "seal at shutdown",
+                path: self.ctx.data_dir.clone(),
+                source: std::io::Error::other(e),
+            })
+        })
+    }
+}
+
+fn read_counter(path: &Path) -> Result<u64, StorageError> {
+    match fs::read_to_string(path) {
+        Ok(s) => s.trim().parse::<u64>().map_err(|e| StorageError::Io {
+            op: "parse chunk counter",
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StorageError::io("read chunk counter", path, e)),
+    }
+}
+
+fn load_category(
+    ctx: &Arc<Ctx>,
+    category: Category,
+    dir: PathBuf,
+) -> Result<CategoryLog, StorageError> {
+    let mut chunks = BTreeMap::new();
+    let stored = read_counter(&ctx.counter_path(&category))?;
+    let mut next = stored;
+    let mut orphan_indexes = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(|e| StorageError::io("list category", &dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io("list category", &dir, e))?;
+        let path = entry.path();
+        let Some(fname) = entry.file_name().to_str().map(str::to_owned) else {
+            tracing::warn!(path = %path.display(), "ignoring file with a non-UTF-8 name");
+            continue;
+        };
+        if let Some(stem) = fname.strip_suffix(chunk::index::INDEX_SUFFIX) {
+            if !dir.join(stem).exists() {
+                orphan_indexes.push(path);
+            }
+            continue;
+        }
+        let Ok(name) = ChunkName::parse(&fname) else {
+            tracing::warn!(path = %path.display(), "ignoring file that is not a chunk");
+            continue;
+        };
+        let owned = name.owner() == &ctx.server;
+        if owned {
+            next = next.max(name.index() + 1);
+        }
+        if let Some(chunk) = chunk::recovery::load(name.clone(), &path, owned, &ctx.hook)? {
+            chunks.insert(name, chunk);
+        }
+    }
+    for p in orphan_indexes {
+        tracing::info!(path = %p.display(), "removing index without chunk");
+        fs::remove_file(&p).map_err(|e| StorageError::io("remove", &p, e))?;
+    }
+    let counter = ctx.counter_path(&category);
+    if next != stored {
+        fsutil::rewrite_atomic(&counter, next.to_string().as_bytes())
+            .map_err(|e| StorageError::io("record next chunk index in", &counter, e))?;
+    }
+    Ok(CategoryLog::new(
+        category,
+        dir,
+        Arc::clone(ctx),
+        chunks,
+        next,
+    ))
+}
