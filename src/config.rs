@@ -36,7 +36,7 @@ pub enum ConfigError {
         why: String,
     },
     /// The config file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -310,19 +310,21 @@ impl RawSettings {
                 parse_bool,
             )?,
         };
+        let max_batch_size = opt(
+            self.max_batch_size,
+            "max_batch_size",
+            d.limits.max_batch_size,
+            parse_size,
+        )?;
+        // Unset, the message limit follows a smaller batch limit down.
         let limits = Limits {
             max_message_size: opt(
                 self.max_message_size,
                 "max_message_size",
-                d.limits.max_message_size,
+                d.limits.max_message_size.min(max_batch_size),
                 parse_size,
             )?,
-            max_batch_size: opt(
-                self.max_batch_size,
-                "max_batch_size",
-                d.limits.max_batch_size,
-                parse_size,
-            )?,
+            max_batch_size,
         };
         let replication_timeout = opt(
             self.replication_timeout,

@@ -20,3 +20,16 @@ pub mod http;
 pub mod names;
 pub mod server;
 pub mod storage;
+
+/// Formats an error and its `source()` chain as one line: `error: cause: cause…`.
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

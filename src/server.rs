@@ -30,7 +30,7 @@ pub const READY_FILE: &str = "ready.json";
 #[non_exhaustive]
 pub enum ServerError {
     /// Binding the listen address failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -42,7 +42,7 @@ pub enum ServerError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// Writing the ready file failed.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}", path.display())]
     ReadyFile {
         /// The file.
         path: PathBuf,

@@ -84,9 +84,10 @@ impl From<StorageError> for ApiError {
             | StorageError::MaxSizeTooSmall { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        let message = crate::error_chain(&e);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %e, "internal storage error");
+            tracing::error!(error = %message, "internal storage error");
         }
-        Self::new(status, e.to_string())
+        Self::new(status, message)
     }
 }

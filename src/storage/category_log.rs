@@ -201,9 +201,9 @@ impl CategoryLog {
             &Record::batch(a.written, batch_len, body.crc),
         ) {
             if !matches!(e, StorageError::DiskFull { .. }) {
-                w.failed = Some(e.to_string());
+                w.failed = Some(crate::error_chain(&e));
                 if let Some(a) = &w.active {
-                    a.chunk.fail(e.to_string());
+                    a.chunk.fail(crate::error_chain(&e));
                 }
             }
             return Err(e);
@@ -262,8 +262,11 @@ impl CategoryLog {
         let me = Arc::clone(self);
         let job = move || {
             if let Err(e) = me.seal_now(old) {
-                tracing::error!(category = %me.category, error = %e, "sealing failed; category is read-only");
-                me.writer.lock().failed.get_or_insert_with(|| e.to_string());
+                tracing::error!(category = %me.category, error = %crate::error_chain(&e), "sealing failed; category is read-only");
+                me.writer
+                    .lock()
+                    .failed
+                    .get_or_insert_with(|| crate::error_chain(&e));
             }
         };
         match tokio::runtime::Handle::try_current() {

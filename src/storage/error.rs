@@ -11,7 +11,7 @@ use super::chunk::index::IndexFormatError;
 #[non_exhaustive]
 pub enum StorageError {
     /// An I/O operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -22,7 +22,7 @@ pub enum StorageError {
         source: io::Error,
     },
     /// The filesystem is full; the write was not stored.
-    #[error("disk full while {op} {}: {source}; the write was not stored, retry once space is freed", path.display())]
+    #[error("disk full while {op} {}; the write was not stored, retry once space is freed", path.display())]
     DiskFull {
         /// What was being done.
         op: &'static str,
@@ -91,7 +91,7 @@ pub enum StorageError {
         next_len: u64,
     },
     /// An index sidecar that is not ours.
-    #[error("index {}: {source}", path.display())]
+    #[error("bad index file {}", path.display())]
     CorruptIndex {
         /// The index file.
         path: PathBuf,

@@ -337,9 +337,7 @@ fn load_category(
             continue;
         };
         if let Some(stem) = fname.strip_suffix(chunk::index::INDEX_SUFFIX) {
-            if !dir.join(stem).exists() {
-                orphan_indexes.push(path);
-            }
+            orphan_indexes.push((dir.join(stem), path));
             continue;
         }
         let Ok(name) = ChunkName::parse(&fname) else {
@@ -354,9 +352,18 @@ fn load_category(
             chunks.insert(name, chunk);
         }
     }
-    for p in orphan_indexes {
-        tracing::info!(path = %p.display(), "removing index without chunk");
-        fs::remove_file(&p).map_err(|e| StorageError::io("remove", &p, e))?;
+    // Checked after loading: recovery may have removed empty chunks (and
+    // their sidecars) that the directory listing still showed.
+    for (data, idx) in orphan_indexes {
+        if data.exists() || !idx.exists() {
+            continue;
+        }
+        tracing::info!(path = %idx.display(), "removing index without chunk");
+        match fs::remove_file(&idx) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("remove", &idx, e)),
+        }
     }
     let counter = ctx.counter_path(&category);
     if next != stored {

@@ -413,7 +413,7 @@ impl Chunk {
                 Ok(())
             }
             Err(e) => {
-                self.fail(e.to_string());
+                self.fail(crate::error_chain(&e));
                 Err(e)
             }
         }

@@ -1,0 +1,253 @@
+//! `TestBroker`: runs the real `chunkbus` binary on 127.0.0.1:0 with a temp
+//! data dir, waits for its `ready.json`, and offers kill -9, SIGTERM and
+//! restart. Every wait has a deadline; on a failing test the broker's stderr
+//! is printed.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Ready {
+    addr: SocketAddr,
+    pid: u32,
+}
+
+/// A chunkbus server process for one test.
+pub struct TestBroker {
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    pub addr: SocketAddr,
+    pub http: reqwest::blocking::Client,
+}
+
+impl TestBroker {
+    /// Starts a broker on a fresh temp dir with extra `serve` flags.
+    pub fn start(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut b = Self::start_in(&data_dir, args);
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// Starts a broker on `data_dir` (which the caller owns).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        let log = data_dir.with_extension("log");
+        let mut b = Self {
+            child: None,
+            _tmp: None,
+            data_dir: data_dir.to_path_buf(),
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            log,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(70))
+                .build()
+                .expect("client"),
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn spawn(&mut self) {
+        let ready = self.data_dir.join(".chunkbus").join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_chunkbus"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .env("CHUNKBUS_LOG", "info")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn chunkbus");
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read(&ready) {
+                if let Ok(r) = serde_json::from_slice::<Ready>(&text) {
+                    if r.pid == pid {
+                        self.addr = r.addr;
+                        return;
+                    }
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "chunkbus exited during startup with {status}:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chunkbus not ready within 30 s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The server's stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (at most `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = libc::pid_t::try_from(c.id()).expect("pid");
+        // SAFETY: sending a signal to our own child process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = c.try_wait().expect("wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "chunkbus did not exit within {limit:?} of SIGTERM:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the process again on the same data dir (new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Starts a stopped broker again.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    // ---- HTTP helpers ----
+
+    pub fn write(&self, category: &str, body: impl Into<Vec<u8>>) -> (u16, String) {
+        self.post(&format!("/write?category={category}"), body)
+    }
+
+    pub fn post(&self, path_and_query: &str, body: impl Into<Vec<u8>>) -> (u16, String) {
+        let r = self
+            .http
+            .post(self.url(path_and_query))
+            .body(body.into())
+            .send()
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.text().unwrap_or_default())
+    }
+
+    pub fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
+        let r = self.http.get(self.url(path_and_query)).send().expect("GET");
+        let status = r.status().as_u16();
+        (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
+    }
+
+    pub fn get_text(&self, path_and_query: &str) -> (u16, String) {
+        let (s, b) = self.get(path_and_query);
+        (s, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// `listChunks` as (name, complete, size).
+    pub fn chunks(&self, category: &str) -> Vec<ChunkEntry> {
+        let (s, body) = self.get(&format!("/listChunks?category={category}"));
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("listChunks JSON")
+    }
+
+    /// Reads every message of every chunk of `category` (no acks).
+    pub fn read_all(&self, category: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in self.chunks(category) {
+            let mut off = 0u64;
+            loop {
+                let (s, body) = self.get(&format!(
+                    "/read?category={category}&chunk={}&off={off}&max_size=16777216",
+                    c.name
+                ));
+                assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+                if body.is_empty() {
+                    break;
+                }
+                off += body.len() as u64;
+                out.extend_from_slice(&body);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub name: String,
+    pub complete: bool,
+    pub size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WriteReply {
+    pub chunk: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- chunkbus stderr ({}) ----\n{}",
+                self.log.display(),
+                self.logs()
+            );
+        }
+    }
+}

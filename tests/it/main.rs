@@ -1,0 +1,12 @@
+//! One integration-test binary (one link step): black-box tests against the
+//! real `chunkbus` binary over HTTP on 127.0.0.1, plus in-process storage
+//! tests that corrupt real files.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod api;
+mod crash;
+mod disk_full;
+mod harness;
+mod recovery;
+mod security;
+mod shutdown;

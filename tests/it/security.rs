@@ -1,0 +1,121 @@
+//! Hostile names and parameters: clear 4xx, nothing touched outside the
+//! data dir.
+
+use crate::harness::TestBroker;
+
+fn snapshot(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn traversal_and_bad_names_are_400_and_touch_nothing() {
+    let b = TestBroker::start(&[]);
+    let parent = b.data_dir().parent().unwrap().to_path_buf();
+    let outside_before: Vec<_> = snapshot(&parent)
+        .into_iter()
+        .filter(|p| !p.starts_with("data"))
+        .collect();
+    let long = "x".repeat(129);
+    let bad_categories = [
+        "..",
+        ".",
+        "..%2F..%2Fetc",
+        "%2Fetc",
+        "a%2Fb",
+        "a%5Cb",
+        "a%00b",
+        "%C3%A9",
+        "a%20b",
+        "a.b",
+        "",
+        long.as_str(),
+        "..%2Fx",
+    ];
+    for c in bad_categories {
+        for (method, q) in [
+            ("POST", format!("/write?category={c}")),
+            ("GET", format!("/listChunks?category={c}")),
+            (
+                "GET",
+                format!("/read?category={c}&chunk=node1-chunk000000000&off=0&max_size=1"),
+            ),
+            (
+                "GET",
+                format!("/ack?category={c}&chunk=node1-chunk000000000&size=0"),
+            ),
+        ] {
+            let (s, msg) = if method == "POST" {
+                b.post(&q, "x\n")
+            } else {
+                b.get_text(&q)
+            };
+            assert_eq!(s, 400, "{method} {q}: {msg}");
+            assert!(msg.contains("category"), "{q}: {msg}");
+        }
+    }
+    for chunk in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "node1-chunk000000000%2F..",
+        "%2Fetc%2Fpasswd",
+        "node1-chunk00000000",
+        "a%2Fb-chunk000000000",
+    ] {
+        let (s, msg) = b.get_text(&format!("/read?category=ok&chunk={chunk}&off=0&max_size=1"));
+        assert_eq!(s, 400, "{chunk}: {msg}");
+    }
+    let outside_after: Vec<_> = snapshot(&parent)
+        .into_iter()
+        .filter(|p| !p.starts_with("data"))
+        .collect();
+    assert_eq!(
+        outside_before, outside_after,
+        "files outside the data dir changed"
+    );
+    assert!(
+        snapshot(b.data_dir())
+            .iter()
+            .all(|p| p.starts_with(".chunkbus")),
+        "no category was created"
+    );
+}
+
+#[test]
+fn garbage_requests_do_not_kill_the_server() {
+    use std::io::{Read, Write};
+    let b = TestBroker::start(&[]);
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /read?category=%ff%fe&chunk=\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /write?category=c HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /write?category=c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /read?category=c&chunk=node1-chunk000000000&off=0&max_size=1&off=5 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let head = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || head.starts_with("HTTP/1.1 4"), "{:?} -> {head}", String::from_utf8_lossy(raw));
+    }
+    assert_eq!(b.get_text("/healthz").0, 200, "still serving");
+}
