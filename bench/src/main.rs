@@ -1,1 +1,701 @@
-fn main() {}
+//! `chunkbus-bench`: starts release `chunkbus` servers on 127.0.0.1 with temp
+//! dirs, measures them next to this machine's ceilings in the same run, and
+//! prints a Markdown table (saved with JSON under `bench/results/` for full
+//! runs).
+//!
+//! Scenarios: raw disk ceilings, nginx HTTP ceiling, async ingest, `sync=1`
+//! ingest (group commit), consume from page cache, long-poll wake-up, restart
+//! with many chunks, server memory (ingest and idle connections).
+
+mod client;
+mod disk;
+mod load;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use hyper::Method;
+use serde::Serialize;
+
+use client::Conn;
+use servers::{Chunkbus, Nginx};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chunkbus-bench",
+    about = "Benchmarks chunkbus next to this machine's ceilings"
+)]
+struct Args {
+    /// Short run (under 2 minutes): 1 repetition, 3 s per measurement.
+    #[arg(long)]
+    quick: bool,
+    /// CI smoke run: tiny counts, checks that every scenario still works.
+    #[arg(long)]
+    smoke: bool,
+    /// Seconds per measurement (default: 8 full, 3 quick).
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Repetitions of the headline measurements (default: 3 full, 1 quick).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Message size in bytes (newline included).
+    #[arg(long, default_value_t = 100)]
+    message_size: usize,
+    /// Body (batch) size in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    body_size: usize,
+    /// The chunkbus binary (default: target/release/chunkbus).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Directory for servers' data (default: the system temp dir).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Write results to bench/results/<date>.{json,md} (default for full runs).
+    #[arg(long)]
+    save: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    scenario: String,
+    value: f64,
+    unit: &'static str,
+    /// min/median/max when repeated.
+    spread: Option<[f64; 3]>,
+    ceiling: Option<f64>,
+    ceiling_name: Option<String>,
+    notes: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    commit: String,
+    command: String,
+    machine: String,
+    rows: Vec<Row>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+struct Plan {
+    dur: Duration,
+    warmup: Duration,
+    reps: usize,
+    restart_chunks: usize,
+    idle_conns: usize,
+    wake_samples: usize,
+}
+
+async fn run(args: Args) -> Result<()> {
+    let plan = if args.smoke {
+        Plan {
+            dur: Duration::from_millis(300),
+            warmup: Duration::from_millis(100),
+            reps: 1,
+            restart_chunks: 50,
+            idle_conns: 50,
+            wake_samples: 20,
+        }
+    } else if args.quick {
+        Plan {
+            dur: Duration::from_secs(3),
+            warmup: Duration::from_millis(500),
+            reps: 1,
+            restart_chunks: 1000,
+            idle_conns: 2000,
+            wake_samples: 200,
+        }
+    } else {
+        Plan {
+            dur: Duration::from_secs(8),
+            warmup: Duration::from_secs(1),
+            reps: 3,
+            restart_chunks: 10_000,
+            idle_conns: 10_000,
+            wake_samples: 1000,
+        }
+    };
+    let plan = Plan {
+        dur: args.secs.map_or(plan.dur, Duration::from_secs_f64),
+        reps: args.reps.unwrap_or(plan.reps).max(1),
+        ..plan
+    };
+    let root = workspace_root();
+    let bin = args
+        .server_bin
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/chunkbus"));
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `cargo build --release --bin chunkbus` (make bench does)",
+            bin.display()
+        );
+    }
+    let work = match &args.work_dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let body = make_body(args.message_size, args.body_size);
+    let msgs_per_body = body.len() / args.message_size;
+    let mut rows = Vec::new();
+    eprintln!(
+        "bench: {:?} per measurement, {} repetition(s), body {} B of {}-byte messages",
+        plan.dur,
+        plan.reps,
+        body.len(),
+        args.message_size
+    );
+
+    // Ceilings: disk with periodic fdatasync, and an HTTP server that discards bodies.
+    let disk = repeat(plan.reps, || {
+        disk::write_with_periodic_sync(work.path(), &body, plan.dur, Duration::from_secs(1))
+    })?;
+    eprintln!("ceiling raw write+fdatasync/1s: {}", mbps(disk[1]));
+    let nginx = match Nginx::start(&work.path().join("nginx"))? {
+        Some(n) => {
+            let mut v = Vec::new();
+            for _ in 0..plan.reps {
+                v.push(
+                    load::post_loop(n.addr, "/", body.clone(), 4, plan.warmup, plan.dur)
+                        .await?
+                        .rate(),
+                );
+            }
+            Some(spread(v))
+        }
+        None => None,
+    };
+    if let Some(n) = nginx {
+        eprintln!("ceiling nginx discarding bodies: {}", mbps(n[1]));
+    }
+    let ceiling = match nginx {
+        Some(n) if n[1] < disk[1] => (n[1], "nginx discard".to_owned()),
+        _ => (disk[1], "raw write+fdatasync/1s".to_owned()),
+    };
+    rows.push(row(
+        "ceiling: raw sequential write, fdatasync every 1 s",
+        disk,
+        "MB/s",
+        None,
+        "same filesystem, same run",
+    ));
+    if let Some(n) = nginx {
+        rows.push(row(
+            "ceiling: nginx discarding 1 MiB POST bodies, 4 conns",
+            n,
+            "MB/s",
+            None,
+            "",
+        ));
+    }
+
+    // Async ingest (default durability), fresh server per repetition.
+    let mut ingest = Vec::new();
+    let mut ingest_hist = Histogram::<u64>::new(3)?;
+    let mut rss_ingest = 0;
+    let mut consume_server = None;
+    for rep in 0..plan.reps {
+        let dir = work.path().join(format!("ingest-{rep}"));
+        let s = Chunkbus::start(&bin, &dir, &[])?;
+        let r = load::post_loop(
+            s.addr,
+            "/write?category=bench",
+            body.clone(),
+            4,
+            plan.warmup,
+            plan.dur,
+        )
+        .await?;
+        if r.errors > 0 {
+            bail!("{} write errors during ingest", r.errors);
+        }
+        ingest.push(r.rate());
+        ingest_hist.add(&r.hist)?;
+        rss_ingest = rss_ingest.max(s.rss_anon().unwrap_or(0));
+        if rep + 1 == plan.reps {
+            consume_server = Some(s);
+        } else {
+            drop(s);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let ingest = spread(ingest);
+    eprintln!("ingest async: {}", mbps(ingest[1]));
+    rows.push(row(
+        &format!(
+            "ingest, {}-byte messages in 1 MiB bodies, 4 conns, default durability",
+            args.message_size
+        ),
+        ingest,
+        "MB/s",
+        Some(ceiling.clone()),
+        &format!(
+            "{:.0} msgs/s; reply p50 {} p99 {}",
+            ingest[1] / body.len() as f64 * msgs_per_body as f64,
+            us(ingest_hist.value_at_quantile(0.5)),
+            us(ingest_hist.value_at_quantile(0.99))
+        ),
+    ));
+
+    // Consume sealed data from page cache with 16 MiB reads.
+    let s = consume_server.context("ingest server")?;
+    let rate = consume(&s, plan.dur).await?;
+    eprintln!("consume: {}", mbps(rate));
+    rows.push(row(
+        "consume from page cache, 1 consumer, 16 MiB reads",
+        [rate; 3],
+        "MB/s",
+        None,
+        "sealed chunks just written",
+    ));
+    rows.push(row(
+        "server RssAnon during ingest (4 conns)",
+        [rss_ingest as f64 / 1048576.0; 3],
+        "MiB",
+        None,
+        "mapped chunk pages not counted",
+    ));
+    drop(s);
+
+    // sync=1 ingest, 8 writers, group commit; vs a raw write+fdatasync loop.
+    let mut sync_rates = Vec::new();
+    let mut sync_hist = Histogram::<u64>::new(3)?;
+    for rep in 0..plan.reps {
+        let dir = work.path().join(format!("sync-{rep}"));
+        let s = Chunkbus::start(&bin, &dir, &[])?;
+        let r = load::post_loop(
+            s.addr,
+            "/write?category=bench&sync=1",
+            body.clone(),
+            8,
+            plan.warmup,
+            plan.dur,
+        )
+        .await?;
+        sync_rates.push(r.rate());
+        sync_hist.add(&r.hist)?;
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let mut raw_sync = Vec::new();
+    let mut raw_hist = Histogram::<u64>::new(3)?;
+    for _ in 0..plan.reps {
+        let (r, h) = disk::write_sync_each(work.path(), &body, plan.dur)?;
+        raw_sync.push(r);
+        raw_hist.add(&h)?;
+    }
+    let sync_rates = spread(sync_rates);
+    let raw_sync = spread(raw_sync);
+    eprintln!(
+        "ingest sync=1: {} (raw write+fdatasync loop {})",
+        mbps(sync_rates[1]),
+        mbps(raw_sync[1])
+    );
+    rows.push(row(
+        "ceiling: raw write+fdatasync loop of 1 MiB blocks",
+        raw_sync,
+        "MB/s",
+        None,
+        &format!(
+            "p50 {} p99 {}",
+            us(raw_hist.value_at_quantile(0.5)),
+            us(raw_hist.value_at_quantile(0.99))
+        ),
+    ));
+    rows.push(row(
+        "ingest sync=1, 1 MiB bodies, 8 conns (group commit)",
+        sync_rates,
+        "MB/s",
+        Some((raw_sync[1], "raw write+fdatasync loop".into())),
+        &format!(
+            "reply p50 {} p99 {} p99.9 {}",
+            us(sync_hist.value_at_quantile(0.5)),
+            us(sync_hist.value_at_quantile(0.99)),
+            us(sync_hist.value_at_quantile(0.999))
+        ),
+    ));
+
+    // Long-poll wake-up latency.
+    let dir = work.path().join("wake");
+    let s = Chunkbus::start(&bin, &dir, &[])?;
+    let wake = wake_latency(&s, plan.wake_samples).await?;
+    eprintln!(
+        "long-poll wake-up p99: {}",
+        us(wake.value_at_quantile(0.99))
+    );
+    rows.push(row(
+        "long-poll wake-up: write sent → waiting reader has it",
+        [wake.value_at_quantile(0.99) as f64 / 1000.0; 3],
+        "ms p99",
+        None,
+        &format!(
+            "p50 {} max {}; {} samples, includes the write's own round trip",
+            us(wake.value_at_quantile(0.5)),
+            us(wake.max()),
+            wake.len()
+        ),
+    ));
+
+    // Idle connections.
+    let base = s.rss_anon().unwrap_or(0);
+    let mut idle = Vec::new();
+    for _ in 0..plan.idle_conns {
+        let mut c = Conn::open(s.addr).await?;
+        c.send(Method::GET, "/healthz", Bytes::new()).await?;
+        idle.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let with_idle = s.rss_anon().unwrap_or(0);
+    eprintln!(
+        "{} idle connections: RssAnon {} MiB (before {} MiB)",
+        idle.len(),
+        with_idle >> 20,
+        base >> 20
+    );
+    rows.push(row(
+        &format!(
+            "server RssAnon with {} idle keep-alive connections",
+            idle.len()
+        ),
+        [with_idle as f64 / 1048576.0; 3],
+        "MiB",
+        None,
+        &format!("{} MiB before", base >> 20),
+    ));
+    drop(idle);
+    drop(s);
+
+    // Restart with many chunks.
+    let (clean, crash) =
+        restart_time(&bin, &work.path().join("restart"), plan.restart_chunks).await?;
+    eprintln!(
+        "restart with {} chunks: clean {:?}, after kill -9 {:?}",
+        plan.restart_chunks, clean, crash
+    );
+    rows.push(row(
+        &format!(
+            "restart to ready with {} chunks (after SIGTERM)",
+            plan.restart_chunks
+        ),
+        [clean.as_secs_f64() * 1000.0; 3],
+        "ms",
+        None,
+        "",
+    ));
+    rows.push(row(
+        &format!(
+            "restart to ready with {} chunks (after kill -9)",
+            plan.restart_chunks
+        ),
+        [crash.as_secs_f64() * 1000.0; 3],
+        "ms",
+        None,
+        "includes recovery of the open chunk",
+    ));
+
+    let report = Report {
+        date: utc_now(),
+        commit: git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: machine(work.path()),
+        rows,
+    };
+    let md = markdown(&report);
+    println!("{md}");
+    if args.save || !(args.quick || args.smoke) {
+        let dir = root.join("bench/results");
+        std::fs::create_dir_all(&dir)?;
+        let stem = report.date.replace(':', "-");
+        std::fs::write(
+            dir.join(format!("{stem}.json")),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        std::fs::write(dir.join(format!("{stem}.md")), &md)?;
+        eprintln!("saved bench/results/{stem}.{{json,md}}");
+    }
+    Ok(())
+}
+
+async fn consume(s: &Chunkbus, dur: Duration) -> Result<f64> {
+    let mut c = Conn::open(s.addr).await?;
+    let (_, list) = c
+        .fetch(Method::GET, "/listChunks?category=bench", Bytes::new())
+        .await?;
+    let chunks: Vec<serde_json::Value> = serde_json::from_slice(&list)?;
+    let sealed: Vec<String> = chunks
+        .iter()
+        .filter(|c| c["complete"].as_bool() == Some(true))
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    if sealed.is_empty() {
+        bail!("no sealed chunks to consume");
+    }
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    'outer: loop {
+        for name in &sealed {
+            let mut off = 0u64;
+            loop {
+                let (st, n) = c
+                    .send(
+                        Method::GET,
+                        &format!("/read?category=bench&chunk={name}&off={off}&max_size=16777216"),
+                        Bytes::new(),
+                    )
+                    .await?;
+                if st != 200 {
+                    bail!("read answered {st}");
+                }
+                if n == 0 {
+                    break;
+                }
+                off += n;
+                bytes += n;
+                if start.elapsed() >= dur {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    Ok(bytes as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn wake_latency(s: &Chunkbus, samples: usize) -> Result<Histogram<u64>> {
+    let mut w = Conn::open(s.addr).await?;
+    let (_, reply) = w
+        .fetch(
+            Method::POST,
+            "/write?category=wake",
+            Bytes::from_static(b"start\n"),
+        )
+        .await?;
+    let v: serde_json::Value = serde_json::from_slice(&reply)?;
+    let chunk = v["chunk"].as_str().context("chunk")?.to_owned();
+    let mut off = 6u64;
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut r = Conn::open(s.addr).await?;
+    for _ in 0..samples {
+        let path =
+            format!("/read?category=wake&chunk={chunk}&off={off}&max_size=1000&wait_ms=10000");
+        let reader = async {
+            let got = r.send(Method::GET, &path, Bytes::new()).await;
+            (got, Instant::now())
+        };
+        let writer = async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let t = Instant::now();
+            w.post_ok("/write?category=wake", Bytes::from_static(b"x\n"))
+                .await
+                .map(|()| t)
+        };
+        let ((got, received), sent) = tokio::join!(reader, writer);
+        let (st, n) = got?;
+        let sent = sent?;
+        if st != 200 || n != 2 {
+            bail!("long poll answered {st} with {n} bytes");
+        }
+        off += 2;
+        hist.record(received.saturating_duration_since(sent).as_micros() as u64)?;
+    }
+    Ok(hist)
+}
+
+async fn restart_time(bin: &Path, dir: &Path, chunks: usize) -> Result<(Duration, Duration)> {
+    let mut s = Chunkbus::start(bin, dir, &["--max-chunk-size", "4096"])?;
+    let mut c = Conn::open(s.addr).await?;
+    let body = Bytes::from("r".repeat(4000) + "\n");
+    for _ in 0..chunks {
+        c.post_ok("/write?category=restart", body.clone()).await?;
+    }
+    drop(c);
+    s.stop();
+    let clean = s.spawn()?;
+    s.kill9();
+    let crash = s.spawn()?;
+    let mut c = Conn::open(s.addr).await?;
+    let (_, list) = c
+        .fetch(Method::GET, "/listChunks?category=restart", Bytes::new())
+        .await?;
+    let n = serde_json::from_slice::<Vec<serde_json::Value>>(&list)?.len();
+    if n != chunks {
+        bail!("expected {chunks} chunks after restart, found {n}");
+    }
+    Ok((clean, crash))
+}
+
+fn make_body(message_size: usize, body_size: usize) -> Bytes {
+    let mut v = Vec::with_capacity(body_size);
+    let mut i = 0u64;
+    while v.len() + message_size <= body_size {
+        let head = format!("{{\"seq\":{i},\"pad\":\"");
+        let start = v.len();
+        v.extend_from_slice(head.as_bytes());
+        while v.len() < start + message_size - 3 {
+            v.push(b'a' + (i % 26) as u8);
+        }
+        v.extend_from_slice(b"\"}\n");
+        v.truncate(start + message_size);
+        if let Some(last) = v.last_mut() {
+            *last = b'\n';
+        }
+        i += 1;
+    }
+    Bytes::from(v)
+}
+
+fn repeat(n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<[f64; 3]> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(f()?);
+    }
+    Ok(spread(v))
+}
+
+/// [min, median, max].
+fn spread(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    [v[0], v[v.len() / 2], v[v.len() - 1]]
+}
+
+fn row(
+    scenario: &str,
+    v: [f64; 3],
+    unit: &'static str,
+    ceiling: Option<(f64, String)>,
+    notes: &str,
+) -> Row {
+    let scale = if unit == "MB/s" { 1e-6 } else { 1.0 };
+    Row {
+        scenario: scenario.to_owned(),
+        value: v[1] * scale,
+        unit,
+        spread: Some([v[0] * scale, v[1] * scale, v[2] * scale]),
+        ceiling: ceiling.as_ref().map(|c| c.0 * scale),
+        ceiling_name: ceiling.map(|c| c.1),
+        notes: notes.to_owned(),
+    }
+}
+
+fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "Machine: {}  \nCommit: {}, {}  \nCommand: `{}`\n\n| scenario | result (median) | min / max | vs ceiling | notes |\n|---|---|---|---|---|\n",
+        r.machine, r.commit, r.date, r.command
+    );
+    for row in &r.rows {
+        let spread = row
+            .spread
+            .map_or(String::new(), |[lo, _, hi]| format!("{lo:.1} / {hi:.1}"));
+        let ratio = match (&row.ceiling, &row.ceiling_name) {
+            (Some(c), Some(n)) if *c > 0.0 => format!("{:.2}× {n} ({c:.0})", row.value / c),
+            _ => String::new(),
+        };
+        s.push_str(&format!(
+            "| {} | {:.1} {} | {} | {} | {} |\n",
+            row.scenario, row.value, row.unit, spread, ratio, row.notes
+        ));
+    }
+    s
+}
+
+fn mbps(v: f64) -> String {
+    format!("{:.0} MB/s", v / 1e6)
+}
+
+fn us(v: u64) -> String {
+    if v >= 1000 {
+        format!("{:.1} ms", v as f64 / 1000.0)
+    } else {
+        format!("{v} µs")
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine(work: &Path) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb >> 20);
+    let fs = Command::new("df")
+        .args(["--output=source,fstype"])
+        .arg(work)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem} GiB RAM, disk {fs}")
+}
+
+fn raise_fd_limit() {
+    // The servers inherit this limit; 10,000 idle connections need it.
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

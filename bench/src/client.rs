@@ -1,0 +1,75 @@
+//! A minimal keep-alive HTTP/1.1 client connection (hyper), so the bench
+//! measures the server, not a client library's pooling.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+
+/// One HTTP/1.1 connection.
+pub struct Conn {
+    addr: SocketAddr,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    /// Connects to `addr`.
+    pub async fn open(addr: SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { addr, sender })
+    }
+
+    /// Sends a request; returns status and the number of body bytes (the
+    /// body is drained frame by frame, never gathered).
+    pub async fn send(&mut self, method: Method, path: &str, body: Bytes) -> Result<(u16, u64)> {
+        self.sender.ready().await?;
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .body(Full::new(body))?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f?.into_data() {
+                n += d.len() as u64;
+            }
+        }
+        Ok((status, n))
+    }
+
+    /// Like [`Self::send`] but returns the body bytes.
+    pub async fn fetch(&mut self, method: Method, path: &str, body: Bytes) -> Result<(u16, Bytes)> {
+        self.sender.ready().await?;
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .body(Full::new(body))?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
+    }
+
+    /// POST that must succeed.
+    pub async fn post_ok(&mut self, path: &str, body: Bytes) -> Result<()> {
+        let (s, _) = self.send(Method::POST, path, body).await?;
+        if s != 200 {
+            bail!("POST {path} answered {s}");
+        }
+        Ok(())
+    }
+}
