@@ -44,10 +44,19 @@ pub async fn post_loop(
 ) -> Result<LoadResult> {
     let start = Instant::now() + warmup;
     let end = start + dur;
-    let path: Arc<str> = path.into();
+    let spread = std::env::var("BENCH_CATEGORIES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (path, body) = (Arc::clone(&path), body.clone());
+    for i in 0..conns {
+        let path: Arc<str> = if spread > 1 {
+            path.replace("category=bench", &format!("category=bench{}", i % spread))
+                .into()
+        } else {
+            path.into()
+        };
+        let body = body.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = Conn::open(addr).await?;
             let mut hist = Histogram::<u64>::new(3)?;

@@ -56,6 +56,9 @@ struct Args {
     /// Directory for servers' data (default: the system temp dir).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Run only these scenarios (comma list of: ingest, sync, wake, restart).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Write results to bench/results/<date>.{json,md} (default for full runs).
     #[arg(long)]
     save: bool,
@@ -150,263 +153,36 @@ async fn run(args: Args) -> Result<()> {
         None => tempfile::tempdir()?,
     };
     let body = make_body(args.message_size, args.body_size);
-    let msgs_per_body = body.len() / args.message_size;
-    let mut rows = Vec::new();
+    let mut ctx = Ctx {
+        bin,
+        work: work.path().to_path_buf(),
+        msgs_per_body: body.len() / args.message_size,
+        message_size: args.message_size,
+        body,
+        plan,
+        rows: Vec::new(),
+    };
     eprintln!(
         "bench: {:?} per measurement, {} repetition(s), body {} B of {}-byte messages",
-        plan.dur,
-        plan.reps,
-        body.len(),
+        ctx.plan.dur,
+        ctx.plan.reps,
+        ctx.body.len(),
         args.message_size
     );
-
-    // Ceilings: disk with periodic fdatasync, and an HTTP server that discards bodies.
-    let disk = repeat(plan.reps, || {
-        disk::write_with_periodic_sync(work.path(), &body, plan.dur, Duration::from_secs(1))
-    })?;
-    eprintln!("ceiling raw write+fdatasync/1s: {}", mbps(disk[1]));
-    let nginx = match Nginx::start(&work.path().join("nginx"))? {
-        Some(n) => {
-            let mut v = Vec::new();
-            for _ in 0..plan.reps {
-                v.push(
-                    load::post_loop(n.addr, "/", body.clone(), 4, plan.warmup, plan.dur)
-                        .await?
-                        .rate(),
-                );
-            }
-            Some(spread(v))
-        }
-        None => None,
-    };
-    if let Some(n) = nginx {
-        eprintln!("ceiling nginx discarding bodies: {}", mbps(n[1]));
+    let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    if want("ingest") {
+        ingest_scenarios(&mut ctx).await?;
     }
-    let ceiling = match nginx {
-        Some(n) if n[1] < disk[1] => (n[1], "nginx discard".to_owned()),
-        _ => (disk[1], "raw write+fdatasync/1s".to_owned()),
-    };
-    rows.push(row(
-        "ceiling: raw sequential write, fdatasync every 1 s",
-        disk,
-        "MB/s",
-        None,
-        "same filesystem, same run",
-    ));
-    if let Some(n) = nginx {
-        rows.push(row(
-            "ceiling: nginx discarding 1 MiB POST bodies, 4 conns",
-            n,
-            "MB/s",
-            None,
-            "",
-        ));
+    if want("sync") {
+        sync_scenario(&mut ctx).await?;
     }
-
-    // Async ingest (default durability), fresh server per repetition.
-    let mut ingest = Vec::new();
-    let mut ingest_hist = Histogram::<u64>::new(3)?;
-    let mut rss_ingest = 0;
-    let mut consume_server = None;
-    for rep in 0..plan.reps {
-        let dir = work.path().join(format!("ingest-{rep}"));
-        let s = Chunkbus::start(&bin, &dir, &[])?;
-        let r = load::post_loop(
-            s.addr,
-            "/write?category=bench",
-            body.clone(),
-            4,
-            plan.warmup,
-            plan.dur,
-        )
-        .await?;
-        if r.errors > 0 {
-            bail!("{} write errors during ingest", r.errors);
-        }
-        ingest.push(r.rate());
-        ingest_hist.add(&r.hist)?;
-        rss_ingest = rss_ingest.max(s.rss_anon().unwrap_or(0));
-        if rep + 1 == plan.reps {
-            consume_server = Some(s);
-        } else {
-            drop(s);
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+    if want("wake") {
+        wake_and_idle_scenarios(&mut ctx).await?;
     }
-    let ingest = spread(ingest);
-    eprintln!("ingest async: {}", mbps(ingest[1]));
-    rows.push(row(
-        &format!(
-            "ingest, {}-byte messages in 1 MiB bodies, 4 conns, default durability",
-            args.message_size
-        ),
-        ingest,
-        "MB/s",
-        Some(ceiling.clone()),
-        &format!(
-            "{:.0} msgs/s; reply p50 {} p99 {}",
-            ingest[1] / body.len() as f64 * msgs_per_body as f64,
-            us(ingest_hist.value_at_quantile(0.5)),
-            us(ingest_hist.value_at_quantile(0.99))
-        ),
-    ));
-
-    // Consume sealed data from page cache with 16 MiB reads.
-    let s = consume_server.context("ingest server")?;
-    let rate = consume(&s, plan.dur).await?;
-    eprintln!("consume: {}", mbps(rate));
-    rows.push(row(
-        "consume from page cache, 1 consumer, 16 MiB reads",
-        [rate; 3],
-        "MB/s",
-        None,
-        "sealed chunks just written",
-    ));
-    rows.push(row(
-        "server RssAnon during ingest (4 conns)",
-        [rss_ingest as f64 / 1048576.0; 3],
-        "MiB",
-        None,
-        "mapped chunk pages not counted",
-    ));
-    drop(s);
-
-    // sync=1 ingest, 8 writers, group commit; vs a raw write+fdatasync loop.
-    let mut sync_rates = Vec::new();
-    let mut sync_hist = Histogram::<u64>::new(3)?;
-    for rep in 0..plan.reps {
-        let dir = work.path().join(format!("sync-{rep}"));
-        let s = Chunkbus::start(&bin, &dir, &[])?;
-        let r = load::post_loop(
-            s.addr,
-            "/write?category=bench&sync=1",
-            body.clone(),
-            8,
-            plan.warmup,
-            plan.dur,
-        )
-        .await?;
-        sync_rates.push(r.rate());
-        sync_hist.add(&r.hist)?;
-        drop(s);
-        let _ = std::fs::remove_dir_all(&dir);
+    if want("restart") {
+        restart_scenario(&mut ctx).await?;
     }
-    let mut raw_sync = Vec::new();
-    let mut raw_hist = Histogram::<u64>::new(3)?;
-    for _ in 0..plan.reps {
-        let (r, h) = disk::write_sync_each(work.path(), &body, plan.dur)?;
-        raw_sync.push(r);
-        raw_hist.add(&h)?;
-    }
-    let sync_rates = spread(sync_rates);
-    let raw_sync = spread(raw_sync);
-    eprintln!(
-        "ingest sync=1: {} (raw write+fdatasync loop {})",
-        mbps(sync_rates[1]),
-        mbps(raw_sync[1])
-    );
-    rows.push(row(
-        "ceiling: raw write+fdatasync loop of 1 MiB blocks",
-        raw_sync,
-        "MB/s",
-        None,
-        &format!(
-            "p50 {} p99 {}",
-            us(raw_hist.value_at_quantile(0.5)),
-            us(raw_hist.value_at_quantile(0.99))
-        ),
-    ));
-    rows.push(row(
-        "ingest sync=1, 1 MiB bodies, 8 conns (group commit)",
-        sync_rates,
-        "MB/s",
-        Some((raw_sync[1], "raw write+fdatasync loop".into())),
-        &format!(
-            "reply p50 {} p99 {} p99.9 {}",
-            us(sync_hist.value_at_quantile(0.5)),
-            us(sync_hist.value_at_quantile(0.99)),
-            us(sync_hist.value_at_quantile(0.999))
-        ),
-    ));
-
-    // Long-poll wake-up latency.
-    let dir = work.path().join("wake");
-    let s = Chunkbus::start(&bin, &dir, &[])?;
-    let wake = wake_latency(&s, plan.wake_samples).await?;
-    eprintln!(
-        "long-poll wake-up p99: {}",
-        us(wake.value_at_quantile(0.99))
-    );
-    rows.push(row(
-        "long-poll wake-up: write sent → waiting reader has it",
-        [wake.value_at_quantile(0.99) as f64 / 1000.0; 3],
-        "ms p99",
-        None,
-        &format!(
-            "p50 {} max {}; {} samples, includes the write's own round trip",
-            us(wake.value_at_quantile(0.5)),
-            us(wake.max()),
-            wake.len()
-        ),
-    ));
-
-    // Idle connections.
-    let base = s.rss_anon().unwrap_or(0);
-    let mut idle = Vec::new();
-    for _ in 0..plan.idle_conns {
-        let mut c = Conn::open(s.addr).await?;
-        c.send(Method::GET, "/healthz", Bytes::new()).await?;
-        idle.push(c);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let with_idle = s.rss_anon().unwrap_or(0);
-    eprintln!(
-        "{} idle connections: RssAnon {} MiB (before {} MiB)",
-        idle.len(),
-        with_idle >> 20,
-        base >> 20
-    );
-    rows.push(row(
-        &format!(
-            "server RssAnon with {} idle keep-alive connections",
-            idle.len()
-        ),
-        [with_idle as f64 / 1048576.0; 3],
-        "MiB",
-        None,
-        &format!("{} MiB before", base >> 20),
-    ));
-    drop(idle);
-    drop(s);
-
-    // Restart with many chunks.
-    let (clean, crash) =
-        restart_time(&bin, &work.path().join("restart"), plan.restart_chunks).await?;
-    eprintln!(
-        "restart with {} chunks: clean {:?}, after kill -9 {:?}",
-        plan.restart_chunks, clean, crash
-    );
-    rows.push(row(
-        &format!(
-            "restart to ready with {} chunks (after SIGTERM)",
-            plan.restart_chunks
-        ),
-        [clean.as_secs_f64() * 1000.0; 3],
-        "ms",
-        None,
-        "",
-    ));
-    rows.push(row(
-        &format!(
-            "restart to ready with {} chunks (after kill -9)",
-            plan.restart_chunks
-        ),
-        [crash.as_secs_f64() * 1000.0; 3],
-        "ms",
-        None,
-        "includes recovery of the open chunk",
-    ));
-
+    let rows = std::mem::take(&mut ctx.rows);
     let report = Report {
         date: utc_now(),
         commit: git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default(),
@@ -427,6 +203,257 @@ async fn run(args: Args) -> Result<()> {
         std::fs::write(dir.join(format!("{stem}.md")), &md)?;
         eprintln!("saved bench/results/{stem}.{{json,md}}");
     }
+    Ok(())
+}
+
+struct Ctx {
+    bin: PathBuf,
+    work: PathBuf,
+    body: Bytes,
+    msgs_per_body: usize,
+    message_size: usize,
+    plan: Plan,
+    rows: Vec<Row>,
+}
+
+/// Ceilings (raw disk with fdatasync every 1 s, nginx discarding bodies),
+/// async ingest against the lower one, then consume and memory.
+async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
+    let (plan, body, work) = (&ctx.plan, ctx.body.clone(), ctx.work.clone());
+    let disk = repeat(plan.reps, || {
+        disk::write_with_periodic_sync(&work, &body, plan.dur, Duration::from_secs(1))
+    })?;
+    eprintln!("ceiling raw write+fdatasync/1s: {}", mbps(disk[1]));
+    let nginx = match Nginx::start(&work.join("nginx"))? {
+        Some(n) => {
+            let mut v = Vec::new();
+            for _ in 0..plan.reps {
+                v.push(
+                    load::post_loop(n.addr, "/", body.clone(), 4, plan.warmup, plan.dur)
+                        .await?
+                        .rate(),
+                );
+            }
+            Some(spread(v))
+        }
+        None => None,
+    };
+    let ceiling = match nginx {
+        Some(n) if n[1] < disk[1] => (n[1], "nginx discard".to_owned()),
+        _ => (disk[1], "raw write+fdatasync/1s".to_owned()),
+    };
+    ctx.rows.push(row(
+        "ceiling: raw sequential write, fdatasync every 1 s",
+        disk,
+        "MB/s",
+        None,
+        "same filesystem, same run",
+    ));
+    if let Some(n) = nginx {
+        eprintln!("ceiling nginx discarding bodies: {}", mbps(n[1]));
+        ctx.rows.push(row(
+            "ceiling: nginx discarding 1 MiB POST bodies, 4 conns",
+            n,
+            "MB/s",
+            None,
+            "",
+        ));
+    }
+
+    let mut ingest = Vec::new();
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut rss = 0;
+    let mut last = None;
+    for rep in 0..plan.reps {
+        let dir = work.join(format!("ingest-{rep}"));
+        let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
+        let r = load::post_loop(
+            s.addr,
+            "/write?category=bench",
+            body.clone(),
+            4,
+            plan.warmup,
+            plan.dur,
+        )
+        .await?;
+        if r.errors > 0 {
+            bail!("{} write errors during ingest", r.errors);
+        }
+        ingest.push(r.rate());
+        hist.add(&r.hist)?;
+        rss = rss.max(s.rss_anon().unwrap_or(0));
+        if rep + 1 == plan.reps {
+            last = Some(s);
+        } else {
+            drop(s);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let ingest = spread(ingest);
+    eprintln!("ingest async: {}", mbps(ingest[1]));
+    ctx.rows.push(row(
+        &format!(
+            "ingest, {}-byte messages in 1 MiB bodies, 4 conns, default durability",
+            ctx.message_size
+        ),
+        ingest,
+        "MB/s",
+        Some(ceiling),
+        &format!(
+            "{:.0} msgs/s; reply p50 {} p99 {}",
+            ingest[1] / body.len() as f64 * ctx.msgs_per_body as f64,
+            us(hist.value_at_quantile(0.5)),
+            us(hist.value_at_quantile(0.99))
+        ),
+    ));
+    let s = last.context("ingest server")?;
+    let rate = consume(&s, plan.dur).await?;
+    eprintln!("consume: {}", mbps(rate));
+    ctx.rows.push(row(
+        "consume from page cache, 1 consumer, 16 MiB reads",
+        [rate; 3],
+        "MB/s",
+        None,
+        "sealed chunks just written",
+    ));
+    ctx.rows.push(row(
+        "server RssAnon during ingest (4 conns)",
+        [rss as f64 / 1_048_576.0; 3],
+        "MiB",
+        None,
+        "mapped chunk pages not counted",
+    ));
+    Ok(())
+}
+
+/// `sync=1` ingest with 8 writers (group commit) vs a raw write+fdatasync loop.
+async fn sync_scenario(ctx: &mut Ctx) -> Result<()> {
+    let (plan, body, work) = (&ctx.plan, ctx.body.clone(), ctx.work.clone());
+    let mut rates = Vec::new();
+    let mut hist = Histogram::<u64>::new(3)?;
+    for rep in 0..plan.reps {
+        let dir = work.join(format!("sync-{rep}"));
+        let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
+        let r = load::post_loop(
+            s.addr,
+            "/write?category=bench&sync=1",
+            body.clone(),
+            8,
+            plan.warmup,
+            plan.dur,
+        )
+        .await?;
+        rates.push(r.rate());
+        hist.add(&r.hist)?;
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let mut raw = Vec::new();
+    let mut raw_hist = Histogram::<u64>::new(3)?;
+    for _ in 0..plan.reps {
+        let (r, h) = disk::write_sync_each(&work, &body, plan.dur)?;
+        raw.push(r);
+        raw_hist.add(&h)?;
+    }
+    let (rates, raw) = (spread(rates), spread(raw));
+    eprintln!(
+        "ingest sync=1: {} (raw write+fdatasync loop {})",
+        mbps(rates[1]),
+        mbps(raw[1])
+    );
+    ctx.rows.push(row(
+        "ceiling: raw write+fdatasync loop of 1 MiB blocks",
+        raw,
+        "MB/s",
+        None,
+        &format!(
+            "p50 {} p99 {}",
+            us(raw_hist.value_at_quantile(0.5)),
+            us(raw_hist.value_at_quantile(0.99))
+        ),
+    ));
+    ctx.rows.push(row(
+        "ingest sync=1, 1 MiB bodies, 8 conns (group commit)",
+        rates,
+        "MB/s",
+        Some((raw[1], "raw write+fdatasync loop".into())),
+        &format!(
+            "reply p50 {} p99 {} p99.9 {}",
+            us(hist.value_at_quantile(0.5)),
+            us(hist.value_at_quantile(0.99)),
+            us(hist.value_at_quantile(0.999))
+        ),
+    ));
+    Ok(())
+}
+
+/// Long-poll wake-up latency, then memory with many idle connections.
+async fn wake_and_idle_scenarios(ctx: &mut Ctx) -> Result<()> {
+    let s = Chunkbus::start(&ctx.bin, &ctx.work.join("wake"), &[])?;
+    let wake = wake_latency(&s, ctx.plan.wake_samples).await?;
+    eprintln!(
+        "long-poll wake-up p99: {}",
+        us(wake.value_at_quantile(0.99))
+    );
+    ctx.rows.push(row(
+        "long-poll wake-up: write sent → waiting reader has it",
+        [wake.value_at_quantile(0.99) as f64 / 1000.0; 3],
+        "ms p99",
+        None,
+        &format!(
+            "p50 {} max {}; {} samples, includes the write's own round trip",
+            us(wake.value_at_quantile(0.5)),
+            us(wake.max()),
+            wake.len()
+        ),
+    ));
+    let base = s.rss_anon().unwrap_or(0);
+    let mut idle = Vec::new();
+    for _ in 0..ctx.plan.idle_conns {
+        let mut c = Conn::open(s.addr).await?;
+        c.send(Method::GET, "/healthz", Bytes::new()).await?;
+        idle.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let with_idle = s.rss_anon().unwrap_or(0);
+    eprintln!(
+        "{} idle connections: RssAnon {} MiB (before {} MiB)",
+        idle.len(),
+        with_idle >> 20,
+        base >> 20
+    );
+    ctx.rows.push(row(
+        &format!(
+            "server RssAnon with {} idle keep-alive connections",
+            idle.len()
+        ),
+        [with_idle as f64 / 1_048_576.0; 3],
+        "MiB",
+        None,
+        &format!("{} MiB before", base >> 20),
+    ));
+    Ok(())
+}
+
+/// Time to ready after SIGTERM and after kill -9 with many chunks on disk.
+async fn restart_scenario(ctx: &mut Ctx) -> Result<()> {
+    let n = ctx.plan.restart_chunks;
+    let (clean, crash) = restart_time(&ctx.bin, &ctx.work.join("restart"), n).await?;
+    eprintln!("restart with {n} chunks: clean {clean:?}, after kill -9 {crash:?}");
+    ctx.rows.push(row(
+        &format!("restart to ready with {n} chunks (after SIGTERM)"),
+        [clean.as_secs_f64() * 1000.0; 3],
+        "ms",
+        None,
+        "",
+    ));
+    ctx.rows.push(row(
+        &format!("restart to ready with {n} chunks (after kill -9)"),
+        [crash.as_secs_f64() * 1000.0; 3],
+        "ms",
+        None,
+        "includes recovery of the open chunk",
+    ));
     Ok(())
 }
 

@@ -58,8 +58,7 @@ pub(super) async fn write(
             )
         })??;
     let body = checker.finish()?;
-    let appended = storage.append(&category, &frames, body)?;
-    drop(frames);
+    let appended = storage.append(&category, frames, body).await?;
     if sync || storage.fsync_every_write() {
         storage.wait_durable(&appended).await?;
     }

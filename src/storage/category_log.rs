@@ -22,8 +22,10 @@ use crate::names::{Category, ChunkName, MAX_CHUNK_INDEX};
 
 use super::chunk::format::CheckedBody;
 use super::chunk::index::{self, Record, HEADER_LEN, RECORD_LEN};
+use super::chunk::publish::Torn;
 use super::chunk::{index_path, Chunk, ChunkFiles, ChunkMap};
 use super::{Ctx, StorageError};
+use crate::config::AppendMode;
 
 /// What a successful append returns.
 #[derive(Debug, Clone)]
@@ -47,15 +49,23 @@ pub struct ChunkInfo {
     pub size: u64,
 }
 
+/// Bodies up to this size are copied inline on the request's thread; larger
+/// ones on the blocking pool, so several copies into one chunk run in
+/// parallel (on this machine the copy into fresh page-cache pages, not the
+/// network, is the bottleneck: see docs/architecture.md).
+const INLINE_COPY_MAX: u64 = 64 << 10;
+
 /// The open chunk as the writer sees it.
 #[derive(Debug)]
 struct Active {
     chunk: Arc<Chunk>,
     map: Arc<ChunkMap>,
     files: Arc<ChunkFiles>,
-    written: u64,
+    /// Bytes handed out to appends (published or still being copied).
+    reserved: u64,
+    /// Index records handed out.
+    records: u64,
     capacity: u64,
-    idx_pos: u64,
     activated: Instant,
 }
 
@@ -77,6 +87,65 @@ pub struct CategoryLog {
     creator: Mutex<u64>,
     spare: Mutex<Option<Active>>,
     preparing: AtomicBool,
+}
+
+/// A byte range and index slot of the open chunk, reserved for one append.
+/// Completing it (or dropping it) reports to the chunk's publisher, so a
+/// reservation can never leave a permanent hole.
+struct Reservation {
+    chunk: Arc<Chunk>,
+    map: Arc<ChunkMap>,
+    files: Arc<ChunkFiles>,
+    mode: AppendMode,
+    off: u64,
+    len: u32,
+    record: u64,
+    done: bool,
+}
+
+impl Reservation {
+    /// Copies the body and writes its index record, then reports the outcome.
+    fn fill(mut self, frames: &[Bytes], crc: u32) {
+        let result = self
+            .chunk
+            .write_frames(self.mode, &self.map, &self.files, self.off, frames)
+            .and_then(|()| {
+                let pos = (HEADER_LEN
+                    + RECORD_LEN * usize::try_from(self.record).unwrap_or(usize::MAX))
+                    as u64;
+                self.chunk
+                    .write_record(&self.files, pos, &Record::batch(self.off, self.len, crc))
+            });
+        let outcome = result.map_err(|e| Torn {
+            at: self.off,
+            disk_full: matches!(e, StorageError::DiskFull { .. }),
+            reason: crate::error_chain(&e),
+        });
+        self.done = true;
+        self.chunk.complete_append(
+            self.off,
+            self.off + u64::from(self.len),
+            self.record,
+            outcome,
+        );
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.chunk.complete_append(
+                self.off,
+                self.off + u64::from(self.len),
+                self.record,
+                Err(Torn {
+                    at: self.off,
+                    disk_full: false,
+                    reason: "append abandoned before its bytes were written".into(),
+                }),
+            );
+        }
+    }
 }
 
 impl CategoryLog {
@@ -128,38 +197,70 @@ impl CategoryLog {
         self.chunks.read().get(name).cloned()
     }
 
-    /// The open chunk and its written size, if any.
-    pub(super) fn active_chunk(&self) -> Option<(Arc<Chunk>, u64)> {
+    /// The open chunk, if any.
+    pub(super) fn active_chunk(&self) -> Option<Arc<Chunk>> {
         self.writer
             .lock()
             .active
             .as_ref()
-            .map(|a| (Arc::clone(&a.chunk), a.written))
+            .map(|a| Arc::clone(&a.chunk))
     }
 
-    /// Appends a validated body atomically to this server's open chunk.
+    /// Appends a validated body atomically to this server's open chunk and
+    /// returns once it (and everything before it) is readable.
     ///
     /// # Errors
     /// [`StorageError::DiskFull`] (nothing stored; retry later),
-    /// [`StorageError::Failed`] after an earlier sync failure, or I/O errors.
-    pub fn append(
+    /// [`StorageError::Failed`] after an earlier storage failure, or I/O errors.
+    pub async fn append(
         self: &Arc<Self>,
-        frames: &[Bytes],
+        frames: Vec<Bytes>,
         body: CheckedBody,
     ) -> Result<Appended, StorageError> {
-        let len = body.len;
+        let r = self.reserve(body.len)?;
+        let chunk = Arc::clone(&r.chunk);
+        let (off, end) = (r.off, r.off + body.len);
+        if body.len <= INLINE_COPY_MAX {
+            r.fill(&frames, body.crc);
+        } else {
+            // Runs to completion even if this request is dropped meanwhile.
+            let copy = tokio::task::spawn_blocking(move || r.fill(&frames, body.crc));
+            if let Err(e) = copy.await {
+                tracing::error!(error = %e, "append copy task failed");
+            }
+        }
+        chunk.wait_published(off, end).await?;
+        Ok(Appended {
+            chunk,
+            offset: off,
+            size: body.len,
+        })
+    }
+
+    /// Reserves `len` bytes in the open chunk, rotating to a new chunk when
+    /// they do not fit. Holds the writer lock only for bookkeeping.
+    fn reserve(self: &Arc<Self>, len: u64) -> Result<Reservation, StorageError> {
         let batch_len = u32::try_from(len).map_err(|_| StorageError::Io {
             op: "append batch larger than 4 GiB to",
             path: self.dir.clone(),
             source: std::io::Error::from_raw_os_error(libc::EFBIG),
         })?;
         let mut w = self.writer.lock();
-        if let Some(reason) = w
-            .failed
-            .clone()
-            .or_else(|| w.active.as_ref().and_then(|a| a.chunk.failure()))
-        {
-            w.failed = Some(reason.clone());
+        if let Some(a) = &w.active {
+            if let Some(reason) = a.chunk.failure() {
+                w.failed.get_or_insert(reason);
+            } else if let Some(t) = a.chunk.torn() {
+                if t.disk_full {
+                    // Seal what was published; continue in a new chunk once space frees.
+                    if let Some(old) = w.active.take() {
+                        self.retire(old);
+                    }
+                } else {
+                    w.failed.get_or_insert(t.reason);
+                }
+            }
+        }
+        if let Some(reason) = w.failed.clone() {
             return Err(StorageError::Failed {
                 category: self.category.to_string(),
                 reason,
@@ -169,7 +270,7 @@ impl CategoryLog {
         let mut used_spare = false;
         if w.active
             .as_ref()
-            .is_none_or(|a| a.capacity - a.written < len)
+            .is_none_or(|a| a.capacity - a.reserved < len)
         {
             if let Some(old) = w.active.take() {
                 self.retire(old);
@@ -194,30 +295,19 @@ impl CategoryLog {
         let Some(a) = w.active.as_mut() else {
             unreachable!("active chunk was just ensured")
         };
-        a.chunk.write_frames(&a.map, a.written, frames);
-        if let Err(e) = a.chunk.write_record(
-            &a.files,
-            a.idx_pos,
-            &Record::batch(a.written, batch_len, body.crc),
-        ) {
-            if !matches!(e, StorageError::DiskFull { .. }) {
-                w.failed = Some(crate::error_chain(&e));
-                if let Some(a) = &w.active {
-                    a.chunk.fail(crate::error_chain(&e));
-                }
-            }
-            return Err(e);
-        }
-        let offset = a.written;
-        a.written += len;
-        a.idx_pos += RECORD_LEN as u64;
-        a.chunk.publish_end(a.written);
-        let out = Appended {
+        let r = Reservation {
             chunk: Arc::clone(&a.chunk),
-            offset,
-            size: len,
+            map: Arc::clone(&a.map),
+            files: Arc::clone(&a.files),
+            mode: self.ctx.cfg.append_mode,
+            off: a.reserved,
+            len: batch_len,
+            record: a.records,
+            done: false,
         };
-        if a.written == a.capacity {
+        a.reserved += len;
+        a.records += 1;
+        if a.reserved == a.capacity {
             if let Some(full) = w.active.take() {
                 self.retire(full);
             }
@@ -226,7 +316,7 @@ impl CategoryLog {
         if used_spare {
             self.prepare_spare();
         }
-        Ok(out)
+        Ok(r)
     }
 
     /// Seals the open chunk if it is non-empty and older than `max_age`.
@@ -234,7 +324,7 @@ impl CategoryLog {
         let mut w = self.writer.lock();
         if w.active
             .as_ref()
-            .is_some_and(|a| a.written > 0 && a.activated.elapsed() >= max_age)
+            .is_some_and(|a| a.reserved > 0 && a.activated.elapsed() >= max_age)
         {
             if let Some(old) = w.active.take() {
                 drop(w);
@@ -278,13 +368,16 @@ impl CategoryLog {
     }
 
     fn seal_now(&self, a: Active) -> Result<(), StorageError> {
-        if a.written == 0 {
+        // Wait for appends still copying into this chunk.
+        let published = a.chunk.wait_settled(a.reserved);
+        if published.end == 0 {
             self.discard(&a.chunk);
             return Ok(());
         }
+        let idx_pos = HEADER_LEN as u64 + RECORD_LEN as u64 * published.records;
         a.chunk
-            .seal_blocking(a.written, a.idx_pos, &self.ctx.hook)?;
-        tracing::debug!(chunk = %a.chunk.name(), size = a.written, "sealed chunk");
+            .seal_blocking(published.end, idx_pos, &self.ctx.hook)?;
+        tracing::debug!(chunk = %a.chunk.name(), size = published.end, "sealed chunk");
         Ok(())
     }
 
@@ -372,9 +465,9 @@ impl CategoryLog {
             chunk,
             map,
             files,
-            written: 0,
+            reserved: 0,
+            records: 0,
             capacity,
-            idx_pos: HEADER_LEN as u64,
             activated: Instant::now(),
         })
     }

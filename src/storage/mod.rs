@@ -209,13 +209,15 @@ impl Storage {
     ///
     /// # Errors
     /// See [`CategoryLog::append`].
-    pub fn append(
+    pub async fn append(
         &self,
         category: &Category,
-        frames: &[Bytes],
+        frames: Vec<Bytes>,
         body: CheckedBody,
     ) -> Result<Appended, StorageError> {
-        self.category_or_create(category)?.append(frames, body)
+        self.category_or_create(category)?
+            .append(frames, body)
+            .await
     }
 
     /// Waits until `appended` is on this server's disk (group commit).
@@ -239,8 +241,8 @@ impl Storage {
     pub async fn flush_all(&self) {
         let logs: Vec<_> = self.categories.read().values().cloned().collect();
         for log in logs {
-            if let Some((chunk, written)) = log.active_chunk() {
-                if let Err(e) = chunk.sync_to(written, &self.ctx.hook).await {
+            if let Some(chunk) = log.active_chunk() {
+                if let Err(e) = chunk.sync_to(chunk.state().end, &self.ctx.hook).await {
                     tracing::error!(chunk = %chunk.name(), error = %e, "periodic flush failed");
                 }
             }

@@ -22,8 +22,16 @@ impl Lcg {
 }
 
 fn kill_cycles(sync: bool, cycles: u32, extra: &[&str]) {
-    let mut args = vec!["--max-chunk-size", "256KiB"];
-    args.extend_from_slice(extra);
+    kill_cycles_sized(sync, cycles, extra, 90);
+}
+
+/// `pad`: longest padding per message; bodies hold up to 20 messages, so
+/// a pad of 9000 makes bodies above the inline-copy limit (64 KiB).
+fn kill_cycles_sized(sync: bool, cycles: u32, extra: &[&str], pad: u64) {
+    let mut args = extra.to_vec();
+    if !args.contains(&"--max-chunk-size") {
+        args.extend(["--max-chunk-size", "256KiB"]);
+    }
     let mut b = TestBroker::start(&args);
     let acked: Arc<Mutex<Vec<(String, String, u64)>>> = Arc::default(); // (message, chunk, offset)
     let mut handed_out = HashSet::new();
@@ -50,7 +58,7 @@ fn kill_cycles(sync: bool, cycles: u32, extra: &[&str]) {
                             format!(
                                 "c{cycle}-w{w}-{}-{}",
                                 base + i * 100 + k,
-                                "p".repeat(((i * 7 + k) % 90) as usize)
+                                "p".repeat(((i * 7919 + k * 104_729) % pad) as usize)
                             )
                         })
                         .collect();
@@ -135,6 +143,16 @@ fn kill9_with_sync_writes_loses_nothing_acknowledged() {
 #[test]
 fn kill9_without_sync_loses_nothing_acknowledged() {
     kill_cycles(false, 10, &[]);
+}
+
+#[test]
+fn kill9_with_large_bodies_copied_in_parallel() {
+    kill_cycles_sized(false, 6, &["--max-chunk-size", "1MiB"], 9000);
+}
+
+#[test]
+fn kill9_with_mmap_appends() {
+    kill_cycles_sized(true, 5, &["--append-mode", "mmap"], 9000);
 }
 
 #[test]

@@ -61,13 +61,25 @@ fn append(
     cat: &str,
     body: &[u8],
 ) -> Result<chunkbus::storage::Appended, StorageError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(append_async(s, cat, body))
+}
+
+async fn append_async(
+    s: &Storage,
+    cat: &str,
+    body: &[u8],
+) -> Result<chunkbus::storage::Appended, StorageError> {
     let mut c = BodyChecker::new(1 << 20, 4 << 20);
     c.feed(body).unwrap();
     s.append(
         &Category::parse(cat).unwrap(),
-        &[Bytes::copy_from_slice(body)],
+        vec![Bytes::copy_from_slice(body)],
         c.finish().unwrap(),
     )
+    .await
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -200,10 +212,10 @@ async fn failed_fdatasync_makes_category_read_only() {
     let tmp = tempfile::tempdir().unwrap();
     // Chunk creation itself does not sync data; the first group commit fails.
     let s = Arc::new(open(tmp.path(), FaultHook::fail_syncs_after(0)));
-    let a = append(&s, "f", b"x\n").unwrap();
+    let a = append_async(&s, "f", b"x\n").await.unwrap();
     let err = s.wait_durable(&a).await.unwrap_err();
     assert!(matches!(err, StorageError::Failed { .. }), "{err}");
-    let err = append(&s, "f", b"y\n").unwrap_err();
+    let err = append_async(&s, "f", b"y\n").await.unwrap_err();
     assert!(
         matches!(err, StorageError::Failed { .. }),
         "later writes refused: {err}"

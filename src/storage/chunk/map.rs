@@ -33,7 +33,7 @@ impl ChunkMap {
         let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // Mapping is safe by itself; every access goes through `write_at` and
         // `slice`, whose contracts carry the invariants of this module.
-        let raw = MmapOptions::new().len(len).populate().map_raw(file)?;
+        let raw = MmapOptions::new().len(len).map_raw(file)?;
         Ok(Self { raw })
     }
 

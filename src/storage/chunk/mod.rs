@@ -6,6 +6,7 @@
 pub mod format;
 pub mod index;
 mod map;
+pub mod publish;
 pub mod recovery;
 
 use std::fs::File;
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 
 pub use map::{ChunkMap, MappedBytes};
 
+use crate::config::AppendMode;
 use crate::fsutil::{self, FaultHook};
 use crate::names::ChunkName;
 
@@ -33,6 +35,8 @@ pub struct ChunkState {
     pub end: u64,
     /// Sealed durably: the chunk will never grow again.
     pub sealed: bool,
+    /// An append failed: nothing past `end` will ever be published.
+    pub torn: bool,
 }
 
 /// How far the chunk is known to be on disk.
@@ -65,6 +69,11 @@ pub struct Chunk {
     synced: watch::Sender<Synced>,
     sync_leader: AtomicBool,
     failure: Mutex<Option<String>>,
+    publisher: publish::Publisher,
+    /// Serialises `pwrite`s into this chunk: ext4 takes the inode lock for
+    /// buffered writes anyway, and waiting here sleeps instead of spinning
+    /// on that lock in the kernel (measured: 17% CPU lost to the spin).
+    copy_lock: Mutex<()>,
 }
 
 /// The sidecar path of a chunk file.
@@ -104,7 +113,11 @@ impl Chunk {
             created,
             None,
             None,
-            ChunkState { end: size, sealed },
+            ChunkState {
+                end: size,
+                sealed,
+                torn: false,
+            },
             size,
         )
     }
@@ -127,6 +140,7 @@ impl Chunk {
             ChunkState {
                 end: 0,
                 sealed: false,
+                torn: false,
             },
             0,
         )
@@ -157,6 +171,8 @@ impl Chunk {
             }),
             sync_leader: AtomicBool::new(false),
             failure: Mutex::new(None),
+            publisher: publish::Publisher::default(),
+            copy_lock: Mutex::new(()),
         }
     }
 
@@ -202,9 +218,66 @@ impl Chunk {
         self.failure.lock().clone()
     }
 
-    /// Publishes a new readable end (called by the writer after an append).
-    pub(crate) fn publish_end(&self, end: u64) {
-        self.state.send_modify(|s| s.end = end);
+    /// Reports the outcome of one reserved append; publishes the new
+    /// contiguous end, or marks the chunk torn.
+    pub(crate) fn complete_append(
+        &self,
+        off: u64,
+        end: u64,
+        record: u64,
+        outcome: Result<(), publish::Torn>,
+    ) {
+        let failed = outcome.is_err();
+        if let Some(p) = self.publisher.complete(off, end, record, outcome) {
+            self.state.send_modify(|s| s.end = p.end);
+        }
+        if failed {
+            self.state.send_modify(|s| s.torn = true);
+        }
+    }
+
+    /// Why appends to this chunk stopped, if one failed.
+    pub(crate) fn torn(&self) -> Option<publish::Torn> {
+        self.publisher.torn()
+    }
+
+    /// Blocks until all appends up to `reserved` have reported (sealer).
+    pub(crate) fn wait_settled(&self, reserved: u64) -> publish::Published {
+        self.publisher.wait_settled(reserved)
+    }
+
+    /// Waits until `[off, end)` is published (readable), or fails if an
+    /// append at or before `off` failed.
+    ///
+    /// # Errors
+    /// [`StorageError::DiskFull`] or [`StorageError::Failed`].
+    pub(crate) async fn wait_published(&self, off: u64, end: u64) -> Result<(), StorageError> {
+        let mut rx = self.state.subscribe();
+        loop {
+            let s = *rx.borrow_and_update();
+            if s.end >= end {
+                return Ok(());
+            }
+            if s.torn {
+                if let Some(t) = self.torn().filter(|t| t.at <= off) {
+                    return Err(if t.disk_full {
+                        StorageError::DiskFull {
+                            op: "append to",
+                            path: self.data_path.clone(),
+                            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                        }
+                    } else {
+                        StorageError::Failed {
+                            category: self.category_name(),
+                            reason: t.reason,
+                        }
+                    });
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(self.failed_error());
+            }
+        }
     }
 
     pub(crate) fn files(&self) -> Option<Arc<ChunkFiles>> {
@@ -233,7 +306,7 @@ impl Chunk {
     /// [`StorageError::OffsetBeyondEnd`], [`StorageError::NotBoundary`],
     /// [`StorageError::MaxSizeTooSmall`], or an I/O error mapping the file.
     pub fn read(&self, off: u64, max_size: u64) -> Result<ReadOutcome, StorageError> {
-        let ChunkState { end, sealed } = self.state();
+        let ChunkState { end, sealed, .. } = self.state();
         if off > end {
             return Err(StorageError::OffsetBeyondEnd {
                 name: self.name.to_string(),
@@ -267,16 +340,32 @@ impl Chunk {
         Ok(ReadOutcome::Data(Bytes::from_owner(owner)))
     }
 
-    /// Copies a validated body into the mapping at `off` (writer only).
-    pub(crate) fn write_frames(&self, map: &ChunkMap, off: u64, frames: &[Bytes]) {
-        let mut pos = to_usize(off);
+    /// Copies a validated body to `[off, off + len)`, a range reserved for
+    /// this append alone.
+    pub(crate) fn write_frames(
+        &self,
+        mode: AppendMode,
+        map: &ChunkMap,
+        files: &ChunkFiles,
+        off: u64,
+        frames: &[Bytes],
+    ) -> Result<(), StorageError> {
+        let mut pos = off;
+        let _serial = (mode == AppendMode::Write).then(|| self.copy_lock.lock());
         for f in frames {
-            // SAFETY: called by the single writer under the category writer
-            // lock; [pos, pos + len) is past the published end and within the
-            // capacity checked by the caller.
-            unsafe { map.write_at(pos, f) };
-            pos += f.len();
+            match mode {
+                AppendMode::Write => files
+                    .data
+                    .write_all_at(f, pos)
+                    .map_err(|e| StorageError::io("write to", &self.data_path, e))?,
+                // SAFETY: this range was reserved under the category writer
+                // lock for this append only; it lies past the published end
+                // (no reader looks at it) and within the mapped capacity.
+                AppendMode::Mmap => unsafe { map.write_at(to_usize(pos), f) },
+            }
+            pos += f.len() as u64;
         }
+        Ok(())
     }
 
     /// Appends one index record (writer only).
@@ -333,13 +422,15 @@ impl Chunk {
         let result = match self.files() {
             None => Ok(()), // sealed: everything is already durable
             Some(files) => {
-                let hook2 = hook.clone();
-                let joined = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    fsutil::sync_data(&files.data, &hook2)?;
-                    fsutil::sync_data(&files.idx, &hook2)
-                })
-                .await;
-                joined.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                // Both files in parallel: their journal commits can merge.
+                let (f2, h2) = (Arc::clone(&files), hook.clone());
+                let data = tokio::task::spawn_blocking(move || fsutil::sync_data(&f2.data, &h2));
+                let idx = tokio::task::spawn_blocking(move || fsutil::sync_data(&files.idx, &hook));
+                let (data, idx) = tokio::join!(data, idx);
+                let flat = |r: Result<std::io::Result<()>, tokio::task::JoinError>| {
+                    r.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                };
+                flat(data).and(flat(idx))
             }
         };
         // Release leadership before publishing so a waiter woken by the
@@ -363,14 +454,17 @@ impl Chunk {
         self.synced.send_modify(|s| s.failed = true);
     }
 
+    fn category_name(&self) -> String {
+        self.data_path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     fn failed_error(&self) -> StorageError {
         StorageError::Failed {
-            category: self
-                .data_path
-                .parent()
-                .and_then(Path::file_name)
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            category: self.category_name(),
             reason: self.failure().unwrap_or_else(|| "sync failed".into()),
         }
     }
@@ -399,6 +493,11 @@ impl Chunk {
             fsutil::sync_data(&files.data, hook)
                 .map_err(|e| StorageError::io("fdatasync", &self.data_path, e))?;
             self.write_record(&files, idx_pos, &index::Record::seal(size))?;
+            // Drop records of appends that were copied but never published.
+            files
+                .idx
+                .set_len(idx_pos + index::RECORD_LEN as u64)
+                .map_err(|e| StorageError::io("trim", &self.idx_path, e))?;
             fsutil::sync_data(&files.idx, hook)
                 .map_err(|e| StorageError::io("fdatasync", &self.idx_path, e))
         })();
