@@ -275,15 +275,8 @@ impl CategoryLog {
             if let Some(old) = w.active.take() {
                 self.retire(old);
             }
-            let fresh = if len > max_chunk {
-                self.create_chunk(len)?
-            } else if let Some(spare) = self.spare.lock().take() {
-                used_spare = true;
-                spare
-            } else {
-                used_spare = true;
-                self.create_chunk(max_chunk)?
-            };
+            used_spare = len <= max_chunk;
+            let fresh = self.next_chunk(len)?;
             self.chunks
                 .write()
                 .insert(fresh.chunk.name().clone(), Arc::clone(&fresh.chunk));
@@ -398,19 +391,19 @@ impl CategoryLog {
         }
         let me = Arc::clone(self);
         let job = move || {
+            // The spare is published while the creator lock is held, so a
+            // writer that needs a chunk either finds it or creates the next
+            // index itself: chunks are always activated in index order.
+            let mut next = me.creator.lock();
             if me.spare.lock().is_none() {
-                match me.create_chunk(me.ctx.cfg.max_chunk_size) {
-                    Ok(fresh) => {
-                        let replaced = me.spare.lock().replace(fresh);
-                        if let Some(extra) = replaced {
-                            me.discard(&extra.chunk);
-                        }
-                    }
+                match me.create_chunk(&mut next, me.ctx.cfg.max_chunk_size) {
+                    Ok(fresh) => *me.spare.lock() = Some(fresh),
                     Err(e) => {
-                        tracing::warn!(category = %me.category, error = %e, "could not pre-create the next chunk")
+                        tracing::warn!(category = %me.category, error = %e, "could not pre-create the next chunk");
                     }
                 }
             }
+            drop(next);
             me.preparing.store(false, Ordering::Release);
         };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -420,10 +413,29 @@ impl CategoryLog {
         }
     }
 
-    /// Allocates the next index (durably) and creates a preallocated,
-    /// mapped chunk with an empty index sidecar.
-    fn create_chunk(&self, capacity: u64) -> Result<Active, StorageError> {
+    /// The chunk to activate next: the pre-created spare, or a new one.
+    /// A body larger than `max_chunk_size` gets a chunk of its own; a spare
+    /// is then discarded (its index is skipped, never reused) so chunks are
+    /// activated in index order.
+    fn next_chunk(&self, len: u64) -> Result<Active, StorageError> {
         let mut next = self.creator.lock();
+        let spare = self.spare.lock().take();
+        let max_chunk = self.ctx.cfg.max_chunk_size;
+        if len > max_chunk {
+            if let Some(s) = spare {
+                self.discard(&s.chunk);
+            }
+            return self.create_chunk(&mut next, len);
+        }
+        match spare {
+            Some(s) => Ok(s),
+            None => self.create_chunk(&mut next, max_chunk),
+        }
+    }
+
+    /// Allocates the next index (durably) and creates a preallocated,
+    /// mapped chunk with an empty index sidecar. `next` is the creator lock.
+    fn create_chunk(&self, next: &mut u64, capacity: u64) -> Result<Active, StorageError> {
         let index = *next;
         if index > MAX_CHUNK_INDEX {
             return Err(StorageError::IndexesExhausted {

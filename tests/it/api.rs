@@ -228,7 +228,7 @@ fn chunk_ack_deletes_only_sealed_fully_read_chunks() {
     }
     let first = &chunks[0];
     let open = chunks.last().unwrap();
-    assert!(!open.complete);
+    assert!(!open.complete, "{chunks:?}");
     let q = |name: &str, size: u64| format!("/ack?category=ack&chunk={name}&size={size}");
     assert_eq!(b.get_text(&q(&open.name, 999_999)).0, 400, "open chunk");
     assert_eq!(
@@ -318,6 +318,47 @@ fn chukcha_consumer_loop_sees_every_message_once() {
     producer.join().unwrap();
     let expected: Vec<String> = (0..total).map(|i| format!("msg-{i}")).collect();
     assert_eq!(seen, expected, "one producer: every message once, in order");
+}
+
+/// Regression: a writer that found no pre-created chunk could activate index
+/// N+1 before N (seen as a flaky "open chunk is sealed" failure). Chunks of
+/// one owner must be written strictly in index order, including around
+/// bodies larger than max_chunk_size.
+#[test]
+fn chunks_are_activated_in_index_order() {
+    let b = TestBroker::start(&["--max-chunk-size", "4096"]);
+    let mut last = (String::new(), 0u64);
+    for i in 0..300 {
+        let body = if i % 37 == 0 {
+            "o".repeat(5000) + "\n"
+        } else {
+            "m".repeat(1499) + "\n"
+        };
+        let (s, reply) = b.write("order", body);
+        assert_eq!(s, 200, "{reply}");
+        let r: WriteReply = serde_json::from_str(&reply).unwrap();
+        assert!(
+            (r.chunk.clone(), r.offset) > last,
+            "write {i} went to {} @{} after {:?}",
+            r.chunk,
+            r.offset,
+            last
+        );
+        last = (r.chunk, r.offset);
+    }
+    let names: Vec<String> = b.chunks("order").into_iter().map(|c| c.name).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let open: Vec<_> = b
+        .chunks("order")
+        .into_iter()
+        .filter(|c| !c.complete)
+        .collect();
+    assert!(
+        open.len() <= 1 && open.iter().all(|c| Some(&c.name) == names.last()),
+        "only the newest chunk may be open: {open:?}"
+    );
 }
 
 #[test]

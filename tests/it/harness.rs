@@ -75,7 +75,10 @@ impl TestBroker {
             .arg(&self.data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
-            .env("CHUNKBUS_LOG", "info")
+            .env(
+                "CHUNKBUS_LOG",
+                std::env::var("TEST_CHUNKBUS_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
