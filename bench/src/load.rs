@@ -33,9 +33,11 @@ impl LoadResult {
     }
 }
 
-/// POSTs `body` to `path` on `conns` connections for `warmup + dur`.
+/// POSTs `body` to `path` on `conns` connections for `warmup + dur`. With
+/// `categories > 1`, connection `i` writes to `bench<i % categories>`.
 pub async fn post_loop(
     addr: SocketAddr,
+    categories: usize,
     path: &str,
     body: Bytes,
     conns: usize,
@@ -50,9 +52,12 @@ pub async fn post_loop(
         .unwrap_or(1);
     let mut tasks = Vec::new();
     for i in 0..conns {
-        let path: Arc<str> = if spread > 1 {
-            path.replace("category=bench", &format!("category=bench{}", i % spread))
-                .into()
+        let path: Arc<str> = if categories > 1 {
+            path.replace(
+                "category=bench",
+                &format!("category=bench{}", i % categories),
+            )
+            .into()
         } else {
             path.into()
         };

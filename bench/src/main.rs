@@ -56,6 +56,9 @@ struct Args {
     /// Directory for servers' data (default: the system temp dir).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Spread the ingest load over this many categories.
+    #[arg(long, default_value_t = 1)]
+    categories: usize,
     /// Run only these scenarios (comma list of: ingest, sync, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -155,6 +158,7 @@ async fn run(args: Args) -> Result<()> {
     let body = make_body(args.message_size, args.body_size);
     let mut ctx = Ctx {
         bin,
+        categories: args.categories.max(1),
         work: work.path().to_path_buf(),
         msgs_per_body: body.len() / args.message_size,
         message_size: args.message_size,
@@ -208,6 +212,7 @@ async fn run(args: Args) -> Result<()> {
 
 struct Ctx {
     bin: PathBuf,
+    categories: usize,
     work: PathBuf,
     body: Bytes,
     msgs_per_body: usize,
@@ -229,7 +234,7 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
             let mut v = Vec::new();
             for _ in 0..plan.reps {
                 v.push(
-                    load::post_loop(n.addr, "/", body.clone(), 4, plan.warmup, plan.dur)
+                    load::post_loop(n.addr, 1, "/", body.clone(), 4, plan.warmup, plan.dur)
                         .await?
                         .rate(),
                 );
@@ -269,6 +274,7 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
         let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
         let r = load::post_loop(
             s.addr,
+            ctx.categories,
             "/write?category=bench",
             body.clone(),
             4,
@@ -336,6 +342,7 @@ async fn sync_scenario(ctx: &mut Ctx) -> Result<()> {
         let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
         let r = load::post_loop(
             s.addr,
+            ctx.categories,
             "/write?category=bench&sync=1",
             body.clone(),
             8,

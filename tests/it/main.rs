@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod api;
+mod client;
 mod crash;
 mod disk_full;
 mod harness;
