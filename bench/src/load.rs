@@ -46,10 +46,6 @@ pub async fn post_loop(
 ) -> Result<LoadResult> {
     let start = Instant::now() + warmup;
     let end = start + dur;
-    let spread = std::env::var("BENCH_CATEGORIES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1);
     let mut tasks = Vec::new();
     for i in 0..conns {
         let path: Arc<str> = if categories > 1 {
