@@ -34,16 +34,29 @@ pub struct AppState {
     pub storage: OnceLock<Arc<Storage>>,
     /// Cancelled when shutdown starts: long polls return, writes get 503.
     pub shutdown: CancellationToken,
+    /// Bytes of request bodies that may be held in memory at once, across
+    /// all connections (see [`body_budget_bytes`]).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// Global bound on buffered write bodies: 64 × `max_batch_size` (256 MiB
+/// with defaults).
+#[must_use]
+pub fn body_budget_bytes(max_batch_size: u64) -> usize {
+    usize::try_from(max_batch_size.saturating_mul(64)).unwrap_or(usize::MAX >> 4)
 }
 
 impl AppState {
     /// State for a server that is still recovering.
     #[must_use]
     pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Self {
+        let budget = body_budget_bytes(config.limits.max_batch_size)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             config,
             storage: OnceLock::new(),
             shutdown,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         }
     }
 

@@ -2,6 +2,7 @@
 //! body as it streams in (refusing oversize input without buffering it),
 //! append it atomically, then wait for durability if asked.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,7 +39,8 @@ pub(super) async fn write(
         )));
     }
     let limits = &state.config.limits;
-    if let Some(len) = content_length(&req)? {
+    let declared = content_length(&req)?;
+    if let Some(len) = declared {
         if len > limits.max_batch_size {
             return Err(BodyError::BodyTooLarge {
                 len,
@@ -48,6 +50,14 @@ pub(super) async fn write(
         }
     }
     let storage = state.storage()?;
+    // Reserve memory for the whole body at once (no hold-and-wait between
+    // requests): under overload new bodies wait here and TCP pushes back,
+    // instead of the process growing without bound.
+    let want = u32::try_from(declared.unwrap_or(limits.max_batch_size).max(1)).unwrap_or(u32::MAX);
+    let _budget = Arc::clone(&state.body_budget)
+        .acquire_many_owned(want)
+        .await
+        .map_err(|_| ApiError::unavailable("server is shutting down"))?;
     let mut checker = BodyChecker::new(limits.max_message_size, limits.max_batch_size);
     let frames = tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body(), &mut checker))
         .await

@@ -458,3 +458,26 @@ fn second_server_on_same_data_dir_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// More concurrent bodies than the global body budget (64 × max_batch_size)
+/// holds: writers wait for memory instead of the server growing, and
+/// whole-body reservations cannot deadlock.
+#[test]
+fn more_concurrent_bodies_than_the_memory_budget_all_succeed() {
+    let b = TestBroker::start(&["--max-batch-size", "256KiB", "--max-chunk-size", "4MiB"]);
+    let body = ("q".repeat(1023) + "\n").repeat(256); // 256 KiB
+    let writers: Vec<_> = (0..100) // 100 × 256 KiB = 25 MiB > 16 MiB budget
+        .map(|_| {
+            let (http, url, body) = (
+                b.http.clone(),
+                b.url("/write?category=budget"),
+                body.clone(),
+            );
+            std::thread::spawn(move || http.post(url).body(body).send().unwrap().status().as_u16())
+        })
+        .collect();
+    for w in writers {
+        assert_eq!(w.join().unwrap(), 200);
+    }
+    assert_eq!(b.read_all("budget").len(), 100 * 256 * 1024);
+}
