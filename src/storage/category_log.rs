@@ -121,6 +121,15 @@ impl Reservation {
             disk_full: matches!(e, StorageError::DiskFull { .. }),
             reason: crate::error_chain(&e),
         });
+        if outcome.is_ok() && u64::from(self.len) > INLINE_COPY_MAX {
+            // Large bodies run on the blocking pool: start their writeback
+            // now so the next fdatasync (group commit or periodic flush)
+            // only waits for the tail. fdatasync remains the durability point.
+            if let Err(e) = fsutil::start_writeback(&self.files.data, self.off, u64::from(self.len))
+            {
+                tracing::debug!(error = %e, "sync_file_range failed; fdatasync will write these pages");
+            }
+        }
         self.done = true;
         self.chunk.complete_append(
             self.off,
