@@ -62,7 +62,8 @@ struct Args {
     /// Run only these scenarios (comma list of: ingest, sync, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Write results to bench/results/<date>.{json,md} (default for full runs).
+    /// Write results to bench/results/<date>.{json,md} (default for full runs
+    /// of every scenario).
     #[arg(long)]
     save: bool,
 }
@@ -196,7 +197,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let md = markdown(&report);
     println!("{md}");
-    if args.save || !(args.quick || args.smoke) {
+    if args.save || !(args.quick || args.smoke || !args.only.is_empty()) {
         let dir = root.join("bench/results");
         std::fs::create_dir_all(&dir)?;
         let stem = report.date.replace(':', "-");
