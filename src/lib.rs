@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod config;
 pub mod fsutil;
 pub mod http;

@@ -1,4 +1,5 @@
-//! The `chunkbus` binary: `chunkbus serve [settings]`.
+//! The `chunkbus` binary: `chunkbus serve [settings]`, and the shell
+//! clients `chunkbus produce` / `chunkbus consume`.
 
 use std::process::ExitCode;
 
@@ -18,7 +19,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a server (see the settings below; sizes: bytes or KiB/MiB/GiB; durations: ms/s/m/h).
-    Serve(RawSettings),
+    Serve(Box<RawSettings>),
+    /// Send stdin lines to a category, in order (throughput on stderr).
+    Produce(chunkbus::cli::produce::ProduceArgs),
+    /// Print a category's messages to stdout.
+    Consume(chunkbus::cli::consume::ConsumeArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,7 +48,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(raw) => {
-            let config = raw.merge_file()?.validate()?;
+            let config = (*raw).merge_file()?.validate()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("chunkbus")
@@ -52,7 +57,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(chunkbus::server::run(config, shutdown_signal()))?;
             Ok(())
         }
+        Command::Produce(args) => client_runtime()?.block_on(chunkbus::cli::produce::run(args)),
+        Command::Consume(args) => client_runtime()?.block_on(chunkbus::cli::consume::run(args)),
     }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,9 @@
-//! [`ClientError`]: what a call to a chunkbus server can fail with.
+//! [`ClientError`]: what a call to a chunkbus server can fail with, and
+//! [`ProducerError`] / [`ConsumerError`] for the higher-level APIs.
 
-/// Errors of the chunkbus client.
+use std::sync::Arc;
+
+/// Errors of a single request to a chunkbus server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -19,12 +22,17 @@ pub enum ClientError {
         status: u16,
         /// The server's explanation.
         message: String,
+        /// For `/write`: whether the body was appended despite the error
+        /// (`chunkbus-written` header); `None` when the server did not say.
+        written: Option<bool>,
     },
     /// Connecting, sending or receiving failed.
     #[error("request to {url} failed")]
     Transport {
         /// The request URL.
         url: String,
+        /// The connection could not be established: nothing was sent.
+        connect: bool,
         /// The cause.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -54,6 +62,20 @@ impl ClientError {
         }
     }
 
+    /// Whether a failed write certainly stored nothing, so sending the same
+    /// body again cannot duplicate it: the connection was never
+    /// established, or the server answered a retryable status and said
+    /// `chunkbus-written: false`. A reset connection or a timeout after
+    /// the body was sent is *not* safe: the server may have stored it.
+    #[must_use]
+    pub fn is_safe_to_resend(&self) -> bool {
+        match self {
+            Self::Transport { connect, .. } => *connect,
+            Self::Status { written, .. } => self.is_retryable() && *written == Some(false),
+            Self::InvalidUrl { .. } | Self::Decode { .. } => false,
+        }
+    }
+
     /// The HTTP status, if the server answered.
     #[must_use]
     pub fn status(&self) -> Option<u16> {
@@ -62,4 +84,59 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// Errors of a [`Producer`](crate::Producer).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProducerError {
+    /// The message cannot be sent as given (not retryable).
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// A batch could not be stored. The producer stops at the first such
+    /// batch (later messages are refused with the same error) so that no
+    /// message is ever stored after a lost one.
+    #[error(
+        "batch of {count} messages from #{first_seq} of category {category:?} failed \
+         ({}): {source}",
+        if *.maybe_stored { "it may have been stored" } else { "it was not stored" }
+    )]
+    BatchFailed {
+        /// Category of the batch.
+        category: String,
+        /// Sequence number of its first message.
+        first_seq: u64,
+        /// Number of messages in it.
+        count: u64,
+        /// Whether the server may have stored it (the outcome is unknown).
+        maybe_stored: bool,
+        /// The last request error.
+        #[source]
+        source: Arc<ClientError>,
+    },
+    /// The producer was closed.
+    #[error("producer is closed")]
+    Closed,
+}
+
+/// Errors of a [`Consumer`](crate::Consumer).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// A request failed permanently, or retries ran out.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The server sent data that is not whole messages.
+    #[error("server returned {len} bytes of {chunk} at offset {off} not ending in a newline")]
+    PartialMessage {
+        /// Chunk read.
+        chunk: String,
+        /// Offset read from.
+        off: u64,
+        /// Bytes returned.
+        len: usize,
+    },
+    /// A stored position names a chunk that is not `<owner>-chunk<digits>`.
+    #[error("invalid position: {0}")]
+    InvalidPosition(String),
 }

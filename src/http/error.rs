@@ -10,6 +10,10 @@ use crate::names::NameError;
 use crate::storage::chunk::format::BodyError;
 use crate::storage::StorageError;
 
+/// Header on `/write` errors: `false` = nothing was appended (safe to
+/// resend), `true` = appended, but a later step (fdatasync) failed.
+pub const WRITTEN_HEADER: &str = "chunkbus-written";
+
 /// An HTTP error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -17,6 +21,10 @@ pub struct ApiError {
     pub status: StatusCode,
     /// One-line message.
     pub message: String,
+    /// For `/write`: whether the body was appended despite the error; sent
+    /// as the `chunkbus-written` header so clients know whether resending
+    /// could duplicate it.
+    pub written: Option<bool>,
 }
 
 impl ApiError {
@@ -25,7 +33,15 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            written: None,
         }
+    }
+
+    /// The same error, saying whether a write's body was appended.
+    #[must_use]
+    pub fn with_written(mut self, written: bool) -> Self {
+        self.written = Some(written);
+        self
     }
 
     /// `400 Bad Request`.
@@ -49,6 +65,12 @@ impl ApiError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Some(written) = self.written {
+            resp.headers_mut().insert(
+                WRITTEN_HEADER,
+                header::HeaderValue::from_static(if written { "true" } else { "false" }),
+            );
+        }
         resp
     }
 }

@@ -29,6 +29,15 @@ pub(super) async fn write(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
+    // Errors say whether the body was appended (`chunkbus-written`); any
+    // error not marked otherwise happened before anything was stored.
+    write_marked(state, req).await.map_err(|e| match e.written {
+        Some(_) => e,
+        None => e.with_written(false),
+    })
+}
+
+async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.uri().query());
     let category = query.category()?;
     let sync = query.opt_bool("sync")?.unwrap_or(false);
@@ -70,7 +79,10 @@ pub(super) async fn write(
     let body = checker.finish()?;
     let appended = storage.append(&category, frames, body).await?;
     if sync || storage.fsync_every_write() {
-        storage.wait_durable(&appended).await?;
+        storage
+            .wait_durable(&appended)
+            .await
+            .map_err(|e| ApiError::from(e).with_written(true))?;
     }
     let name = appended.chunk.name().to_string();
     json(&WriteReply {

@@ -16,7 +16,14 @@ async fn client_round_trip_list_read_ack() {
     for i in 0..20 {
         let body = format!("{i:03}-{}\n", "x".repeat(995));
         let r = c
-            .write("cl", body.clone(), WriteOptions { sync: i % 2 == 0 })
+            .write(
+                "cl",
+                body.clone(),
+                WriteOptions {
+                    sync: i % 2 == 0,
+                    ..WriteOptions::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(r.size, 1000);

@@ -159,6 +159,16 @@ impl TestBroker {
         }
     }
 
+    /// Sends `sig` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        let c = self.child.as_ref().expect("running");
+        let pid = libc::pid_t::try_from(c.id()).expect("pid");
+        // SAFETY: sending a signal to our own child process.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
     /// Starts the process again on the same data dir (new port).
     pub fn restart(&mut self) {
         self.kill9();

@@ -8,6 +8,7 @@ mod client;
 mod crash;
 mod disk_full;
 mod harness;
+mod pubsub;
 mod recovery;
 mod security;
 mod shutdown;

@@ -262,6 +262,11 @@ fn failed_fdatasync_is_503_over_http() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers()["chunkbus-written"],
+        "true",
+        "the body was appended; only its fdatasync failed"
+    );
     let msg = r.text().unwrap();
     assert!(
         msg.contains("read-only") && msg.contains("fdatasync"),
@@ -273,6 +278,7 @@ fn failed_fdatasync_is_503_over_http() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 503, "stays read-only");
+    assert_eq!(r.headers()["chunkbus-written"], "false", "refused up front");
     let r = http
         .get(format!(
             "http://{addr}/read?category=f&chunk=node1-chunk000000000&off=0&max_size=10"

@@ -1,0 +1,339 @@
+//! [`Client`]: one method per endpoint of the server's HTTP API, with
+//! failover across a list of server addresses.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::ClientError;
+
+/// Response header the server sets on a failed `/write`: `false` when the
+/// body was not appended (safe to send again), `true` when it was appended
+/// but a later step (fdatasync, replicas) failed.
+pub const WRITTEN_HEADER: &str = "chunkbus-written";
+
+/// Where a write was stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct WriteReply {
+    /// Chunk name, e.g. `node1-chunk000000007`.
+    pub chunk: String,
+    /// Offset of the body's first byte in the chunk.
+    pub offset: u64,
+    /// Body length in bytes.
+    pub size: u64,
+}
+
+/// One chunk as listed by the server.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ChunkInfo {
+    /// Chunk name.
+    pub name: String,
+    /// Sealed: the chunk will never grow again.
+    pub complete: bool,
+    /// Bytes of whole messages readable on that server now.
+    pub size: u64,
+}
+
+/// Durability options of a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Reply only once the data is on the server's disk (`sync=1`).
+    pub sync: bool,
+    /// Reply only once this many other servers hold the bytes
+    /// (`min_sync_replicas=K`); 0 = do not wait for replicas.
+    pub min_sync_replicas: u32,
+}
+
+/// A client for a chunkbus server, or several interchangeable ones. Cheap
+/// to clone; connections are pooled.
+///
+/// With several addresses the client talks to one at a time and moves to
+/// the next when a connection cannot be established (nothing was sent, so
+/// this is safe for every request, writes included).
+#[derive(Debug, Clone)]
+pub struct Client {
+    bases: Arc<[String]>,
+    active: Arc<AtomicUsize>,
+    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port`).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`] for anything but an `http://` URL.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::with_servers([base_url])
+    }
+
+    /// A client for several servers of one cluster, tried in order.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`] for an empty list or anything but
+    /// `http://` URLs.
+    pub fn with_servers<S: AsRef<str>>(
+        urls: impl IntoIterator<Item = S>,
+    ) -> Result<Self, ClientError> {
+        let bases = urls
+            .into_iter()
+            .map(|u| check_url(u.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if bases.is_empty() {
+            return Err(ClientError::InvalidUrl {
+                url: String::new(),
+                why: "no server address given".to_owned(),
+            });
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            bases: bases.into(),
+            active: Arc::new(AtomicUsize::new(0)),
+            http,
+        })
+    }
+
+    /// The address requests currently go to.
+    #[must_use]
+    pub fn active_server(&self) -> &str {
+        &self.bases[self.active.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Appends `body` (one or more messages, each ending in `\n`) to
+    /// `category` atomically.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] with 400 (bad category or body), 413 (too
+    /// large), 503/507 (retryable), or a transport error.
+    /// [`ClientError::is_safe_to_resend`] says whether the body certainly
+    /// was not stored.
+    pub async fn write(
+        &self,
+        category: &str,
+        body: impl Into<Bytes>,
+        opts: WriteOptions,
+    ) -> Result<WriteReply, ClientError> {
+        let mut q = format!("category={}", enc(category));
+        if opts.sync {
+            q.push_str("&sync=1");
+        }
+        if opts.min_sync_replicas > 0 {
+            q.push_str(&format!("&min_sync_replicas={}", opts.min_sync_replicas));
+        }
+        self.json(Method::POST, "/write", &q, body.into()).await
+    }
+
+    /// Whole messages of `chunk` from `off`, at most `max_size` bytes. An
+    /// empty result means no more data yet (open chunk) or the end (sealed
+    /// chunk). `wait` long-polls up to that long for new data.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] with 400 (bad offset, `max_size` too small for
+    /// the next message) or 404 (unknown chunk), or a transport error.
+    pub async fn read(
+        &self,
+        category: &str,
+        chunk: &str,
+        off: u64,
+        max_size: u64,
+        wait: Option<Duration>,
+    ) -> Result<Bytes, ClientError> {
+        let mut q = format!(
+            "category={}&chunk={}&off={off}&max_size={max_size}",
+            enc(category),
+            enc(chunk)
+        );
+        if let Some(w) = wait {
+            q.push_str(&format!("&wait_ms={}", w.as_millis().min(60_000)));
+        }
+        self.call(Method::GET, "/read", &q, Bytes::new()).await
+    }
+
+    /// Every non-empty chunk of `category` the server holds, oldest first
+    /// per owner.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 400 for a bad category, or a transport error.
+    pub async fn list_chunks(&self, category: &str) -> Result<Vec<ChunkInfo>, ClientError> {
+        self.json(
+            Method::GET,
+            "/listChunks",
+            &format!("category={}", enc(category)),
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// Names of all categories.
+    ///
+    /// # Errors
+    /// A transport or decode error.
+    pub async fn list_categories(&self) -> Result<Vec<String>, ClientError> {
+        self.json(Method::GET, "/listCategories", "", Bytes::new())
+            .await
+    }
+
+    /// Deletes a sealed chunk that has been processed up to `size` (its
+    /// final size or more).
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 400 (not sealed, or `size` too small) or 404.
+    pub async fn ack_chunk(
+        &self,
+        category: &str,
+        chunk: &str,
+        size: u64,
+    ) -> Result<(), ClientError> {
+        let q = format!(
+            "category={}&chunk={}&size={size}",
+            enc(category),
+            enc(chunk)
+        );
+        self.call(Method::GET, "/ack", &q, Bytes::new())
+            .await
+            .map(drop)
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        let bytes = self.call(method, path, query, body).await?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            url: format!("{}{path}", self.active_server()),
+            source,
+        })
+    }
+
+    /// Sends the request to the active server; on a connect failure moves
+    /// on to the next address, trying each at most once.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Bytes,
+    ) -> Result<Bytes, ClientError> {
+        let start = self.active.load(Ordering::Relaxed);
+        let mut last_err = None;
+        for step in 0..self.bases.len() {
+            let idx = (start + step) % self.bases.len();
+            match self
+                .call_one(&self.bases[idx], method.clone(), path, query, body.clone())
+                .await
+            {
+                Err(e @ ClientError::Transport { connect: true, .. }) => {
+                    last_err = Some(e);
+                    // Move on only if nobody else has already.
+                    let _ = self.active.compare_exchange(
+                        idx,
+                        (idx + 1) % self.bases.len(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                other => {
+                    if idx != start % self.bases.len() {
+                        self.active.store(idx, Ordering::Relaxed);
+                    }
+                    return other;
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ClientError::InvalidUrl {
+            url: String::new(),
+            why: "no server address given".to_owned(),
+        }))
+    }
+
+    async fn call_one(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Bytes,
+    ) -> Result<Bytes, ClientError> {
+        let url = if query.is_empty() {
+            format!("{base}{path}")
+        } else {
+            format!("{base}{path}?{query}")
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                connect: false,
+                source: Box::new(e),
+            })?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                connect: e.is_connect(),
+                source: Box::new(e),
+            })?;
+        let status = resp.status().as_u16();
+        let written = resp
+            .headers()
+            .get(WRITTEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<bool>().ok());
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                connect: false,
+                source: Box::new(e),
+            })?
+            .to_bytes();
+        if status == 200 {
+            Ok(bytes)
+        } else {
+            Err(ClientError::Status {
+                status,
+                message: String::from_utf8_lossy(&bytes).trim_end().to_owned(),
+                written,
+            })
+        }
+    }
+}
+
+fn check_url(url: &str) -> Result<String, ClientError> {
+    let base = url.trim_end_matches('/').to_owned();
+    let invalid = |why: &str| ClientError::InvalidUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let rest = base
+        .strip_prefix("http://")
+        .ok_or_else(|| invalid("only http:// is supported"))?;
+    if rest.is_empty() {
+        return Err(invalid("missing host"));
+    }
+    base.parse::<hyper::Uri>()
+        .map_err(|e| invalid(&e.to_string()))?;
+    Ok(base)
+}
+
+pub(crate) fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -1,0 +1,606 @@
+//! [`Producer`]: batches messages per category by size and linger time,
+//! sends them with bounded memory and in submission order, retries only
+//! what is safe to resend, and reports per-batch acknowledgements.
+//!
+//! Per category ("lane") there is one open batch that `send` appends to and
+//! one sender task that posts sealed batches one at a time, in order. Memory
+//! is bounded by a byte budget: opening a batch takes `max_batch_bytes` from
+//! it (a sealed batch gives back what it did not use) and a batch returns its
+//! bytes once the server has answered. When the budget is spent, `send`
+//! waits: backpressure instead of growth.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::client::{Client, WriteOptions};
+use crate::error::{ClientError, ProducerError};
+
+/// Tuning of a [`Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Largest request body; must not exceed the server's `max_batch_size`
+    /// (default 1 MiB).
+    pub max_batch_bytes: usize,
+    /// Largest message, newline included; the server's `max_message_size`
+    /// (default 1 MiB). Longer messages are refused before sending.
+    pub max_message_bytes: usize,
+    /// How long a batch may wait for more messages before it is sent while
+    /// nothing else is in flight (default 5 ms).
+    pub linger: Duration,
+    /// Requests in flight across all categories (default 4). Each category
+    /// has at most one, which keeps its messages in submission order.
+    pub max_in_flight: usize,
+    /// Bound on the memory of buffered and in-flight messages (default
+    /// 16 MiB; at least `max_batch_bytes`).
+    pub buffer_bytes: usize,
+    /// `sync` and `min_sync_replicas` of every write.
+    pub write: WriteOptions,
+    /// How long a batch is retried while retrying is safe (default 60 s).
+    pub delivery_timeout: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+            linger: Duration::from_millis(5),
+            max_in_flight: 4,
+            buffer_bytes: 16 << 20,
+            write: WriteOptions::default(),
+            delivery_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The server's acknowledgement of one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchAck {
+    /// Category written to.
+    pub category: Arc<str>,
+    /// Sequence number (per category, from 0) of the batch's first message.
+    pub first_seq: u64,
+    /// Number of messages in the batch.
+    pub count: u64,
+    /// Chunk the batch was stored in.
+    pub chunk: String,
+    /// Offset of the batch's first byte in that chunk.
+    pub offset: u64,
+    /// Batch length in bytes.
+    pub size: u64,
+}
+
+/// A batching, ordered, memory-bounded producer. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use chunkbus_client::{Client, Producer, ProducerConfig};
+/// let client = Client::with_servers(["http://127.0.0.1:8080", "http://127.0.0.1:8081"])?;
+/// let producer = Producer::new(client, ProducerConfig::default());
+/// let events = producer.category("events")?;
+/// for i in 0..1000 {
+///     events.send(format!("event {i}")).await?; // newline added
+/// }
+/// producer.flush().await?; // every message above is stored
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    _handle: Arc<Handle>,
+}
+
+/// Held by every [`Producer`] and [`CategoryProducer`] clone; when the last
+/// one is dropped, the sender tasks send what is buffered and exit.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        for lane in self.shared.lanes.lock().values() {
+            lane.state.lock().closed = true;
+            lane.wake.notify_one();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    client: Client,
+    config: ProducerConfig,
+    budget: Arc<Semaphore>,
+    in_flight: Arc<Semaphore>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    acks: Mutex<Option<mpsc::Sender<BatchAck>>>,
+    failed: OnceLock<ProducerError>,
+}
+
+/// Per-category state shared by `send` callers and the sender task.
+#[derive(Debug)]
+struct Lane {
+    category: Arc<str>,
+    state: Mutex<LaneState>,
+    /// Serializes sealing (and the budget wait that precedes opening a new
+    /// batch), so sealed batches enter the queue in sequence order.
+    seal_lock: tokio::sync::Mutex<()>,
+    /// Wakes the sender task: a batch was queued or opened, or close.
+    wake: Notify,
+    /// Sequence number below which every message has been acknowledged.
+    acked: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct LaneState {
+    open: Option<OpenBatch>,
+    queue: VecDeque<SealedBatch>,
+    next_seq: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct OpenBatch {
+    buf: BytesMut,
+    first_seq: u64,
+    count: u64,
+    opened: Instant,
+    permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+struct SealedBatch {
+    body: Bytes,
+    first_seq: u64,
+    count: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenBatch {
+    fn seal(mut self) -> Option<SealedBatch> {
+        if self.count == 0 {
+            return None;
+        }
+        // Give back the part of the reservation this batch does not use.
+        let unused = self.permit.num_permits().saturating_sub(self.buf.len());
+        drop(self.permit.split(unused));
+        Some(SealedBatch {
+            body: self.buf.freeze(),
+            first_seq: self.first_seq,
+            count: self.count,
+            _permit: self.permit,
+        })
+    }
+}
+
+impl Producer {
+    /// A producer sending through `client`. Needs a Tokio runtime.
+    #[must_use]
+    pub fn new(client: Client, mut config: ProducerConfig) -> Self {
+        config.max_batch_bytes = config.max_batch_bytes.clamp(1, u32::MAX as usize);
+        config.max_message_bytes = config.max_message_bytes.clamp(1, config.max_batch_bytes);
+        config.buffer_bytes = config.buffer_bytes.max(config.max_batch_bytes);
+        config.max_in_flight = config.max_in_flight.max(1);
+        let shared = Arc::new(Shared {
+            client,
+            budget: Arc::new(Semaphore::new(
+                config.buffer_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            lanes: Mutex::new(HashMap::new()),
+            acks: Mutex::new(None),
+            failed: OnceLock::new(),
+        });
+        Self {
+            _handle: Arc::new(Handle {
+                shared: Arc::clone(&shared),
+            }),
+            shared,
+        }
+    }
+
+    /// A handle that sends to `category` (names as on the server:
+    /// 1–128 of `[A-Za-z0-9_-]`).
+    ///
+    /// # Errors
+    /// [`ProducerError::InvalidMessage`] for an invalid category name.
+    pub fn category(&self, category: &str) -> Result<CategoryProducer, ProducerError> {
+        let valid = !category.is_empty()
+            && category.len() <= 128
+            && category
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(ProducerError::InvalidMessage(format!(
+                "invalid category {category:?}: use 1-128 characters of [A-Za-z0-9_-]"
+            )));
+        }
+        let mut lanes = self.shared.lanes.lock();
+        let lane = lanes
+            .entry(category.to_owned())
+            .or_insert_with(|| {
+                let lane = Arc::new(Lane {
+                    category: category.into(),
+                    state: Mutex::new(LaneState::default()),
+                    seal_lock: tokio::sync::Mutex::new(()),
+                    wake: Notify::new(),
+                    acked: watch::Sender::new(0),
+                });
+                tokio::spawn(run_sender(Arc::clone(&self.shared), Arc::clone(&lane)));
+                lane
+            })
+            .clone();
+        Ok(CategoryProducer {
+            shared: Arc::clone(&self.shared),
+            _handle: Arc::clone(&self._handle),
+            lane,
+        })
+    }
+
+    /// Acknowledgements of every batch from now on, in order per category.
+    /// The channel holds `capacity` acks; when it is full, sending waits for
+    /// the application to receive (drop the receiver to stop). A new
+    /// subscription replaces the previous one.
+    #[must_use]
+    pub fn subscribe_acks(&self, capacity: usize) -> mpsc::Receiver<BatchAck> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        *self.shared.acks.lock() = Some(tx);
+        rx
+    }
+
+    /// Bytes of memory held for buffered and in-flight messages now (open
+    /// batches count in full); never more than `buffer_bytes`.
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared
+            .config
+            .buffer_bytes
+            .min(Semaphore::MAX_PERMITS)
+            .saturating_sub(self.shared.budget.available_permits())
+    }
+
+    /// Sends every open batch and waits until each message sent so far is
+    /// acknowledged.
+    ///
+    /// # Errors
+    /// The first failure of any batch ([`ProducerError::BatchFailed`]).
+    pub async fn flush(&self) -> Result<(), ProducerError> {
+        let lanes: Vec<Arc<Lane>> = self.shared.lanes.lock().values().cloned().collect();
+        for lane in lanes {
+            flush_lane(&self.shared, &lane).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, then stops the sender tasks; later sends fail with
+    /// [`ProducerError::Closed`].
+    ///
+    /// # Errors
+    /// As [`Producer::flush`].
+    pub async fn close(&self) -> Result<(), ProducerError> {
+        let result = self.flush().await;
+        let _ = self.shared.failed.set(ProducerError::Closed);
+        for lane in self.shared.lanes.lock().values() {
+            lane.state.lock().closed = true;
+            lane.wake.notify_one();
+        }
+        result
+    }
+}
+
+/// Sends messages to one category. Cheap to clone; clones share order.
+#[derive(Debug, Clone)]
+pub struct CategoryProducer {
+    shared: Arc<Shared>,
+    _handle: Arc<Handle>,
+    lane: Arc<Lane>,
+}
+
+impl CategoryProducer {
+    /// Queues one message (a trailing newline is added when missing) and
+    /// returns its sequence number. Waits only when the memory budget is
+    /// spent.
+    ///
+    /// # Errors
+    /// [`ProducerError::InvalidMessage`] for an embedded newline or a
+    /// message longer than `max_message_bytes`; the producer's failure if a
+    /// batch failed earlier.
+    pub async fn send(&self, message: impl AsRef<[u8]>) -> Result<u64, ProducerError> {
+        let msg = message.as_ref();
+        let body = msg.strip_suffix(b"\n").unwrap_or(msg);
+        if let Some(pos) = memchr::memchr(b'\n', body) {
+            return Err(ProducerError::InvalidMessage(format!(
+                "message contains a newline at byte {pos}; a message is one line"
+            )));
+        }
+        let need = body.len() + 1;
+        self.check_message_len(need)?;
+        loop {
+            self.check_failed()?;
+            {
+                let mut st = self.lane.state.lock();
+                let LaneState { open, next_seq, .. } = &mut *st;
+                if let Some(open) = open.as_mut() {
+                    if open.buf.len() + need <= self.shared.config.max_batch_bytes {
+                        open.buf.extend_from_slice(body);
+                        open.buf.extend_from_slice(b"\n");
+                        open.count += 1;
+                        let seq = *next_seq;
+                        *next_seq += 1;
+                        return Ok(seq);
+                    }
+                }
+            }
+            self.rotate(need).await?;
+        }
+    }
+
+    /// Queues already framed messages: `lines` must be one or more
+    /// messages each ending in `\n` (what a file of lines holds). Returns
+    /// the sequence number of the first one. Large inputs are split at
+    /// message boundaries into batches.
+    ///
+    /// # Errors
+    /// [`ProducerError::InvalidMessage`] if `lines` is empty, does not end
+    /// in a newline or holds a message longer than `max_message_bytes`
+    /// (nothing of `lines` is queued then); the producer's failure.
+    pub async fn send_lines(&self, lines: &[u8]) -> Result<u64, ProducerError> {
+        if !lines.ends_with(b"\n") {
+            return Err(ProducerError::InvalidMessage(
+                "lines must be non-empty and end with a newline".to_owned(),
+            ));
+        }
+        let max_msg = self.shared.config.max_message_bytes;
+        let mut start = 0usize;
+        for nl in memchr::memchr_iter(b'\n', lines) {
+            self.check_message_len(nl + 1 - start)?;
+            start = nl + 1;
+        }
+        let max_batch = self.shared.config.max_batch_bytes;
+        let mut rest = lines;
+        let mut first = None;
+        while !rest.is_empty() {
+            self.check_failed()?;
+            let appended = {
+                let mut st = self.lane.state.lock();
+                let LaneState { open, next_seq, .. } = &mut *st;
+                match open.as_mut() {
+                    Some(open) => {
+                        let room = max_batch - open.buf.len();
+                        let take = if rest.len() <= room {
+                            rest.len()
+                        } else {
+                            memchr::memrchr(b'\n', &rest[..room]).map_or(0, |i| i + 1)
+                        };
+                        if take > 0 {
+                            let part = &rest[..take];
+                            let n = memchr::memchr_iter(b'\n', part).count() as u64;
+                            open.buf.extend_from_slice(part);
+                            open.count += n;
+                            first.get_or_insert(*next_seq);
+                            *next_seq += n;
+                            rest = &rest[take..];
+                        }
+                        take
+                    }
+                    None => 0,
+                }
+            };
+            if appended == 0 {
+                let next_len = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                debug_assert!(next_len <= max_msg);
+                self.rotate(next_len).await?;
+            }
+        }
+        Ok(first.unwrap_or(0))
+    }
+
+    /// Sends the open batch and waits until every message sent through
+    /// this category so far is acknowledged.
+    ///
+    /// # Errors
+    /// The producer's failure.
+    pub async fn flush(&self) -> Result<(), ProducerError> {
+        flush_lane(&self.shared, &self.lane).await
+    }
+
+    fn check_message_len(&self, len: usize) -> Result<(), ProducerError> {
+        let max = self.shared.config.max_message_bytes;
+        if len > max {
+            return Err(ProducerError::InvalidMessage(format!(
+                "message of {len} bytes (newline included) is longer than max_message_bytes={max}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_failed(&self) -> Result<(), ProducerError> {
+        match self.shared.failed.get() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals the open batch unless it has room for `need` bytes, then
+    /// opens a new one once the budget allows.
+    async fn rotate(&self, need: usize) -> Result<(), ProducerError> {
+        let _order = self.lane.seal_lock.lock().await;
+        {
+            let mut st = self.lane.state.lock();
+            if let Some(open) = &st.open {
+                if open.buf.len() + need <= self.shared.config.max_batch_bytes {
+                    return Ok(()); // someone else rotated meanwhile
+                }
+            }
+            if let Some(sealed) = st.open.take().and_then(OpenBatch::seal) {
+                st.queue.push_back(sealed);
+                self.lane.wake.notify_one();
+            }
+        }
+        let max_batch = self.shared.config.max_batch_bytes;
+        let permit = Arc::clone(&self.shared.budget)
+            .acquire_many_owned(u32::try_from(max_batch).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| ProducerError::Closed)?;
+        self.check_failed()?;
+        let mut st = self.lane.state.lock();
+        let first_seq = st.next_seq;
+        st.open = Some(OpenBatch {
+            buf: BytesMut::with_capacity(max_batch),
+            first_seq,
+            count: 0,
+            opened: Instant::now(),
+            permit,
+        });
+        self.lane.wake.notify_one();
+        Ok(())
+    }
+}
+
+async fn flush_lane(shared: &Shared, lane: &Lane) -> Result<(), ProducerError> {
+    let target = {
+        let _order = lane.seal_lock.lock().await;
+        let mut st = lane.state.lock();
+        if let Some(sealed) = st.open.take().and_then(OpenBatch::seal) {
+            st.queue.push_back(sealed);
+        }
+        lane.wake.notify_one();
+        st.next_seq
+    };
+    let mut acked = lane.acked.subscribe();
+    loop {
+        if let Some(e) = shared.failed.get() {
+            if !matches!(e, ProducerError::Closed) || *acked.borrow() < target {
+                return Err(e.clone());
+            }
+        }
+        if *acked.borrow_and_update() >= target {
+            return Ok(());
+        }
+        // The sender task publishes progress and failure through `acked`.
+        if acked.changed().await.is_err() {
+            return Err(ProducerError::Closed);
+        }
+    }
+}
+
+/// The lane's sender: posts sealed batches one at a time, in order, and
+/// seals the open batch once it has lingered long enough.
+async fn run_sender(shared: Arc<Shared>, lane: Arc<Lane>) {
+    loop {
+        let next = {
+            let mut st = lane.state.lock();
+            match st.queue.pop_front() {
+                Some(batch) => Ok(batch),
+                // Closed: send what is still open, then exit.
+                None if st.closed => match st.open.take().and_then(OpenBatch::seal) {
+                    Some(batch) => Ok(batch),
+                    None => return,
+                },
+                None => Err(st.open.as_ref().map(|o| o.opened + shared.config.linger)),
+            }
+        };
+        match next {
+            Ok(batch) => {
+                if shared.failed.get().is_some() {
+                    // Fail-stop: nothing after a failed batch is sent.
+                    lane.acked.send_modify(|_| {});
+                    continue;
+                }
+                send_batch(&shared, &lane, batch).await;
+            }
+            Err(Some(deadline)) => {
+                tokio::select! {
+                    () = lane.wake.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => seal_lingered(&lane, shared.config.linger).await,
+                }
+            }
+            Err(None) => lane.wake.notified().await,
+        }
+    }
+}
+
+async fn seal_lingered(lane: &Lane, linger: Duration) {
+    let _order = lane.seal_lock.lock().await;
+    let mut st = lane.state.lock();
+    let due = st
+        .open
+        .as_ref()
+        .is_some_and(|o| o.opened + linger <= Instant::now());
+    if due {
+        if let Some(sealed) = st.open.take().and_then(OpenBatch::seal) {
+            st.queue.push_back(sealed);
+        }
+    }
+}
+
+async fn send_batch(shared: &Shared, lane: &Lane, batch: SealedBatch) {
+    let Ok(_slot) = shared.in_flight.acquire().await else {
+        return;
+    };
+    let deadline = Instant::now() + shared.config.delivery_timeout;
+    let mut backoff = Duration::from_millis(25);
+    let result = loop {
+        match shared
+            .client
+            .write(&lane.category, batch.body.clone(), shared.config.write)
+            .await
+        {
+            Ok(reply) => break Ok(reply),
+            Err(e) if e.is_safe_to_resend() && Instant::now() + backoff < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    match result {
+        Ok(reply) => {
+            let ack = BatchAck {
+                category: Arc::clone(&lane.category),
+                first_seq: batch.first_seq,
+                count: batch.count,
+                chunk: reply.chunk,
+                offset: reply.offset,
+                size: reply.size,
+            };
+            let tx = shared.acks.lock().clone();
+            if let Some(tx) = tx {
+                if tx.send(ack).await.is_err() {
+                    shared.acks.lock().take();
+                }
+            }
+            lane.acked.send_replace(batch.first_seq + batch.count);
+        }
+        Err(e) => {
+            let maybe_stored = !(e.is_safe_to_resend() || never_stored(&e));
+            let _ = shared.failed.set(ProducerError::BatchFailed {
+                category: lane.category.to_string(),
+                first_seq: batch.first_seq,
+                count: batch.count,
+                maybe_stored,
+                source: Arc::new(e),
+            });
+            // Wake flushers so they see the failure.
+            lane.acked.send_modify(|_| {});
+        }
+    }
+}
+
+/// Client errors (4xx other than timeouts) where the server refused the
+/// body before storing anything.
+fn never_stored(e: &ClientError) -> bool {
+    match e {
+        ClientError::Status {
+            status, written, ..
+        } => *written == Some(false) || ((400..500).contains(status) && *status != 408),
+        _ => false,
+    }
+}
