@@ -8,6 +8,7 @@
 //! with many chunks, server memory (ingest and idle connections).
 
 mod client;
+mod client_bench;
 mod disk;
 mod load;
 mod servers;
@@ -59,7 +60,7 @@ struct Args {
     /// Spread the ingest load over this many categories.
     #[arg(long, default_value_t = 1)]
     categories: usize,
-    /// Run only these scenarios (comma list of: ingest, sync, wake, restart).
+    /// Run only these scenarios (comma list of: ingest, sync, client, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write results to bench/results/<date>.{json,md} (default for full runs
@@ -180,6 +181,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if want("sync") {
         sync_scenario(&mut ctx).await?;
+    }
+    if want("client") {
+        client_bench::client_scenarios(&mut ctx).await?;
     }
     if want("wake") {
         wake_and_idle_scenarios(&mut ctx).await?;

@@ -334,67 +334,99 @@ impl OwnerReader {
     }
 
     async fn read_all(&self) -> Result<(), ConsumerError> {
-        // (chunk index, name, offset) being read; None = pick the next.
-        let mut cursor: Option<(u64, Arc<str>, u64)> = None;
-        let mut done_below = 0u64; // chunk indexes < this are finished
-        let mut from_start = self.start.clone();
         let target_idx = self
             .target
             .as_ref()
             .and_then(|(name, _)| parse_chunk(name))
             .map(|(_, i)| i);
-        let mut backoff = Duration::from_millis(25);
+        // This owner's chunks (index, info) from the last listing.
+        let mut mine: Vec<(u64, ChunkInfo)> = Vec::new();
+        // Whether to list again before the next step; every path through
+        // the loop below decides it anew.
+        let mut stale = true;
+        // (chunk index, name, offset) being read; None = pick the next one
+        // at or after `next_idx`.
+        let mut cursor: Option<(u64, Arc<str>, u64)> = None;
+        let mut next_idx = 0u64;
+        if let Some(pos) = &self.start {
+            if let Some((_, idx)) = parse_chunk(&pos.chunk) {
+                cursor = Some((idx, pos.chunk.as_str().into(), pos.offset));
+            }
+        }
         // Chunks whose last batch already carried `ends_chunk`.
         let mut ended = HashSet::new();
+        let mut backoff = Duration::from_millis(25);
         loop {
             if self.tx.is_closed() {
                 return Ok(());
             }
-            let listing = list_retrying(&self.client, &self.category, &self.config).await?;
-            let mine: Vec<(u64, &ChunkInfo)> = listing
-                .iter()
-                .filter_map(|c| match parse_chunk(&c.name) {
-                    Some((o, i)) if o == &*self.owner => Some((i, c)),
-                    _ => None,
-                })
-                .collect();
-            if cursor.is_none() {
-                if let Some(pos) = from_start.take() {
-                    if let Some((_, idx)) = parse_chunk(&pos.chunk) {
-                        // Resume inside that chunk if it still exists,
-                        // else at the next one.
-                        if mine.iter().any(|(i, _)| *i == idx) {
-                            cursor = Some((idx, pos.chunk.as_str().into(), pos.offset));
-                        } else {
-                            done_below = idx + 1;
-                        }
+            if stale {
+                let listing = list_retrying(&self.client, &self.category, &self.config).await?;
+                mine = listing
+                    .into_iter()
+                    .filter_map(|c| match parse_chunk(&c.name) {
+                        Some((o, i)) if o == &*self.owner => Some((i, c)),
+                        _ => None,
+                    })
+                    .collect();
+                // A resume position whose chunk is gone (acked away):
+                // continue with the next one.
+                if let Some((idx, _, _)) = &cursor {
+                    if !mine.iter().any(|(i, _)| i == idx) {
+                        next_idx = idx + 1;
+                        cursor = None;
                     }
                 }
             }
             if cursor.is_none() {
                 cursor = mine
                     .iter()
-                    .find(|(i, _)| *i >= done_below)
+                    .find(|(i, _)| *i >= next_idx)
                     .map(|(i, c)| (*i, c.name.as_str().into(), 0));
             }
             let Some((idx, name, mut off)) = cursor.clone() else {
-                if target_idx.is_some_and(|t| done_below > t) || (!self.config.follow) {
-                    return Ok(()); // nothing (more) to read
+                if !self.config.follow {
+                    return Ok(()); // nothing (more) existed at start
                 }
                 tokio::time::sleep(self.config.wait).await;
+                stale = true;
                 continue;
             };
             if target_idx.is_some_and(|t| idx > t) {
                 return Ok(());
             }
-            let info = mine.iter().find(|(i, _)| *i == idx).map(|(_, c)| *c);
-            let sealed_size = info.filter(|c| c.complete).map(|c| c.size);
-            // Read this chunk until it yields nothing.
+            let sealed_size = mine
+                .iter()
+                .find(|(i, _)| *i == idx)
+                .and_then(|(_, c)| c.complete.then_some(c.size));
+            // Read this chunk until it yields nothing, or its known end.
             loop {
                 if let Some((tname, tsize)) = &self.target {
                     if **tname == *name && off >= *tsize {
                         return Ok(());
                     }
+                }
+                if sealed_size.is_some_and(|s| off >= s) {
+                    next_idx = idx + 1;
+                    cursor = None;
+                    // Go on from the listing we have; list again only when it
+                    // knows no next chunk.
+                    stale = !mine.iter().any(|(i, _)| *i > idx);
+                    if self.config.chunk_acks && !ended.contains(&idx) {
+                        // The listing was stale when the last batch went
+                        // out: mark the end so the application can ack it.
+                        let marker = Batch {
+                            owner: Arc::clone(&self.owner),
+                            chunk: Arc::clone(&name),
+                            offset: off,
+                            data: Bytes::new(),
+                            ends_chunk: true,
+                        };
+                        if self.tx.send(Ok(marker)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    break;
                 }
                 let wait = sealed_size.is_none().then_some(self.config.wait);
                 let data = match self
@@ -408,39 +440,24 @@ impl OwnerReader {
                     }
                     Err(e) if e.status() == Some(404) => {
                         // Deleted (acked by another consumer): move on.
-                        done_below = idx + 1;
+                        next_idx = idx + 1;
                         cursor = None;
+                        stale = true;
                         break;
                     }
                     Err(e) if e.is_retryable() => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
-                        break; // re-list, then resume at the same cursor
+                        stale = true;
+                        break; // list again, then resume at the same cursor
                     }
                     Err(e) => return Err(e.into()),
                 };
                 if data.is_empty() {
-                    if sealed_size.is_some_and(|s| off >= s) {
-                        done_below = idx + 1;
-                        cursor = None;
-                        if self.config.chunk_acks && !ended.contains(&idx) {
-                            // The listing was stale when the last batch went
-                            // out: mark the end so the application can ack it.
-                            let marker = Batch {
-                                owner: Arc::clone(&self.owner),
-                                chunk: Arc::clone(&name),
-                                offset: off,
-                                data: Bytes::new(),
-                                ends_chunk: true,
-                            };
-                            if self.tx.send(Ok(marker)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                    } else {
-                        cursor = Some((idx, Arc::clone(&name), off));
-                    }
-                    break; // re-list: sealed? a newer chunk?
+                    // Open when listed: sealed since? a newer chunk?
+                    cursor = Some((idx, Arc::clone(&name), off));
+                    stale = true;
+                    break;
                 }
                 if !data.ends_with(b"\n") {
                     return Err(ConsumerError::PartialMessage {

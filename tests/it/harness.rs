@@ -199,7 +199,14 @@ impl TestBroker {
     }
 
     pub fn get(&self, path_and_query: &str) -> (u16, Vec<u8>) {
-        let r = self.http.get(self.url(path_and_query)).send().expect("GET");
+        // A pooled connection the server has just closed (e.g. after an
+        // early 413) fails on reuse; a GET is idempotent, so try once more.
+        let r = self
+            .http
+            .get(self.url(path_and_query))
+            .send()
+            .or_else(|_| self.http.get(self.url(path_and_query)).send())
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
     }

@@ -1,0 +1,178 @@
+//! The client crate against raw HTTP on the same server: a `Producer`
+//! sending 100-byte messages one `send` at a time vs sequential 1 MiB POSTs
+//! of the same messages (both one category, so one request in flight, the
+//! price of order), and a `Consumer` vs sequential raw `/read`s.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use chunkbus_client::{Client, Consumer, ConsumerConfig, Positions, Producer, ProducerConfig};
+use hyper::Method;
+
+use crate::client::Conn;
+use crate::servers::Chunkbus;
+use crate::{load, mbps, row, spread, Ctx};
+
+/// Producer vs raw POSTs, consumer vs raw reads; `reps` times each.
+pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
+    let plan = &ctx.plan;
+    let (mut raw_w, mut prod_w, mut raw_r, mut cons_r) = (vec![], vec![], vec![], vec![]);
+    let mut peak_buffer = 0usize;
+    for rep in 0..plan.reps {
+        let dir = ctx.work.join(format!("client-{rep}"));
+        let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
+        // Alternate which goes first, and start each from a clean page
+        // cache state (no dirty pages of the previous one being written).
+        for first in [rep % 2 == 0, rep % 2 == 1] {
+            settle();
+            if first {
+                let raw = load::post_loop(
+                    s.addr,
+                    1,
+                    "/write?category=bench",
+                    ctx.body.clone(),
+                    1,
+                    plan.warmup,
+                    plan.dur,
+                )
+                .await?;
+                if raw.errors > 0 {
+                    bail!("{} write errors", raw.errors);
+                }
+                raw_w.push(raw.rate());
+            } else {
+                let (rate, peak) = produce(&s, ctx.message_size, plan.dur).await?;
+                prod_w.push(rate);
+                peak_buffer = peak_buffer.max(peak);
+            }
+        }
+        // Both readers read the whole "bench" category, from page cache.
+        settle();
+        for first in [rep % 2 == 0, rep % 2 == 1] {
+            if first {
+                raw_r.push(read_raw(&s).await?);
+            } else {
+                cons_r.push(read_consumer(&s).await?);
+            }
+        }
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (raw_w, prod_w, raw_r, cons_r) =
+        (spread(raw_w), spread(prod_w), spread(raw_r), spread(cons_r));
+    eprintln!(
+        "client: producer {} vs raw POSTs {}; consumer {} vs raw reads {}",
+        mbps(prod_w[1]),
+        mbps(raw_w[1]),
+        mbps(cons_r[1]),
+        mbps(raw_r[1])
+    );
+    let m = ctx.message_size;
+    ctx.rows.push(row(
+        "raw sequential 1 MiB POSTs, 1 conn (ceiling of an ordered producer)",
+        raw_w,
+        "MB/s",
+        None,
+        &format!("{:.0} msgs/s", raw_w[1] / m as f64),
+    ));
+    ctx.rows.push(row(
+        &format!("client Producer, {m}-byte messages, one send() each, 1 category"),
+        prod_w,
+        "MB/s",
+        Some((raw_w[1], "raw POSTs".to_owned())),
+        &format!(
+            "{:.0} msgs/s; peak buffered {:.1} MiB (bound 16 MiB)",
+            prod_w[1] / m as f64,
+            peak_buffer as f64 / 1_048_576.0
+        ),
+    ));
+    ctx.rows.push(row(
+        "raw sequential /read, 16 MiB, 1 conn",
+        raw_r,
+        "MB/s",
+        None,
+        "page cache",
+    ));
+    ctx.rows.push(row(
+        "client Consumer, 16 MiB reads, follow=false",
+        cons_r,
+        "MB/s",
+        Some((raw_r[1], "raw /read".to_owned())),
+        "page cache, includes listChunks and end-of-chunk probes",
+    ));
+    Ok(())
+}
+
+/// Sends messages through a `Producer` for `dur`, then flushes; returns
+/// (bytes per second including the flush, peak buffered bytes).
+async fn produce(s: &Chunkbus, message_size: usize, dur: Duration) -> Result<(f64, usize)> {
+    let client = Client::new(&format!("http://{}", s.addr))?;
+    let producer = Producer::new(client, ProducerConfig::default());
+    let lane = producer.category("prod")?;
+    let msg = vec![b'm'; message_size.saturating_sub(1).max(1)];
+    let start = Instant::now();
+    let (mut n, mut peak) = (0u64, 0usize);
+    while start.elapsed() < dur {
+        for _ in 0..1024 {
+            lane.send(&msg).await?;
+        }
+        n += 1024;
+        peak = peak.max(producer.buffered_bytes());
+    }
+    producer.flush().await?;
+    let bytes = n * (msg.len() as u64 + 1);
+    Ok((bytes as f64 / start.elapsed().as_secs_f64(), peak))
+}
+
+async fn read_raw(s: &Chunkbus) -> Result<f64> {
+    let mut c = Conn::open(s.addr).await?;
+    let (_, list) = c
+        .fetch(Method::GET, "/listChunks?category=bench", Bytes::new())
+        .await?;
+    let chunks: Vec<serde_json::Value> = serde_json::from_slice(&list)?;
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    for name in chunks.iter().filter_map(|c| c["name"].as_str()) {
+        let mut off = 0u64;
+        loop {
+            let path = format!("/read?category=bench&chunk={name}&off={off}&max_size=16777216");
+            let (st, n) = c.send(Method::GET, &path, Bytes::new()).await?;
+            if st != 200 {
+                bail!("read answered {st}");
+            }
+            if n == 0 {
+                break;
+            }
+            off += n;
+            bytes += n;
+        }
+    }
+    Ok(bytes as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn read_consumer(s: &Chunkbus) -> Result<f64> {
+    let client = Client::new(&format!("http://{}", s.addr))?;
+    let config = ConsumerConfig {
+        max_read_bytes: 16 << 20,
+        follow: false,
+        ..ConsumerConfig::default()
+    };
+    let start = Instant::now();
+    let mut consumer = Consumer::start(client, "bench", config, Positions::default())?;
+    let mut bytes = 0u64;
+    while let Some(batch) = consumer.next().await? {
+        bytes += batch.data.len() as u64;
+        consumer.ack(&batch).await?;
+    }
+    Ok(bytes as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Writes back dirty pages so one measurement does not pay for another's.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sync();
+    }
+}
