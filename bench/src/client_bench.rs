@@ -99,7 +99,7 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
         cons_r,
         "MB/s",
         Some((raw_r[1], "raw /read".to_owned())),
-        "page cache, includes listChunks and end-of-chunk probes",
+        "page cache, includes its listChunks calls",
     ));
     Ok(())
 }
