@@ -7,9 +7,11 @@
 //! ingest (group commit), consume from page cache, long-poll wake-up, restart
 //! with many chunks, server memory (ingest and idle connections).
 
+mod alternatives;
 mod client;
 mod client_bench;
 mod disk;
+mod latency;
 mod load;
 mod servers;
 
@@ -60,7 +62,8 @@ struct Args {
     /// Spread the ingest load over this many categories.
     #[arg(long, default_value_t = 1)]
     categories: usize,
-    /// Run only these scenarios (comma list of: ingest, sync, client, wake, restart).
+    /// Run only these scenarios (comma list of: ingest, alternatives, latency,
+    /// sync, client, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write results to bench/results/<date>.{json,md} (default for full runs
@@ -167,6 +170,7 @@ async fn run(args: Args) -> Result<()> {
         body,
         plan,
         rows: Vec::new(),
+        ingest_rate: None,
     };
     eprintln!(
         "bench: {:?} per measurement, {} repetition(s), body {} B of {}-byte messages",
@@ -178,6 +182,12 @@ async fn run(args: Args) -> Result<()> {
     let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     if want("ingest") {
         ingest_scenarios(&mut ctx).await?;
+    }
+    if want("alternatives") {
+        alternatives_scenario(&mut ctx).await?;
+    }
+    if want("latency") {
+        latency_scenario(&mut ctx).await?;
     }
     if want("sync") {
         sync_scenario(&mut ctx).await?;
@@ -224,6 +234,8 @@ struct Ctx {
     message_size: usize,
     plan: Plan,
     rows: Vec<Row>,
+    /// Median async ingest rate of chunkbus (bytes/s), once measured.
+    ingest_rate: Option<f64>,
 }
 
 /// Ceilings (raw disk with fdatasync every 1 s, nginx discarding bodies),
@@ -301,6 +313,7 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
         }
     }
     let ingest = spread(ingest);
+    ctx.ingest_rate = Some(ingest[1]);
     eprintln!("ingest async: {}", mbps(ingest[1]));
     ctx.rows.push(row(
         &format!(
@@ -336,6 +349,156 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
     ));
     Ok(())
 }
+
+/// Redis Streams and NATS JetStream ingesting the same message size, as
+/// ratios to chunkbus's async ingest.
+async fn alternatives_scenario(ctx: &mut Ctx) -> Result<()> {
+    let (plan, work, m) = (&ctx.plan, ctx.work.clone(), ctx.message_size);
+    let vs = ctx.ingest_rate.map(|r| (r, "chunkbus ingest".to_owned()));
+    let mut redis = Vec::new();
+    for rep in 0..plan.reps {
+        let dir = work.join(format!("redis-{rep}"));
+        let Some(d) = alternatives::start_redis(&dir)? else {
+            break;
+        };
+        redis.push(alternatives::redis_xadd(d.addr, m, 4, plan.warmup, plan.dur).await?);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if !redis.is_empty() {
+        let r = spread(redis);
+        eprintln!("redis XADD: {}", mbps(r[1]));
+        ctx.rows.push(row(
+            &format!(
+                "Redis Streams XADD, {m}-byte messages, 4 conns × 512 pipelined, AOF everysec"
+            ),
+            r,
+            "MB/s",
+            vs.clone(),
+            &format!("{:.0} msgs/s", r[1] / m as f64),
+        ));
+    }
+    let mut nats = Vec::new();
+    for rep in 0..plan.reps {
+        let dir = work.join(format!("nats-{rep}"));
+        let Some(d) = alternatives::start_nats(&dir)? else {
+            break;
+        };
+        nats.push(alternatives::nats_publish(d.addr, m, 4, plan.warmup, plan.dur).await?);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if !nats.is_empty() {
+        let r = spread(nats);
+        eprintln!("NATS JetStream publish: {}", mbps(r[1]));
+        ctx.rows.push(row(
+            &format!("NATS JetStream publish, {m}-byte messages, file storage, 4 tasks × 1024 acks in flight"),
+            r,
+            "MB/s",
+            vs,
+            &format!(
+                "{:.0} msgs/s; JetStream's default fsync interval is 2 min",
+                r[1] / m as f64
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Open-loop produce → consume latency at 25/50/75% of the closed-loop
+/// maximum for the same body size.
+async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
+    let (plan, work, m) = (&ctx.plan, ctx.work.clone(), ctx.message_size);
+    let body_size = LATENCY_BODY.min(ctx.body.len());
+    let body = make_body(m, body_size);
+    let dir = work.join("latency");
+    let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
+    let max = load::post_loop(
+        s.addr,
+        1,
+        "/write?category=max",
+        body,
+        4,
+        plan.warmup,
+        plan.dur,
+    )
+    .await?
+    .rate();
+    eprintln!(
+        "latency: closed-loop max with {body_size} B bodies: {}",
+        mbps(max)
+    );
+    ctx.rows.push(row(
+        &format!(
+            "ingest max, {} KiB bodies, 4 conns (basis of the latency rates)",
+            body_size >> 10
+        ),
+        [max; 3],
+        "MB/s",
+        None,
+        "closed loop",
+    ));
+    for pct in [25u32, 50, 75] {
+        let rate = max * f64::from(pct) / 100.0;
+        let mut p99s = Vec::new();
+        let mut hist = Histogram::<u64>::new(3)?;
+        let mut replies = Histogram::<u64>::new(3)?;
+        let (mut achieved, mut saturated) = (0.0f64, false);
+        for rep in 0..plan.reps {
+            let r = latency::open_loop(
+                s.addr,
+                &format!("lat{pct}r{rep}"),
+                m,
+                body_size,
+                rate,
+                plan.warmup,
+                plan.dur,
+            )
+            .await?;
+            p99s.push(r.hist.value_at_quantile(0.99) as f64 / 1000.0);
+            hist.add(&r.hist)?;
+            replies.add(&r.replies)?;
+            achieved = achieved.max(r.achieved);
+            saturated |= r.saturated;
+        }
+        let p = |q: f64| us(hist.value_at_quantile(q));
+        eprintln!(
+            "latency at {pct}%: p99 {} (write reply p99 {})",
+            p(0.99),
+            us(replies.value_at_quantile(0.99))
+        );
+        ctx.rows.push(row(
+            &format!(
+                "end-to-end latency p99 at {pct}% of max ({:.0} MB/s open loop)",
+                rate / 1e6
+            ),
+            spread(p99s),
+            "ms",
+            None,
+            &format!(
+                "p50 {} p99 {} p99.9 {} max {}; write reply p50 {} p99 {}; {} bodies; sent {:.0} MB/s{}",
+                p(0.5),
+                p(0.99),
+                p(0.999),
+                us(hist.max()),
+                us(replies.value_at_quantile(0.5)),
+                us(replies.value_at_quantile(0.99)),
+                hist.len(),
+                achieved / 1e6,
+                if saturated {
+                    "; SATURATED (generator had to wait)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Body size of the latency runs: small enough that a body is one of many
+/// per flush, as with real producers.
+const LATENCY_BODY: usize = 64 << 10;
 
 /// `sync=1` ingest with 8 writers (group commit) vs a raw write+fdatasync loop.
 async fn sync_scenario(ctx: &mut Ctx) -> Result<()> {
@@ -631,7 +794,7 @@ fn row(
 
 fn markdown(r: &Report) -> String {
     let mut s = format!(
-        "Machine: {}  \nCommit: {}, {}  \nCommand: `{}`\n\n| scenario | result (median) | min / max | vs ceiling | notes |\n|---|---|---|---|---|\n",
+        "Machine: {}  \nCommit: {}, {}  \nCommand: `{}`\n\n| scenario | result (median) | min / max | ratio | notes |\n|---|---|---|---|---|\n",
         r.machine, r.commit, r.date, r.command
     );
     for row in &r.rows {

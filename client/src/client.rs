@@ -173,6 +173,28 @@ impl Client {
         .await
     }
 
+    /// Like [`Client::list_chunks`], but if the server holds no chunk newer
+    /// than `after` from the same owner, it waits up to `wait` for one to
+    /// appear first (a chunkbus extension: `after` + `wait_ms`).
+    ///
+    /// # Errors
+    /// As [`Client::list_chunks`].
+    pub async fn list_chunks_after(
+        &self,
+        category: &str,
+        after: &str,
+        wait: Duration,
+    ) -> Result<Vec<ChunkInfo>, ClientError> {
+        let q = format!(
+            "category={}&after={}&wait_ms={}",
+            enc(category),
+            enc(after),
+            wait.as_millis().min(60_000)
+        );
+        self.json(Method::GET, "/listChunks", &q, Bytes::new())
+            .await
+    }
+
     /// Names of all categories.
     ///
     /// # Errors

@@ -333,6 +333,20 @@ impl OwnerReader {
         }
     }
 
+    async fn list_after(&self, after: &str) -> Result<Vec<ChunkInfo>, ClientError> {
+        match self
+            .client
+            .list_chunks_after(&self.category, after, self.config.wait)
+            .await
+        {
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                list_retrying(&self.client, &self.category, &self.config).await
+            }
+            other => other,
+        }
+    }
+
     async fn read_all(&self) -> Result<(), ConsumerError> {
         let target_idx = self
             .target
@@ -355,13 +369,20 @@ impl OwnerReader {
         }
         // Chunks whose last batch already carried `ends_chunk`.
         let mut ended = HashSet::new();
+        // The last sealed chunk read to its end.
+        let mut last_done: Option<Arc<str>> = None;
         let mut backoff = Duration::from_millis(25);
         loop {
             if self.tx.is_closed() {
                 return Ok(());
             }
             if stale {
-                let listing = list_retrying(&self.client, &self.category, &self.config).await?;
+                let listing = match (&last_done, cursor.is_none() && self.config.follow) {
+                    // Finished a sealed chunk and know no next one: wait on
+                    // the server for it instead of polling.
+                    (Some(after), true) => self.list_after(after).await?,
+                    _ => list_retrying(&self.client, &self.category, &self.config).await?,
+                };
                 mine = listing
                     .into_iter()
                     .filter_map(|c| match parse_chunk(&c.name) {
@@ -388,7 +409,10 @@ impl OwnerReader {
                 if !self.config.follow {
                     return Ok(()); // nothing (more) existed at start
                 }
-                tokio::time::sleep(self.config.wait).await;
+                if last_done.is_none() {
+                    // Nothing of this owner is readable (acked away?).
+                    tokio::time::sleep(self.config.wait).await;
+                }
                 stale = true;
                 continue;
             };
@@ -409,6 +433,7 @@ impl OwnerReader {
                 if sealed_size.is_some_and(|s| off >= s) {
                     next_idx = idx + 1;
                     cursor = None;
+                    last_done = Some(Arc::clone(&name));
                     // Go on from the listing we have; list again only when it
                     // knows no next chunk.
                     stale = !mine.iter().any(|(i, _)| *i > idx);

@@ -1,5 +1,7 @@
 //! Listing and health endpoints: `/listChunks`, `/listCategories`, `/healthz`.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::Request;
@@ -7,18 +9,52 @@ use hyper::Request;
 use super::error::ApiError;
 use super::params::Query;
 use super::{json, ok, AppState, HttpResponse};
+use crate::config::MAX_WAIT_MS;
+use crate::names::ChunkName;
+use crate::storage::ChunkInfo;
 
-pub(super) fn list_chunks(
+/// `GET /listChunks?category=C[&after=NAME&wait_ms=T]`. The optional pair
+/// is a chunkbus extension for consumers that have finished `NAME`: if the
+/// listing holds no chunk of NAME's owner with a higher index, wait up to T
+/// ms for one to appear (or for shutdown), then list.
+pub(super) async fn list_chunks(
     state: &AppState,
     req: &Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let category = Query::parse(req.uri().query()).category()?;
+    let query = Query::parse(req.uri().query());
+    let category = query.category()?;
+    let after = query.opt_chunk("after")?;
+    let wait_ms = query.opt_u64("wait_ms")?.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::bad_request(format!(
+            "wait_ms={wait_ms} is larger than the limit of {MAX_WAIT_MS}"
+        )));
+    }
     let storage = state.storage()?;
-    let list = storage
-        .category(&category)
-        .map(|log| log.list())
-        .unwrap_or_default();
-    json(&list)
+    let Some(log) = storage.category(&category) else {
+        return json(&Vec::<ChunkInfo>::new());
+    };
+    let Some(after) = after.filter(|_| wait_ms > 0) else {
+        return json(&log.list());
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let mut rx = log.subscribe_listing();
+    loop {
+        rx.borrow_and_update();
+        let list = log.list();
+        let newer = list.iter().any(|c| {
+            ChunkName::parse(&c.name)
+                .is_ok_and(|n| n.owner() == after.owner() && n.index() > after.index())
+        });
+        if newer {
+            return json(&list);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return json(&list) },
+            () = tokio::time::sleep_until(deadline) => return json(&list),
+            () = state.shutdown.cancelled() => return json(&list),
+        }
+    }
 }
 
 pub(super) fn list_categories(state: &AppState) -> Result<HttpResponse, ApiError> {

@@ -85,9 +85,9 @@ pub async fn handle(
     let result = match (path.as_str(), &method) {
         ("/write", &Method::POST) => write::write(&state, req).await,
         ("/read", &Method::GET) => read::read(&state, &req).await,
-        ("/listChunks", &Method::GET) => admin::list_chunks(&state, &req),
+        ("/listChunks", &Method::GET) => admin::list_chunks(&state, &req).await,
         ("/listCategories", &Method::GET) => admin::list_categories(&state),
-        ("/ack", &Method::GET) => ack::ack_chunk(&state, &req),
+        ("/ack", &Method::GET) => ack::ack_chunk(&state, &req).await,
         ("/ack", &Method::POST) | ("/consumers", &Method::GET) => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "consumer groups are not available in this version; use GET /ack?category=C&chunk=NAME&size=S",

@@ -61,6 +61,14 @@ impl<'a> Query<'a> {
         Ok(ChunkName::parse(self.required("chunk")?)?)
     }
 
+    /// An optional chunk name.
+    ///
+    /// # Errors
+    /// 400 when present but invalid.
+    pub fn opt_chunk(&self, key: &str) -> Result<Option<ChunkName>, ApiError> {
+        Ok(self.get(key)?.map(ChunkName::parse).transpose()?)
+    }
+
     /// A required number.
     ///
     /// # Errors

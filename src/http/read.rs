@@ -51,7 +51,7 @@ pub(super) async fn read(
             let mut rx = chunk.subscribe();
             loop {
                 let s = *rx.borrow_and_update();
-                if s.end > off || s.sealed {
+                if s.end > off || s.sealed || s.closed {
                     break;
                 }
                 tokio::select! {

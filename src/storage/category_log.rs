@@ -87,6 +87,9 @@ pub struct CategoryLog {
     creator: Mutex<u64>,
     spare: Mutex<Option<Active>>,
     preparing: AtomicBool,
+    /// Bumped whenever a chunk becomes listed (its first bytes published),
+    /// for `listChunks` long polls.
+    listed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A byte range and index slot of the open chunk, reserved for one append.
@@ -174,7 +177,14 @@ impl CategoryLog {
             creator: Mutex::new(next_index),
             spare: Mutex::new(None),
             preparing: AtomicBool::new(false),
+            listed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes whenever a chunk is added to [`CategoryLog::list`].
+    #[must_use]
+    pub fn subscribe_listing(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.listed.subscribe()
     }
 
     /// The category.
@@ -193,7 +203,7 @@ impl CategoryLog {
                 let s = c.state();
                 (s.end > 0).then(|| ChunkInfo {
                     name: c.name().to_string(),
-                    complete: s.sealed,
+                    complete: s.sealed || s.closed,
                     size: s.end,
                 })
             })
@@ -239,6 +249,10 @@ impl CategoryLog {
             }
         }
         chunk.wait_published(off, end).await?;
+        if off == 0 {
+            // The chunk has just become visible in listings.
+            self.listed.send_modify(|g| *g = g.wrapping_add(1));
+        }
         Ok(Appended {
             chunk,
             offset: off,
@@ -376,6 +390,7 @@ impl CategoryLog {
             self.discard(&a.chunk);
             return Ok(());
         }
+        a.chunk.close();
         let idx_pos = HEADER_LEN as u64 + RECORD_LEN as u64 * published.records;
         a.chunk
             .seal_blocking(published.end, idx_pos, &self.ctx.hook)?;

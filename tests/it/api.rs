@@ -481,3 +481,47 @@ fn more_concurrent_bodies_than_the_memory_budget_all_succeed() {
     }
     assert_eq!(b.read_all("budget").len(), 100 * 256 * 1024);
 }
+
+#[test]
+fn list_chunks_long_poll_waits_for_a_newer_chunk() {
+    // 4 KiB chunks: every 3 KB body after the first starts a new one.
+    let b = TestBroker::start(&["--max-chunk-size", "4096"]);
+    let body = "x".repeat(2999) + "\n";
+    assert_eq!(b.write("lc", body.clone()).0, 200);
+    let base = "/listChunks?category=lc&after=node1-chunk000000000";
+    // Times out with the current listing when nothing newer appears.
+    let t = Instant::now();
+    let (s, text) = b.get_text(&format!("{base}&wait_ms=300"));
+    assert_eq!(s, 200, "{text}");
+    assert!(t.elapsed() >= Duration::from_millis(250), "it waited");
+    assert!(text.contains("node1-chunk000000000") && !text.contains("chunk000000001"));
+    // Wakes when the next chunk gets its first bytes.
+    let url = b.url(&format!("{base}&wait_ms=20000"));
+    let client = b.http.clone();
+    let waiter = std::thread::spawn(move || {
+        let r = client.get(url).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap(), Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let wrote = Instant::now();
+    assert_eq!(b.write("lc", body.clone()).0, 200);
+    let (s, text, at) = waiter.join().unwrap();
+    assert_eq!(s, 200);
+    assert!(text.contains("node1-chunk000000001"), "{text}");
+    assert!(
+        at.duration_since(wrote) < Duration::from_secs(5),
+        "woken by the new chunk"
+    );
+    // Already newer: answers at once; plain listChunks is unchanged.
+    let t = Instant::now();
+    assert_eq!(b.get_text(&format!("{base}&wait_ms=20000")).0, 200);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(b.get_text("/listChunks?category=lc&wait_ms=20000").0, 200);
+    // Bad extension parameters are 400s.
+    assert_eq!(b.get_text("/listChunks?category=lc&after=../x&wait_ms=10").0, 400);
+    assert_eq!(
+        b.get_text(&format!("{base}&wait_ms=60001")).0,
+        400,
+        "wait_ms above the limit"
+    );
+}

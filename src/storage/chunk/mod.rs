@@ -35,6 +35,10 @@ pub struct ChunkState {
     pub end: u64,
     /// Sealed durably: the chunk will never grow again.
     pub sealed: bool,
+    /// Closed to appends: `end` is final, but the seal may still be on its
+    /// way to disk. Readers and listings treat it as complete; acks wait
+    /// for `sealed`.
+    pub closed: bool,
     /// An append failed: nothing past `end` will ever be published.
     pub torn: bool,
 }
@@ -116,6 +120,7 @@ impl Chunk {
             ChunkState {
                 end: size,
                 sealed,
+                closed: false,
                 torn: false,
             },
             size,
@@ -140,6 +145,7 @@ impl Chunk {
             ChunkState {
                 end: 0,
                 sealed: false,
+                closed: false,
                 torn: false,
             },
             0,
@@ -306,7 +312,13 @@ impl Chunk {
     /// [`StorageError::OffsetBeyondEnd`], [`StorageError::NotBoundary`],
     /// [`StorageError::MaxSizeTooSmall`], or an I/O error mapping the file.
     pub fn read(&self, off: u64, max_size: u64) -> Result<ReadOutcome, StorageError> {
-        let ChunkState { end, sealed, .. } = self.state();
+        let ChunkState {
+            end,
+            sealed,
+            closed,
+            ..
+        } = self.state();
+        let sealed = sealed || closed;
         if off > end {
             return Err(StorageError::OffsetBeyondEnd {
                 name: self.name.to_string(),
@@ -466,6 +478,30 @@ impl Chunk {
         StorageError::Failed {
             category: self.category_name(),
             reason: self.failure().unwrap_or_else(|| "sync failed".into()),
+        }
+    }
+
+    /// Announces that nothing more will be published: `end` is final.
+    /// Called once every reservation has settled, before the (slow) durable
+    /// seal, so readers move on to the next chunk at once.
+    pub(crate) fn close(&self) {
+        self.state.send_modify(|s| s.closed = true);
+    }
+
+    /// Waits (at most `limit`) until the chunk is durably sealed, if it is
+    /// closed; returns the state then.
+    pub async fn wait_sealed(&self, limit: std::time::Duration) -> ChunkState {
+        let mut rx = self.state.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let s = *rx.borrow_and_update();
+            if s.sealed || !s.closed || self.failure().is_some() {
+                return s;
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return s },
+                () = tokio::time::sleep_until(deadline) => return s,
+            }
         }
     }
 
