@@ -13,7 +13,7 @@ build:
 	$(CARGO) build --release --workspace
 
 ## Install what the tests need, then run lints and every test.
-test: lint
+test: bench-deps lint
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(CARGO) build --bin chunkbus
@@ -36,9 +36,20 @@ bench-quick: bench-deps
 	$(CARGO) build --release --bin chunkbus
 	$(CARGO) run --release -p chunkbus-bench -- --quick
 
-## nginx is the HTTP ceiling; best effort (the bench says so when it is missing).
+## What the bench compares with: nginx (HTTP ceiling), Redis and NATS (what
+## users would pick instead). Best effort: the bench skips, and says so, what
+## is missing. The smoke run in `make test` exercises them too.
 bench-deps:
-	@command -v nginx >/dev/null || ( (apt-get update -qq && apt-get install -y -qq nginx-light) >/dev/null 2>&1 || echo "nginx not installed: HTTP ceiling will be skipped" )
+	@missing=""; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing bench peers:$$missing"; \
+	  ( (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
+	    && (service redis-server stop >/dev/null 2>&1 || true) ) \
+	  || echo "could not install$$missing: those bench rows will be skipped"; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -65,7 +65,7 @@ fn spawn(mut cmd: Command, port: u16, what: &str) -> Result<Daemon> {
 /// default `flush_interval = 1s`), no RDB snapshots.
 pub fn start_redis(dir: &Path) -> Result<Option<Daemon>> {
     let Some(bin) = find(&["/usr/bin/redis-server", "/usr/local/bin/redis-server"]) else {
-        eprintln!("redis-server not installed: Redis row skipped (apt-get install redis-server)");
+        note!("redis-server not installed: Redis row skipped (apt-get install redis-server)");
         return Ok(None);
     };
     std::fs::create_dir_all(dir)?;
@@ -96,7 +96,7 @@ pub fn start_nats(dir: &Path) -> Result<Option<Daemon>> {
         "/usr/bin/nats-server",
         "/usr/local/bin/nats-server",
     ]) else {
-        eprintln!("nats-server not installed: NATS row skipped (apt-get install nats-server)");
+        note!("nats-server not installed: NATS row skipped (apt-get install nats-server)");
         return Ok(None);
     };
     std::fs::create_dir_all(dir)?;

@@ -61,7 +61,7 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
     }
     let (raw_w, prod_w, raw_r, cons_r) =
         (spread(raw_w), spread(prod_w), spread(raw_r), spread(cons_r));
-    eprintln!(
+    note!(
         "client: producer {} vs raw POSTs {}; consumer {} vs raw reads {}",
         mbps(prod_w[1]),
         mbps(raw_w[1]),

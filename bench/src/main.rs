@@ -7,12 +7,15 @@
 //! ingest (group commit), consume from page cache, long-poll wake-up, restart
 //! with many chunks, server memory (ingest and idle connections).
 
+#[macro_use]
+mod progress;
 mod alternatives;
 mod client;
 mod client_bench;
 mod disk;
 mod latency;
 mod load;
+mod report;
 mod servers;
 
 use std::path::{Path, PathBuf};
@@ -24,9 +27,9 @@ use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use hyper::Method;
-use serde::Serialize;
 
 use client::Conn;
+use report::{markdown, row, spread, Report, Row};
 use servers::{Chunkbus, Nginx};
 
 #[derive(Debug, Parser)]
@@ -70,27 +73,6 @@ struct Args {
     /// of every scenario).
     #[arg(long)]
     save: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct Row {
-    scenario: String,
-    value: f64,
-    unit: &'static str,
-    /// min/median/max when repeated.
-    spread: Option<[f64; 3]>,
-    ceiling: Option<f64>,
-    ceiling_name: Option<String>,
-    notes: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    date: String,
-    commit: String,
-    command: String,
-    machine: String,
-    rows: Vec<Row>,
 }
 
 fn main() -> Result<()> {
@@ -172,7 +154,7 @@ async fn run(args: Args) -> Result<()> {
         rows: Vec::new(),
         ingest_rate: None,
     };
-    eprintln!(
+    note!(
         "bench: {:?} per measurement, {} repetition(s), body {} B of {}-byte messages",
         ctx.plan.dur,
         ctx.plan.reps,
@@ -180,27 +162,23 @@ async fn run(args: Args) -> Result<()> {
         args.message_size
     );
     let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    if want("ingest") {
-        ingest_scenarios(&mut ctx).await?;
+    let selected: Vec<&str> = SCENARIOS.iter().copied().filter(|s| want(s)).collect();
+    let bar = progress::start(selected.len() as u64);
+    for name in selected {
+        bar.set_message(name);
+        match name {
+            "ingest" => ingest_scenarios(&mut ctx).await?,
+            "alternatives" => alternatives_scenario(&mut ctx).await?,
+            "latency" => latency_scenario(&mut ctx).await?,
+            "sync" => sync_scenario(&mut ctx).await?,
+            "client" => client_bench::client_scenarios(&mut ctx).await?,
+            "wake" => wake_and_idle_scenarios(&mut ctx).await?,
+            "restart" => restart_scenario(&mut ctx).await?,
+            other => bail!("unknown scenario {other}"),
+        }
+        bar.inc(1);
     }
-    if want("alternatives") {
-        alternatives_scenario(&mut ctx).await?;
-    }
-    if want("latency") {
-        latency_scenario(&mut ctx).await?;
-    }
-    if want("sync") {
-        sync_scenario(&mut ctx).await?;
-    }
-    if want("client") {
-        client_bench::client_scenarios(&mut ctx).await?;
-    }
-    if want("wake") {
-        wake_and_idle_scenarios(&mut ctx).await?;
-    }
-    if want("restart") {
-        restart_scenario(&mut ctx).await?;
-    }
+    bar.finish_and_clear();
     let rows = std::mem::take(&mut ctx.rows);
     let report = Report {
         date: utc_now(),
@@ -220,7 +198,8 @@ async fn run(args: Args) -> Result<()> {
             serde_json::to_vec_pretty(&report)?,
         )?;
         std::fs::write(dir.join(format!("{stem}.md")), &md)?;
-        eprintln!("saved bench/results/{stem}.{{json,md}}");
+        std::fs::write(dir.join(format!("{stem}.svg")), report::svg(&report))?;
+        note!("saved bench/results/{stem}.{{json,md,svg}}");
     }
     Ok(())
 }
@@ -245,7 +224,7 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
     let disk = repeat(plan.reps, || {
         disk::write_with_periodic_sync(&work, &body, plan.dur, Duration::from_secs(1))
     })?;
-    eprintln!("ceiling raw write+fdatasync/1s: {}", mbps(disk[1]));
+    note!("ceiling raw write+fdatasync/1s: {}", mbps(disk[1]));
     let nginx = match Nginx::start(&work.join("nginx"))? {
         Some(n) => {
             let mut v = Vec::new();
@@ -272,7 +251,7 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
         "same filesystem, same run",
     ));
     if let Some(n) = nginx {
-        eprintln!("ceiling nginx discarding bodies: {}", mbps(n[1]));
+        note!("ceiling nginx discarding bodies: {}", mbps(n[1]));
         ctx.rows.push(row(
             "ceiling: nginx discarding 1 MiB POST bodies, 4 conns",
             n,
@@ -314,7 +293,7 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
     }
     let ingest = spread(ingest);
     ctx.ingest_rate = Some(ingest[1]);
-    eprintln!("ingest async: {}", mbps(ingest[1]));
+    note!("ingest async: {}", mbps(ingest[1]));
     ctx.rows.push(row(
         &format!(
             "ingest, {}-byte messages in 1 MiB bodies, 4 conns, default durability",
@@ -332,7 +311,7 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
     ));
     let s = last.context("ingest server")?;
     let rate = consume(&s, plan.dur).await?;
-    eprintln!("consume: {}", mbps(rate));
+    note!("consume: {}", mbps(rate));
     ctx.rows.push(row(
         "consume from page cache, 1 consumer, 16 MiB reads",
         [rate; 3],
@@ -349,6 +328,17 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
     ));
     Ok(())
 }
+
+/// Every scenario, in the order they run.
+const SCENARIOS: [&str; 7] = [
+    "ingest",
+    "alternatives",
+    "latency",
+    "sync",
+    "client",
+    "wake",
+    "restart",
+];
 
 /// Redis Streams and NATS JetStream ingesting the same message size, as
 /// ratios to chunkbus's async ingest.
@@ -367,7 +357,7 @@ async fn alternatives_scenario(ctx: &mut Ctx) -> Result<()> {
     }
     if !redis.is_empty() {
         let r = spread(redis);
-        eprintln!("redis XADD: {}", mbps(r[1]));
+        note!("redis XADD: {}", mbps(r[1]));
         ctx.rows.push(row(
             &format!(
                 "Redis Streams XADD, {m}-byte messages, 4 conns × 512 pipelined, AOF everysec"
@@ -390,7 +380,7 @@ async fn alternatives_scenario(ctx: &mut Ctx) -> Result<()> {
     }
     if !nats.is_empty() {
         let r = spread(nats);
-        eprintln!("NATS JetStream publish: {}", mbps(r[1]));
+        note!("NATS JetStream publish: {}", mbps(r[1]));
         ctx.rows.push(row(
             &format!("NATS JetStream publish, {m}-byte messages, file storage, 4 tasks × 1024 acks in flight"),
             r,
@@ -424,7 +414,7 @@ async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
     )
     .await?
     .rate();
-    eprintln!(
+    note!(
         "latency: closed-loop max with {body_size} B bodies: {}",
         mbps(max)
     );
@@ -462,12 +452,12 @@ async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
             saturated |= r.saturated;
         }
         let p = |q: f64| us(hist.value_at_quantile(q));
-        eprintln!(
+        note!(
             "latency at {pct}%: p99 {} (write reply p99 {})",
             p(0.99),
             us(replies.value_at_quantile(0.99))
         );
-        ctx.rows.push(row(
+        let mut r = row(
             &format!(
                 "end-to-end latency p99 at {pct}% of max ({:.0} MB/s open loop)",
                 rate / 1e6
@@ -491,7 +481,10 @@ async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
                     ""
                 }
             ),
-        ));
+        );
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        r.percentiles = Some([ms(0.5), ms(0.99), ms(0.999), hist.max() as f64 / 1000.0]);
+        ctx.rows.push(r);
     }
     Ok(())
 }
@@ -531,7 +524,7 @@ async fn sync_scenario(ctx: &mut Ctx) -> Result<()> {
         raw_hist.add(&h)?;
     }
     let (rates, raw) = (spread(rates), spread(raw));
-    eprintln!(
+    note!(
         "ingest sync=1: {} (raw write+fdatasync loop {})",
         mbps(rates[1]),
         mbps(raw[1])
@@ -566,7 +559,7 @@ async fn sync_scenario(ctx: &mut Ctx) -> Result<()> {
 async fn wake_and_idle_scenarios(ctx: &mut Ctx) -> Result<()> {
     let s = Chunkbus::start(&ctx.bin, &ctx.work.join("wake"), &[])?;
     let wake = wake_latency(&s, ctx.plan.wake_samples).await?;
-    eprintln!(
+    note!(
         "long-poll wake-up p99: {}",
         us(wake.value_at_quantile(0.99))
     );
@@ -591,7 +584,7 @@ async fn wake_and_idle_scenarios(ctx: &mut Ctx) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let with_idle = s.rss_anon().unwrap_or(0);
-    eprintln!(
+    note!(
         "{} idle connections: RssAnon {} MiB (before {} MiB)",
         idle.len(),
         with_idle >> 20,
@@ -614,7 +607,7 @@ async fn wake_and_idle_scenarios(ctx: &mut Ctx) -> Result<()> {
 async fn restart_scenario(ctx: &mut Ctx) -> Result<()> {
     let n = ctx.plan.restart_chunks;
     let (clean, crash) = restart_time(&ctx.bin, &ctx.work.join("restart"), n).await?;
-    eprintln!("restart with {n} chunks: clean {clean:?}, after kill -9 {crash:?}");
+    note!("restart with {n} chunks: clean {clean:?}, after kill -9 {crash:?}");
     ctx.rows.push(row(
         &format!("restart to ready with {n} chunks (after SIGTERM)"),
         [clean.as_secs_f64() * 1000.0; 3],
@@ -765,52 +758,6 @@ fn repeat(n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<[f64; 3]> {
         v.push(f()?);
     }
     Ok(spread(v))
-}
-
-/// [min, median, max].
-fn spread(mut v: Vec<f64>) -> [f64; 3] {
-    v.sort_by(f64::total_cmp);
-    [v[0], v[v.len() / 2], v[v.len() - 1]]
-}
-
-fn row(
-    scenario: &str,
-    v: [f64; 3],
-    unit: &'static str,
-    ceiling: Option<(f64, String)>,
-    notes: &str,
-) -> Row {
-    let scale = if unit == "MB/s" { 1e-6 } else { 1.0 };
-    Row {
-        scenario: scenario.to_owned(),
-        value: v[1] * scale,
-        unit,
-        spread: Some([v[0] * scale, v[1] * scale, v[2] * scale]),
-        ceiling: ceiling.as_ref().map(|c| c.0 * scale),
-        ceiling_name: ceiling.map(|c| c.1),
-        notes: notes.to_owned(),
-    }
-}
-
-fn markdown(r: &Report) -> String {
-    let mut s = format!(
-        "Machine: {}  \nCommit: {}, {}  \nCommand: `{}`\n\n| scenario | result (median) | min / max | ratio | notes |\n|---|---|---|---|---|\n",
-        r.machine, r.commit, r.date, r.command
-    );
-    for row in &r.rows {
-        let spread = row
-            .spread
-            .map_or(String::new(), |[lo, _, hi]| format!("{lo:.1} / {hi:.1}"));
-        let ratio = match (&row.ceiling, &row.ceiling_name) {
-            (Some(c), Some(n)) if *c > 0.0 => format!("{:.2}× {n} ({c:.0})", row.value / c),
-            _ => String::new(),
-        };
-        s.push_str(&format!(
-            "| {} | {:.1} {} | {} | {} | {} |\n",
-            row.scenario, row.value, row.unit, spread, ratio, row.notes
-        ));
-    }
-    s
 }
 
 fn mbps(v: f64) -> String {

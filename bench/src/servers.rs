@@ -128,7 +128,7 @@ impl Nginx {
             .map(PathBuf::from)
             .find(|p| p.exists())
         else {
-            eprintln!("nginx not installed: HTTP ceiling skipped (apt-get install nginx-light)");
+            note!("nginx not installed: HTTP ceiling skipped (apt-get install nginx-light)");
             return Ok(None);
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -518,7 +518,11 @@ fn list_chunks_long_poll_waits_for_a_newer_chunk() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(b.get_text("/listChunks?category=lc&wait_ms=20000").0, 200);
     // Bad extension parameters are 400s.
-    assert_eq!(b.get_text("/listChunks?category=lc&after=../x&wait_ms=10").0, 400);
+    assert_eq!(
+        b.get_text("/listChunks?category=lc&after=../x&wait_ms=10")
+            .0,
+        400
+    );
     assert_eq!(
         b.get_text(&format!("{base}&wait_ms=60001")).0,
         400,

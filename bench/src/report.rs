@@ -1,0 +1,198 @@
+//! What a run produced: rows, the Markdown table and the SVG chart.
+
+use serde::Serialize;
+
+/// One measured result.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// What was measured.
+    pub scenario: String,
+    /// Median over repetitions.
+    pub value: f64,
+    /// Unit of `value`.
+    pub unit: &'static str,
+    /// min/median/max when repeated.
+    pub spread: Option<[f64; 3]>,
+    /// The reference `value` is compared with.
+    pub ceiling: Option<f64>,
+    /// Name of that reference.
+    pub ceiling_name: Option<String>,
+    /// Free text: rates, percentiles, caveats.
+    pub notes: String,
+    /// Latency rows: p50, p99, p99.9, max in ms (drawn in the chart).
+    pub percentiles: Option<[f64; 4]>,
+}
+
+/// A whole run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub commit: String,
+    pub command: String,
+    pub machine: String,
+    pub rows: Vec<Row>,
+}
+
+/// [min, median, max].
+pub fn spread(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    [v[0], v[v.len() / 2], v[v.len() - 1]]
+}
+
+/// A row from min/median/max; MB/s values are given in bytes per second.
+pub fn row(
+    scenario: &str,
+    v: [f64; 3],
+    unit: &'static str,
+    ceiling: Option<(f64, String)>,
+    notes: &str,
+) -> Row {
+    let scale = if unit == "MB/s" { 1e-6 } else { 1.0 };
+    Row {
+        scenario: scenario.to_owned(),
+        value: v[1] * scale,
+        unit,
+        spread: Some([v[0] * scale, v[1] * scale, v[2] * scale]),
+        ceiling: ceiling.as_ref().map(|c| c.0 * scale),
+        ceiling_name: ceiling.map(|c| c.1),
+        notes: notes.to_owned(),
+        percentiles: None,
+    }
+}
+
+/// The Markdown table of a run.
+pub fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "Machine: {}  \nCommit: {}, {}  \nCommand: `{}`\n\n| scenario | result (median) | min / max | ratio | notes |\n|---|---|---|---|---|\n",
+        r.machine, r.commit, r.date, r.command
+    );
+    for row in &r.rows {
+        let spread = row
+            .spread
+            .map_or(String::new(), |[lo, _, hi]| format!("{lo:.1} / {hi:.1}"));
+        let ratio = match (&row.ceiling, &row.ceiling_name) {
+            (Some(c), Some(n)) if *c > 0.0 => format!("{:.2}× {n} ({c:.0})", row.value / c),
+            _ => String::new(),
+        };
+        s.push_str(&format!(
+            "| {} | {:.1} {} | {} | {} | {} |\n",
+            row.scenario, row.value, row.unit, spread, ratio, row.notes
+        ));
+    }
+    s
+}
+
+/// A self-contained SVG chart of a run: throughput rows (MB/s, median bar
+/// with a min–max whisker) and latency rows (p50/p99/p99.9 bars, log scale).
+pub fn svg(r: &Report) -> String {
+    const W: f64 = 980.0;
+    const LABEL: f64 = 470.0;
+    const BAR_H: f64 = 16.0;
+    const GAP: f64 = 6.0;
+    let plot_w = W - LABEL - 90.0;
+    let tput: Vec<&Row> = r.rows.iter().filter(|x| x.unit == "MB/s").collect();
+    let lat: Vec<&Row> = r.rows.iter().filter(|x| x.percentiles.is_some()).collect();
+    let h = 70.0
+        + tput.len() as f64 * (BAR_H + GAP)
+        + 60.0
+        + lat.len() as f64 * (3.0 * BAR_H + GAP + 4.0)
+        + 30.0;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">chunkbus bench {} ({})</text>\n\
+         <text x=\"10\" y=\"38\" fill=\"#555\">{}</text>\n\
+         <text x=\"10\" y=\"60\" font-weight=\"bold\">Throughput, MB/s (median; whisker: min-max)</text>\n",
+        esc(&r.date),
+        esc(&r.commit),
+        esc(&r.machine)
+    );
+    let max = tput
+        .iter()
+        .map(|x| x.spread.map_or(x.value, |s| s[2]))
+        .fold(1.0f64, f64::max);
+    let mut y = 70.0;
+    for row in &tput {
+        let color = if row.scenario.starts_with("ceiling") || row.scenario.starts_with("raw") {
+            "#9e9e9e"
+        } else if row.scenario.starts_with("Redis") || row.scenario.starts_with("NATS") {
+            "#e08a2c"
+        } else {
+            "#2c6fbb"
+        };
+        let w = row.value / max * plot_w;
+        out.push_str(&format!(
+            "<text x=\"{x:.0}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>\n\
+             <rect x=\"{LABEL}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{BAR_H}\" fill=\"{color}\"/>\n\
+             <text x=\"{vx:.1}\" y=\"{ty:.1}\">{v:.0}</text>\n",
+            x = LABEL - 6.0,
+            ty = y + BAR_H - 4.0,
+            label = esc(&short(&row.scenario)),
+            vx = LABEL + w.max(row.spread.map_or(0.0, |s| s[2] / max * plot_w)) + 4.0,
+            v = row.value
+        ));
+        if let Some([lo, _, hi]) = row.spread {
+            let (x1, x2) = (LABEL + lo / max * plot_w, LABEL + hi / max * plot_w);
+            let my = y + BAR_H / 2.0;
+            out.push_str(&format!(
+                "<line x1=\"{x1:.1}\" y1=\"{my:.1}\" x2=\"{x2:.1}\" y2=\"{my:.1}\" stroke=\"black\"/>\n"
+            ));
+        }
+        y += BAR_H + GAP;
+    }
+    if !lat.is_empty() {
+        y += 30.0;
+        out.push_str(&format!(
+            "<text x=\"10\" y=\"{y:.0}\" font-weight=\"bold\">End-to-end latency, ms (log scale): p50 / p99 / p99.9</text>\n"
+        ));
+        y += 10.0;
+        let lmax = lat
+            .iter()
+            .filter_map(|x| x.percentiles.map(|p| p[2]))
+            .fold(1.0f64, f64::max)
+            .max(1.0);
+        let scale = |v: f64| (1.0 + v.max(0.0)).ln() / (1.0 + lmax).ln() * plot_w;
+        for row in &lat {
+            let Some(p) = row.percentiles else { continue };
+            out.push_str(&format!(
+                "<text x=\"{x:.0}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>\n",
+                x = LABEL - 6.0,
+                ty = y + 1.5 * BAR_H + 4.0,
+                label = esc(&short(&row.scenario))
+            ));
+            for (i, (v, color)) in [(p[0], "#8fb8e8"), (p[1], "#2c6fbb"), (p[2], "#173b66")]
+                .into_iter()
+                .enumerate()
+            {
+                let by = y + i as f64 * BAR_H;
+                out.push_str(&format!(
+                    "<rect x=\"{LABEL}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{bh:.1}\" fill=\"{color}\"/>\n\
+                     <text x=\"{vx:.1}\" y=\"{ty:.1}\" font-size=\"11\">{v:.1}</text>\n",
+                    w = scale(v),
+                    bh = BAR_H - 2.0,
+                    vx = LABEL + scale(v) + 4.0,
+                    ty = by + BAR_H - 5.0
+                ));
+            }
+            y += 3.0 * BAR_H + GAP + 4.0;
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn short(s: &str) -> String {
+    if s.chars().count() > 64 {
+        let t: String = s.chars().take(62).collect();
+        format!("{t}…")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
