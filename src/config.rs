@@ -109,6 +109,37 @@ pub struct RawSettings {
     /// How long a write with min_sync_replicas waits before 503. ms/s/m/h. Default = 60s
     #[arg(long, env = "CHUNKBUS_REPLICATION_TIMEOUT", value_name = "DURATION")]
     pub replication_timeout: Option<String>,
+    /// none (keep chunks until acked with GET /ack) or acked (also delete a sealed chunk once every registered consumer group has acked all of it). Default = none
+    #[arg(long, env = "CHUNKBUS_RETENTION", value_name = "MODE")]
+    pub retention: Option<String>,
+    /// Delete sealed chunks last written longer ago than this many hours (acked or not). Default = unset (keep)
+    #[arg(long, env = "CHUNKBUS_RETENTION_HOURS", value_name = "HOURS")]
+    pub retention_hours: Option<String>,
+    /// Per category: delete the oldest sealed chunks while the category holds more than this. Bytes, or KiB/MiB/GiB. Default = unset (keep)
+    #[arg(long, env = "CHUNKBUS_RETENTION_BYTES", value_name = "SIZE")]
+    pub retention_bytes: Option<String>,
+}
+
+/// What happens to sealed chunks nobody deleted explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetentionMode {
+    /// Keep them (until a chukcha `GET /ack`, or the hour/byte bounds).
+    #[default]
+    None,
+    /// Delete a sealed chunk once every registered consumer group of its
+    /// category has acked all of it (and refuse chukcha acks before that).
+    Acked,
+}
+
+/// Retention settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetentionConfig {
+    /// `retention`. Default = none.
+    pub mode: RetentionMode,
+    /// `retention_hours`: age bound of sealed chunks. Default = unset.
+    pub max_age: Option<Duration>,
+    /// `retention_bytes`: size bound per category. Default = unset.
+    pub max_bytes: Option<u64>,
 }
 
 /// Storage settings.
@@ -182,6 +213,8 @@ pub struct Config {
     pub limits: Limits,
     /// `min_sync_replicas` wait limit. Default = 60 s.
     pub replication_timeout: Duration,
+    /// Retention of sealed chunks.
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -195,6 +228,7 @@ impl Config {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             replication_timeout: Duration::from_secs(60),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -212,6 +246,9 @@ const FILE_KEYS: &[&str] = &[
     "max_batch_size",
     "replication_timeout",
     "append_mode",
+    "retention",
+    "retention_hours",
+    "retention_bytes",
 ];
 
 impl RawSettings {
@@ -269,6 +306,9 @@ impl RawSettings {
                 "max_message_size" => &mut self.max_message_size,
                 "max_batch_size" => &mut self.max_batch_size,
                 "append_mode" => &mut self.append_mode,
+                "retention" => &mut self.retention,
+                "retention_hours" => &mut self.retention_hours,
+                "retention_bytes" => &mut self.retention_bytes,
                 _ => &mut self.replication_timeout,
             };
             if slot.is_none() {
@@ -374,6 +414,25 @@ impl RawSettings {
                 return Err(invalid(key, "0", "must be longer than 0"));
             }
         }
+        let retention = RetentionConfig {
+            mode: opt(
+                self.retention,
+                "retention",
+                RetentionMode::None,
+                parse_retention_mode,
+            )?,
+            max_age: self
+                .retention_hours
+                .map(|v| parse_hours(v.trim()).map_err(|why| invalid("retention_hours", &v, &why)))
+                .transpose()?,
+            max_bytes: self
+                .retention_bytes
+                .map(|v| parse_size(v.trim()).map_err(|why| invalid("retention_bytes", &v, &why)))
+                .transpose()?,
+        };
+        if retention.max_bytes == Some(0) {
+            return Err(invalid("retention_bytes", "0", "must be more than 0"));
+        }
         Ok(Config {
             listen,
             data_dir: self.data_dir.map_or(d.data_dir, PathBuf::from),
@@ -381,6 +440,7 @@ impl RawSettings {
             storage,
             limits,
             replication_timeout,
+            retention,
         })
     }
 }
@@ -414,6 +474,25 @@ fn check_range(key: &'static str, v: u64, min: u64, max: u64) -> Result<(), Conf
         ));
     }
     Ok(())
+}
+
+fn parse_retention_mode(s: &str) -> Result<RetentionMode, String> {
+    match s {
+        "none" => Ok(RetentionMode::None),
+        "acked" => Ok(RetentionMode::Acked),
+        _ => Err("expected none or acked".into()),
+    }
+}
+
+/// Parses a positive number of hours (`24`, `0.5`).
+fn parse_hours(s: &str) -> Result<Duration, String> {
+    let h: f64 = s
+        .parse()
+        .map_err(|_| "expected a number of hours, e.g. 24 or 0.5".to_owned())?;
+    if !(h > 0.0 && h <= 1e6) {
+        return Err("must be more than 0 and at most 1000000 hours".into());
+    }
+    Ok(Duration::from_secs_f64(h * 3600.0))
 }
 
 /// Parses `4194304`, `256KiB`, `1MiB`, `2GiB` into bytes.

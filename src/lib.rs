@@ -17,8 +17,10 @@
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+pub mod groups;
 pub mod http;
 pub mod names;
+pub mod retention;
 pub mod server;
 pub mod storage;
 

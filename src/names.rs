@@ -1,4 +1,5 @@
-//! Validated names: [`Category`], [`ServerName`] and [`ChunkName`].
+//! Validated names: [`Category`], [`GroupName`], [`ServerName`] and
+//! [`ChunkName`].
 //!
 //! These newtypes are the only way user-supplied strings become part of a
 //! filesystem path. Their parsers accept exactly the character sets of the
@@ -27,6 +28,9 @@ pub enum NameError {
     /// Bad server name.
     #[error("invalid server name {0:?}: use 1-64 characters of A-Z a-z 0-9 _ -")]
     Server(String),
+    /// Bad consumer group name.
+    #[error("invalid consumer group {0:?}: use 1-128 characters of A-Z a-z 0-9 _ -")]
+    Group(String),
     /// Bad chunk name.
     #[error(
         "invalid chunk name {0:?}: expected <server>-chunk<9 digits>, e.g. node1-chunk000000007"
@@ -68,6 +72,37 @@ impl Category {
 }
 
 impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A consumer group name: the same rules as a category name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupName(String);
+
+impl GroupName {
+    /// Validates `s` as a consumer group name.
+    ///
+    /// # Errors
+    /// [`NameError::Group`] when `s` is empty, too long or has a character
+    /// outside `[A-Za-z0-9_-]`.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if valid_name(s, MAX_CATEGORY_LEN) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::Group(truncate_for_error(s)))
+        }
+    }
+
+    /// The name as a string slice (safe to use as one path component).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

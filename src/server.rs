@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SHUTDOWN_GRACE};
 use crate::fsutil::{self, FaultHook};
+use crate::groups::GroupStore;
 use crate::http::{self, AppState};
 use crate::storage::{Storage, StorageError};
 
@@ -50,6 +51,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// Loading consumer group positions failed.
+    #[error(transparent)]
+    Groups(#[from] crate::groups::GroupError),
     /// A startup task panicked.
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -106,11 +110,23 @@ pub async fn run_with_hook(
     tracing::info!(%addr, name = %config.name, data_dir = %config.data_dir.display(), "listening; recovering storage");
 
     let cfg = Arc::clone(&config);
+    let groups_hook = hook.clone();
     let storage = tokio::task::spawn_blocking(move || {
         Storage::open(&cfg.data_dir, cfg.name.clone(), cfg.storage.clone(), hook)
     })
     .await??;
     let storage = Arc::new(storage);
+    let state_dir = storage.state_dir().to_path_buf();
+    let groups =
+        tokio::task::spawn_blocking(move || GroupStore::open(&state_dir, groups_hook)).await??;
+    let groups = Arc::new(groups);
+    let _ = state.groups.set(Arc::clone(&groups));
+    let retention = tokio::spawn(crate::retention::run(
+        Arc::clone(&storage),
+        groups,
+        config.retention.clone(),
+        token.child_token(),
+    ));
     let _ = state.storage.set(Arc::clone(&storage));
     let background = tokio::spawn(Arc::clone(&storage).run_background(token.child_token()));
 
@@ -142,6 +158,7 @@ pub async fn run_with_hook(
         Err(e) => tracing::error!(error = %e, "accept loop failed"),
     }
     let _ = background.await;
+    let _ = retention.await;
     storage.close().await?;
     let _ = std::fs::remove_file(&ready_path);
     tracing::info!("stopped cleanly");

@@ -13,6 +13,7 @@ mod alternatives;
 mod client;
 mod client_bench;
 mod disk;
+mod groups_bench;
 mod latency;
 mod load;
 mod report;
@@ -66,7 +67,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     categories: usize,
     /// Run only these scenarios (comma list of: ingest, alternatives, latency,
-    /// sync, client, wake, restart).
+    /// sync, client, groups, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write results to bench/results/<date>.{json,md} (default for full runs
@@ -172,6 +173,7 @@ async fn run(args: Args) -> Result<()> {
             "latency" => latency_scenario(&mut ctx).await?,
             "sync" => sync_scenario(&mut ctx).await?,
             "client" => client_bench::client_scenarios(&mut ctx).await?,
+            "groups" => groups_bench::groups_scenarios(&mut ctx).await?,
             "wake" => wake_and_idle_scenarios(&mut ctx).await?,
             "restart" => restart_scenario(&mut ctx).await?,
             other => bail!("unknown scenario {other}"),
@@ -330,12 +332,13 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "ingest",
     "alternatives",
     "latency",
     "sync",
     "client",
+    "groups",
     "wake",
     "restart",
 ];

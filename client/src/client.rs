@@ -40,6 +40,28 @@ pub struct ChunkInfo {
     pub size: u64,
 }
 
+/// A consumer group as listed by `GET /consumers`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct GroupStatus {
+    /// Group name.
+    pub consumer: String,
+    /// Stored position per chunk.
+    pub positions: Vec<GroupPosition>,
+    /// Bytes of chunks on that server the group has not acked.
+    pub lag_bytes: u64,
+    /// Messages in those bytes.
+    pub lag_messages: u64,
+}
+
+/// A group's stored position in one chunk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct GroupPosition {
+    /// Chunk name.
+    pub chunk: String,
+    /// Acknowledged offset.
+    pub offset: u64,
+}
+
 /// Durability options of a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {
@@ -221,6 +243,56 @@ impl Client {
             enc(chunk)
         );
         self.call(Method::GET, "/ack", &q, Bytes::new())
+            .await
+            .map(drop)
+    }
+
+    /// Stores consumer group `group`'s position in `chunk` as `offset` (a
+    /// message boundary), durably (`POST /ack?consumer=G`).
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 409 when `offset` is behind the stored
+    /// position (the message names it), 400 for a bad offset, 404 for an
+    /// unknown chunk.
+    pub async fn ack_group(
+        &self,
+        category: &str,
+        group: &str,
+        chunk: &str,
+        offset: u64,
+    ) -> Result<(), ClientError> {
+        let q = format!(
+            "category={}&consumer={}&chunk={}&off={offset}",
+            enc(category),
+            enc(group),
+            enc(chunk)
+        );
+        self.call(Method::POST, "/ack", &q, Bytes::new())
+            .await
+            .map(drop)
+    }
+
+    /// Every consumer group of `category` with its positions and lag.
+    ///
+    /// # Errors
+    /// A transport, status or decode error.
+    pub async fn consumers(&self, category: &str) -> Result<Vec<GroupStatus>, ClientError> {
+        self.json(
+            Method::GET,
+            "/consumers",
+            &format!("category={}", enc(category)),
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// Deletes consumer group `group` of `category`.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 404 for an unknown group.
+    pub async fn delete_group(&self, category: &str, group: &str) -> Result<(), ClientError> {
+        let q = format!("category={}&consumer={}", enc(category), enc(group));
+        self.call(Method::DELETE, "/consumers", &q, Bytes::new())
             .await
             .map(drop)
     }

@@ -36,6 +36,10 @@ pub struct ConsumerConfig {
     /// chukcha-style acks: when the application acks the end of a sealed
     /// chunk, delete that chunk on the server (default off).
     pub chunk_acks: bool,
+    /// Consumer group: start from the group's positions stored on the
+    /// server (unless `from` is given), and store each ack there
+    /// (`POST /ack?consumer=G`) before [`Consumer::ack`] returns.
+    pub group: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -46,6 +50,7 @@ impl Default for ConsumerConfig {
             follow: true,
             read_ahead: 4,
             chunk_acks: false,
+            group: None,
         }
     }
 }
@@ -128,6 +133,7 @@ pub struct Consumer {
     client: Client,
     category: Arc<str>,
     chunk_acks: bool,
+    group: Option<String>,
     positions: Positions,
     rx: mpsc::Receiver<Result<Batch, ConsumerError>>,
     tasks: JoinSet<()>,
@@ -171,6 +177,7 @@ impl Consumer {
             client,
             category,
             chunk_acks: config.chunk_acks,
+            group: config.group.clone(),
             positions: from,
             rx,
             tasks,
@@ -192,12 +199,23 @@ impl Consumer {
     }
 
     /// Marks `batch` (and everything before it from the same owner) as
-    /// processed. With `chunk_acks`, the end of a sealed chunk deletes the
+    /// processed. With a `group`, the position is stored on the server
+    /// first; with `chunk_acks`, the end of a sealed chunk deletes the
     /// chunk on the server.
     ///
     /// # Errors
-    /// The chunk ack failed (other than the chunk being already gone).
+    /// The group ack failed: a `409` ([`ConsumerError::is_conflict`]) means
+    /// the group had already moved past this batch (another member
+    /// processed it); or the chunk ack failed (other than the chunk being
+    /// already gone).
     pub async fn ack(&mut self, batch: &Batch) -> Result<(), ConsumerError> {
+        if let Some(group) = &self.group {
+            if !batch.data.is_empty() {
+                self.client
+                    .ack_group(&self.category, group, &batch.chunk, batch.end())
+                    .await?;
+            }
+        }
         self.positions
             .0
             .insert(batch.owner.to_string(), batch.position());
@@ -247,6 +265,18 @@ async fn discover(
     from: Positions,
     tx: mpsc::Sender<Result<Batch, ConsumerError>>,
 ) {
+    let mut from = from;
+    if from.0.is_empty() {
+        if let Some(group) = &config.group {
+            match group_positions(&client, &category, group, &config).await {
+                Ok(p) => from = p,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+        }
+    }
     let mut readers = JoinSet::new();
     let mut known = HashSet::new();
     loop {
@@ -295,6 +325,50 @@ async fn discover(
     }
     drop(tx);
     while readers.join_next().await.is_some() {}
+}
+
+/// The group's stored positions as [`Positions`]: per owner, its
+/// highest-index chunk with a stored position (older chunks of that owner
+/// count as processed, since a consumer acks in order).
+async fn group_positions(
+    client: &Client,
+    category: &str,
+    group: &str,
+    config: &ConsumerConfig,
+) -> Result<Positions, ClientError> {
+    let mut backoff = Duration::from_millis(25);
+    let groups = loop {
+        match client.consumers(category).await {
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.wait.max(Duration::from_millis(100)));
+            }
+            other => break other?,
+        }
+    };
+    let mut out = Positions::default();
+    if let Some(g) = groups.into_iter().find(|g| g.consumer == group) {
+        for p in g.positions {
+            let Some((owner, idx)) = parse_chunk(&p.chunk) else {
+                continue;
+            };
+            let newer = out
+                .0
+                .get(owner)
+                .and_then(|cur| parse_chunk(&cur.chunk))
+                .is_none_or(|(_, cur)| idx > cur);
+            if newer {
+                out.0.insert(
+                    owner.to_owned(),
+                    Position {
+                        chunk: p.chunk.clone(),
+                        offset: p.offset,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn list_retrying(

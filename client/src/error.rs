@@ -119,6 +119,15 @@ pub enum ProducerError {
     Closed,
 }
 
+impl ConsumerError {
+    /// A group ack was refused with `409`: the group's stored position is
+    /// already past it.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Client(e) if e.status() == Some(409))
+    }
+}
+
 /// Errors of a [`Consumer`](crate::Consumer).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

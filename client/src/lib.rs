@@ -86,7 +86,9 @@ mod consumer;
 mod error;
 mod producer;
 
-pub use client::{ChunkInfo, Client, WriteOptions, WriteReply, WRITTEN_HEADER};
+pub use client::{
+    ChunkInfo, Client, GroupPosition, GroupStatus, WriteOptions, WriteReply, WRITTEN_HEADER,
+};
 pub use consumer::{parse_chunk, Batch, Consumer, ConsumerConfig, Position, Positions};
 pub use error::{ClientError, ConsumerError, ProducerError};
 pub use producer::{BatchAck, CategoryProducer, Producer, ProducerConfig};

@@ -1,6 +1,8 @@
-//! `chunkbus consume --category C [--server URL,…] [--follow]`: prints
-//! messages to stdout, in order per chunk owner. Never acks (positions are
-//! the consumer-groups feature).
+//! `chunkbus consume --category C [--server URL,…] [--follow] [--group G]`:
+//! prints messages to stdout, in order per chunk owner. Without `--group`
+//! it never acks; with it, it starts from G's stored positions and records
+//! each batch once it is written to stdout (at-least-once: a crash between
+//! the two prints that batch again).
 
 use std::io::{ErrorKind, Write};
 use std::time::{Duration, Instant};
@@ -30,6 +32,9 @@ pub struct ConsumeArgs {
     /// Long-poll time at the end of the data (with --follow).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub wait: Duration,
+    /// Consumer group: resume from and record its positions on the server.
+    #[arg(long)]
+    pub group: Option<String>,
     /// Print a throughput summary on stderr at the end.
     #[arg(long)]
     pub stats: bool,
@@ -49,6 +54,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             max_read_bytes: args.max_read,
             wait: args.wait,
             follow: args.follow,
+            group: args.group.clone(),
             ..ConsumerConfig::default()
         },
         Positions::default(),
@@ -72,6 +78,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
             Err(e) => return Err(e).context("writing stdout"),
         }
+        consumer.ack(&batch).await?;
         bytes += batch.data.len() as u64;
         msgs += memchr::memchr_iter(b'\n', &batch.data).count() as u64;
     }

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::Request;
+use hyper::{Request, StatusCode};
 
 use super::error::ApiError;
 use super::params::Query;
 use super::{ok, AppState, HttpResponse};
+use crate::config::RetentionMode;
 use crate::storage::StorageError;
 
 /// How long an ack waits for a closed chunk's seal to reach the disk.
@@ -30,10 +31,40 @@ pub(super) async fn ack_chunk(
             category: category.to_string(),
             name: name.to_string(),
         })?;
-    if let Some(chunk) = log.chunk(&name) {
-        // Listed as complete as soon as it is closed; delete only once the
-        // seal is on disk.
-        chunk.wait_sealed(SEAL_WAIT).await;
+    let chunk = log.chunk(&name).ok_or_else(|| StorageError::UnknownChunk {
+        category: category.to_string(),
+        name: name.to_string(),
+    })?;
+    // Listed as complete as soon as it is closed; delete only once the seal
+    // is on disk.
+    let sealed = chunk.wait_sealed(SEAL_WAIT).await;
+    // Validation (400) before conflicts (409), as everywhere.
+    if !sealed.sealed {
+        return Err(StorageError::NotSealed {
+            name: name.to_string(),
+        }
+        .into());
+    }
+    if size < sealed.end {
+        return Err(StorageError::AckTooSmall {
+            name: name.to_string(),
+            size,
+            final_size: sealed.end,
+        }
+        .into());
+    }
+    if state.config.retention.mode == RetentionMode::Acked {
+        let groups = state.groups()?.groups(&category);
+        if let Some((g, at)) = crate::retention::unfinished_group(&groups, &name, sealed.end) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "retention is \"acked\" and consumer group {g} is at offset {at} of {} in {name}; \
+                     the chunk is deleted once every group has acked it",
+                    sealed.end
+                ),
+            ));
+        }
     }
     log.ack_chunk(&name, size)?;
     Ok(ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"))

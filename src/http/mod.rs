@@ -5,6 +5,7 @@
 mod ack;
 mod admin;
 pub mod error;
+mod groups;
 pub mod params;
 mod read;
 mod write;
@@ -19,6 +20,7 @@ use hyper::{header, Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::groups::GroupStore;
 use crate::storage::Storage;
 use error::ApiError;
 
@@ -32,6 +34,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Set once startup recovery has finished; until then requests get 503.
     pub storage: OnceLock<Arc<Storage>>,
+    /// Consumer group positions; set together with `storage`.
+    pub groups: OnceLock<Arc<GroupStore>>,
     /// Cancelled when shutdown starts: long polls return, writes get 503.
     pub shutdown: CancellationToken,
     /// Bytes of request bodies that may be held in memory at once, across
@@ -55,9 +59,17 @@ impl AppState {
         Self {
             config,
             storage: OnceLock::new(),
+            groups: OnceLock::new(),
             shutdown,
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         }
+    }
+
+    fn groups(&self) -> Result<&Arc<GroupStore>, ApiError> {
+        self.storage()?;
+        self.groups
+            .get()
+            .ok_or_else(|| ApiError::unavailable("server is recovering its data; retry shortly"))
     }
 
     fn storage(&self) -> Result<&Arc<Storage>, ApiError> {
@@ -88,10 +100,9 @@ pub async fn handle(
         ("/listChunks", &Method::GET) => admin::list_chunks(&state, &req).await,
         ("/listCategories", &Method::GET) => admin::list_categories(&state),
         ("/ack", &Method::GET) => ack::ack_chunk(&state, &req).await,
-        ("/ack", &Method::POST) | ("/consumers", &Method::GET) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "consumer groups are not available in this version; use GET /ack?category=C&chunk=NAME&size=S",
-        )),
+        ("/ack", &Method::POST) => groups::ack(&state, &req).await,
+        ("/consumers", &Method::GET) => groups::list(&state, &req),
+        ("/consumers", &Method::DELETE) => groups::delete(&state, &req).await,
         ("/healthz", &Method::GET) => Ok(admin::healthz(&state)),
         _ => Err(not_routed(&path, &method)),
     };
@@ -110,7 +121,8 @@ pub async fn handle(
 fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/write" => "POST",
-        "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/consumers" => "GET",
+        "/read" | "/listChunks" | "/listCategories" | "/healthz" => "GET",
+        "/consumers" => "GET, DELETE",
         "/ack" => "GET, POST",
         _ => return None,
     })
@@ -125,7 +137,7 @@ fn not_routed(path: &str, method: &Method) -> ApiError {
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /healthz",
+                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /healthz",
                 path.chars().take(100).collect::<String>()
             ),
         ),

@@ -40,7 +40,11 @@ impl<'a> Query<'a> {
         Ok(found)
     }
 
-    fn required(&self, key: &str) -> Result<&str, ApiError> {
+    /// A required parameter's raw value.
+    ///
+    /// # Errors
+    /// 400 when missing or given twice.
+    pub fn required(&self, key: &str) -> Result<&str, ApiError> {
         self.get(key)?
             .ok_or_else(|| ApiError::bad_request(format!("missing parameter {key}")))
     }

@@ -210,6 +210,12 @@ impl CategoryLog {
             .collect()
     }
 
+    /// Every chunk this server holds (listed or not), by name.
+    #[must_use]
+    pub fn chunks(&self) -> Vec<Arc<Chunk>> {
+        self.chunks.read().values().cloned().collect()
+    }
+
     /// The chunk called `name`, if this server holds it.
     #[must_use]
     pub fn chunk(&self, name: &ChunkName) -> Option<Arc<Chunk>> {

@@ -7,6 +7,7 @@ mod api;
 mod client;
 mod crash;
 mod disk_full;
+mod groups;
 mod harness;
 mod pubsub;
 mod recovery;

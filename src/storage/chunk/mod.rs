@@ -352,6 +352,51 @@ impl Chunk {
         Ok(ReadOutcome::Data(Bytes::from_owner(owner)))
     }
 
+    /// Checks that `off` is a message boundary of the published bytes.
+    ///
+    /// # Errors
+    /// [`StorageError::OffsetBeyondEnd`], [`StorageError::NotBoundary`], or
+    /// an I/O error mapping the file.
+    pub fn check_boundary(&self, off: u64) -> Result<(), StorageError> {
+        let end = self.state().end;
+        if off > end {
+            return Err(StorageError::OffsetBeyondEnd {
+                name: self.name.to_string(),
+                off,
+                size: end,
+            });
+        }
+        if off == 0 || off == end {
+            return Ok(()); // 0 and the published end are always boundaries
+        }
+        let map = self.mapping()?;
+        // SAFETY: [0, end) is published and immutable; map covers it.
+        let published = unsafe { map.slice(0, to_usize(end)) };
+        if format::is_message_boundary(published, to_usize(off)) {
+            Ok(())
+        } else {
+            Err(StorageError::NotBoundary {
+                name: self.name.to_string(),
+                off,
+            })
+        }
+    }
+
+    /// Number of messages in `[from, end)` (`from` a boundary).
+    ///
+    /// # Errors
+    /// An I/O error mapping the file.
+    pub fn count_messages(&self, from: u64) -> Result<u64, StorageError> {
+        let end = self.state().end;
+        if from >= end {
+            return Ok(0);
+        }
+        let map = self.mapping()?;
+        // SAFETY: [0, end) is published and immutable; map covers it.
+        let published = unsafe { map.slice(0, to_usize(end)) };
+        Ok(memchr::memchr_iter(b'\n', &published[to_usize(from)..]).count() as u64)
+    }
+
     /// Copies a validated body to `[off, off + len)`, a range reserved for
     /// this append alone.
     pub(crate) fn write_frames(

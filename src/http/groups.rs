@@ -1,0 +1,130 @@
+//! Consumer groups: `POST /ack?category=C&consumer=G&chunk=NAME&off=O`
+//! (durable, forward-only positions), `GET /consumers?category=C`
+//! (positions and lag), `DELETE /consumers?category=C&consumer=G`.
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+
+use super::error::ApiError;
+use super::params::Query;
+use super::{json, ok, AppState, HttpResponse};
+use crate::groups::GroupError;
+use crate::names::GroupName;
+use crate::storage::StorageError;
+
+/// One group in `GET /consumers`.
+#[derive(serde::Serialize)]
+struct GroupStatus {
+    consumer: String,
+    positions: Vec<PositionOut>,
+    /// Bytes of chunks held here that the group has not acked.
+    lag_bytes: u64,
+    /// Messages in those bytes.
+    lag_messages: u64,
+}
+
+#[derive(serde::Serialize)]
+struct PositionOut {
+    chunk: String,
+    offset: u64,
+}
+
+fn group_param(query: &Query<'_>) -> Result<GroupName, ApiError> {
+    Ok(GroupName::parse(query.required("consumer")?)?)
+}
+
+impl From<GroupError> for ApiError {
+    fn from(e: GroupError) -> Self {
+        let status = match &e {
+            GroupError::Behind { .. } => StatusCode::CONFLICT,
+            GroupError::UnknownGroup { .. } => StatusCode::NOT_FOUND,
+            GroupError::Io { source, .. } if crate::fsutil::is_disk_full(source) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = crate::error_chain(&e);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %message, "consumer group storage error");
+        }
+        ApiError::new(status, message)
+    }
+}
+
+pub(super) async fn ack(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let category = query.category()?;
+    let group = group_param(&query)?;
+    let name = query.chunk()?;
+    let off = query.u64("off")?;
+    let storage = state.storage()?;
+    let groups = state.groups()?;
+    let chunk = storage
+        .category(&category)
+        .and_then(|log| log.chunk(&name))
+        .ok_or_else(|| StorageError::UnknownChunk {
+            category: category.to_string(),
+            name: name.to_string(),
+        })?;
+    chunk.check_boundary(off)?;
+    groups.ack(&category, &group, &name, off).await?;
+    Ok(ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"))
+}
+
+pub(super) fn list(state: &AppState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let category = Query::parse(req.uri().query()).category()?;
+    let storage = state.storage()?;
+    let groups = state.groups()?;
+    let log = storage.category(&category);
+    let chunks = log.as_ref().map(|l| l.list()).unwrap_or_default();
+    let mut out = Vec::new();
+    for (group, positions) in groups.groups(&category) {
+        let (mut lag_bytes, mut lag_messages) = (0u64, 0u64);
+        for c in &chunks {
+            let pos = crate::names::ChunkName::parse(&c.name)
+                .ok()
+                .and_then(|n| positions.get(&n).copied())
+                .unwrap_or(0)
+                .min(c.size);
+            if pos < c.size {
+                lag_bytes += c.size - pos;
+                let chunk = log.as_ref().and_then(|l| {
+                    crate::names::ChunkName::parse(&c.name)
+                        .ok()
+                        .and_then(|n| l.chunk(&n))
+                });
+                if let Some(chunk) = chunk {
+                    lag_messages += chunk.count_messages(pos)?;
+                }
+            }
+        }
+        out.push(GroupStatus {
+            consumer: group.to_string(),
+            positions: positions
+                .into_iter()
+                .map(|(chunk, offset)| PositionOut {
+                    chunk: chunk.to_string(),
+                    offset,
+                })
+                .collect(),
+            lag_bytes,
+            lag_messages,
+        });
+    }
+    json(&out)
+}
+
+pub(super) async fn delete(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::parse(req.uri().query());
+    let category = query.category()?;
+    let group = group_param(&query)?;
+    state.groups()?.delete(&category, &group).await?;
+    Ok(ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"))
+}
