@@ -23,6 +23,7 @@ pub mod names;
 pub mod retention;
 pub mod server;
 pub mod storage;
+pub mod subscriptions;
 
 /// Formats an error and its `source()` chain as one line: `error: cause: cause…`.
 #[must_use]

@@ -22,6 +22,7 @@ use crate::fsutil::{self, FaultHook};
 use crate::groups::GroupStore;
 use crate::http::{self, AppState};
 use crate::storage::{Storage, StorageError};
+use crate::subscriptions::Subscriptions;
 
 /// Name of the file, in the state dir, that announces a ready server.
 pub const READY_FILE: &str = "ready.json";
@@ -54,6 +55,9 @@ pub enum ServerError {
     /// Loading consumer group positions failed.
     #[error(transparent)]
     Groups(#[from] crate::groups::GroupError),
+    /// Loading push subscriptions failed.
+    #[error(transparent)]
+    Subscriptions(#[from] crate::subscriptions::SubscriptionError),
     /// A startup task panicked.
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -121,6 +125,16 @@ pub async fn run_with_hook(
         tokio::task::spawn_blocking(move || GroupStore::open(&state_dir, groups_hook)).await??;
     let groups = Arc::new(groups);
     let _ = state.groups.set(Arc::clone(&groups));
+    let subscriptions = Arc::new(
+        Subscriptions::start(
+            storage.state_dir(),
+            Arc::clone(&storage),
+            Arc::clone(&groups),
+            token.child_token(),
+        )
+        .await?,
+    );
+    let _ = state.subscriptions.set(Arc::clone(&subscriptions));
     let retention = tokio::spawn(crate::retention::run(
         Arc::clone(&storage),
         groups,
@@ -159,6 +173,7 @@ pub async fn run_with_hook(
     }
     let _ = background.await;
     let _ = retention.await;
+    subscriptions.stop().await;
     storage.close().await?;
     let _ = std::fs::remove_file(&ready_path);
     tracing::info!("stopped cleanly");

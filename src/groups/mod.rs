@@ -236,6 +236,22 @@ impl GroupStore {
             .collect()
     }
 
+    /// The stored positions of one group, if it has any.
+    #[must_use]
+    pub fn positions_of(
+        &self,
+        category: &Category,
+        group: &GroupName,
+    ) -> Option<BTreeMap<ChunkName, u64>> {
+        let g = self
+            .groups
+            .lock()
+            .get(&(category.clone(), group.clone()))
+            .cloned()?;
+        let p = g.positions.read().clone();
+        (!p.is_empty()).then_some(p)
+    }
+
     /// Deletes a group and its log.
     ///
     /// # Errors

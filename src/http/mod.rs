@@ -8,6 +8,7 @@ pub mod error;
 mod groups;
 pub mod params;
 mod read;
+mod subscriptions;
 mod write;
 
 use std::convert::Infallible;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::groups::GroupStore;
 use crate::storage::Storage;
+use crate::subscriptions::Subscriptions;
 use error::ApiError;
 
 /// The response type of every handler.
@@ -36,6 +38,8 @@ pub struct AppState {
     pub storage: OnceLock<Arc<Storage>>,
     /// Consumer group positions; set together with `storage`.
     pub groups: OnceLock<Arc<GroupStore>>,
+    /// Push subscriptions; set together with `storage`.
+    pub subscriptions: OnceLock<Arc<Subscriptions>>,
     /// Cancelled when shutdown starts: long polls return, writes get 503.
     pub shutdown: CancellationToken,
     /// Bytes of request bodies that may be held in memory at once, across
@@ -60,6 +64,7 @@ impl AppState {
             config,
             storage: OnceLock::new(),
             groups: OnceLock::new(),
+            subscriptions: OnceLock::new(),
             shutdown,
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         }
@@ -68,6 +73,13 @@ impl AppState {
     fn groups(&self) -> Result<&Arc<GroupStore>, ApiError> {
         self.storage()?;
         self.groups
+            .get()
+            .ok_or_else(|| ApiError::unavailable("server is recovering its data; retry shortly"))
+    }
+
+    fn subscriptions(&self) -> Result<&Arc<Subscriptions>, ApiError> {
+        self.storage()?;
+        self.subscriptions
             .get()
             .ok_or_else(|| ApiError::unavailable("server is recovering its data; retry shortly"))
     }
@@ -103,6 +115,9 @@ pub async fn handle(
         ("/ack", &Method::POST) => groups::ack(&state, &req).await,
         ("/consumers", &Method::GET) => groups::list(&state, &req),
         ("/consumers", &Method::DELETE) => groups::delete(&state, &req).await,
+        ("/subscriptions", &Method::POST) => subscriptions::add(&state, req).await,
+        ("/subscriptions", &Method::GET) => subscriptions::list(&state).await,
+        ("/subscriptions", &Method::DELETE) => subscriptions::remove(&state, &req).await,
         ("/healthz", &Method::GET) => Ok(admin::healthz(&state)),
         _ => Err(not_routed(&path, &method)),
     };
@@ -123,6 +138,7 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/write" => "POST",
         "/read" | "/listChunks" | "/listCategories" | "/healthz" => "GET",
         "/consumers" => "GET, DELETE",
+        "/subscriptions" => "GET, POST, DELETE",
         "/ack" => "GET, POST",
         _ => return None,
     })
@@ -137,7 +153,7 @@ fn not_routed(path: &str, method: &Method) -> ApiError {
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /healthz",
+                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz",
                 path.chars().take(100).collect::<String>()
             ),
         ),

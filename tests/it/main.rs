@@ -13,3 +13,4 @@ mod pubsub;
 mod recovery;
 mod security;
 mod shutdown;
+mod subscriptions;

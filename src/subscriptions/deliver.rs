@@ -1,0 +1,275 @@
+//! The delivery loop of one subscription: find the group's next undelivered
+//! batch, POST it, advance the group on `2xx`, back off and retry the same
+//! position on anything else; wait for new data when caught up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::CONTENT_TYPE;
+use hyper::Request;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{Progress, Valid};
+use crate::groups::{GroupError, GroupStore};
+use crate::storage::chunk::{Chunk, ReadOutcome};
+use crate::storage::{Storage, StorageError};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Rescan at least this often while caught up (new owners, missed wake-ups).
+const IDLE_RESCAN: Duration = Duration::from_secs(1);
+
+type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// Delivers one subscription until stopped.
+pub(super) struct Deliverer {
+    v: Valid,
+    storage: Arc<Storage>,
+    groups: Arc<GroupStore>,
+    progress: Arc<Mutex<Progress>>,
+    stop: CancellationToken,
+    http: HttpClient,
+}
+
+/// The next batch to deliver.
+struct Batch {
+    chunk: Arc<Chunk>,
+    offset: u64,
+    data: Bytes,
+}
+
+impl Deliverer {
+    pub(super) fn new(
+        v: Valid,
+        storage: Arc<Storage>,
+        groups: Arc<GroupStore>,
+        progress: Arc<Mutex<Progress>>,
+        stop: CancellationToken,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self {
+            v,
+            storage,
+            groups,
+            progress,
+            stop,
+            http,
+        }
+    }
+
+    pub(super) async fn run(self) {
+        let mut backoff = FIRST_BACKOFF;
+        if let Err(e) = self.apply_start().await {
+            tracing::error!(error = %crate::error_chain(&e), "cannot store the subscription's start position");
+        }
+        while !self.stop.is_cancelled() {
+            let next = match self.next_batch() {
+                Ok(n) => n,
+                Err(e) => {
+                    self.failed(format!(
+                        "reading the category failed: {}",
+                        crate::error_chain(&e)
+                    ));
+                    self.pause(&mut backoff).await;
+                    continue;
+                }
+            };
+            let Some(batch) = next else {
+                self.wait_for_data().await;
+                continue;
+            };
+            let len = batch.data.len() as u64;
+            match self.post(&batch).await {
+                Ok(()) => {
+                    let end = batch.offset + len;
+                    match self
+                        .groups
+                        .ack(&self.v.category, &self.v.group, batch.chunk.name(), end)
+                        .await
+                    {
+                        Ok(_) | Err(GroupError::Behind { .. }) => {
+                            backoff = FIRST_BACKOFF;
+                            let mut p = self.progress.lock();
+                            p.delivered_batches += 1;
+                            p.delivered_bytes += len;
+                            p.failures = 0;
+                            p.last_error = None;
+                        }
+                        Err(e) => {
+                            // Delivered but not recorded: it will be sent again.
+                            self.failed(format!(
+                                "storing the position failed: {}",
+                                crate::error_chain(&e)
+                            ));
+                            self.pause(&mut backoff).await;
+                        }
+                    }
+                }
+                Err(why) => {
+                    self.failed(why);
+                    self.pause(&mut backoff).await;
+                }
+            }
+        }
+    }
+
+    /// Stores `from` as the group's position if the group has none yet.
+    async fn apply_start(&self) -> Result<(), GroupError> {
+        let Some((chunk, offset)) = &self.v.from else {
+            return Ok(());
+        };
+        if self
+            .groups
+            .positions_of(&self.v.category, &self.v.group)
+            .is_some()
+        {
+            return Ok(());
+        }
+        self.groups
+            .ack(&self.v.category, &self.v.group, chunk, *offset)
+            .await
+            .map(drop)
+    }
+
+    /// The first batch the group has not acked: chunks in order per owner;
+    /// an owner's chunks older than its newest positioned chunk are done.
+    fn next_batch(&self) -> Result<Option<Batch>, StorageError> {
+        let Some(log) = self.storage.category(&self.v.category) else {
+            return Ok(None);
+        };
+        let positions = self
+            .groups
+            .positions_of(&self.v.category, &self.v.group)
+            .unwrap_or_default();
+        let mut newest: HashMap<&str, u64> = HashMap::new();
+        for name in positions.keys() {
+            let e = newest.entry(name.owner().as_str()).or_insert(0);
+            *e = (*e).max(name.index());
+        }
+        for chunk in log.chunks() {
+            let name = chunk.name();
+            let state = chunk.state();
+            let start = match positions.get(name) {
+                Some(p) => *p,
+                None if newest
+                    .get(name.owner().as_str())
+                    .is_some_and(|n| *n > name.index()) =>
+                {
+                    continue
+                }
+                None => 0,
+            };
+            if start >= state.end {
+                continue;
+            }
+            let max = self.v.spec.max_batch_bytes;
+            let data = match chunk.read(start, max) {
+                Ok(ReadOutcome::Data(d)) => d,
+                Ok(ReadOutcome::Empty { .. }) => continue,
+                // One message larger than the batch limit goes alone.
+                Err(StorageError::MaxSizeTooSmall { next_len, .. }) => {
+                    match chunk.read(start, next_len)? {
+                        ReadOutcome::Data(d) => d,
+                        ReadOutcome::Empty { .. } => continue,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            return Ok(Some(Batch {
+                chunk,
+                offset: start,
+                data,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Waits until new data may be there: the category's listing or an
+    /// unfinished chunk changes, at most [`IDLE_RESCAN`].
+    async fn wait_for_data(&self) {
+        let log = self.storage.category(&self.v.category);
+        let mut listing = log.as_ref().map(|l| l.subscribe_listing());
+        let mut open = log
+            .as_ref()
+            .and_then(|l| {
+                l.chunks()
+                    .into_iter()
+                    .rev()
+                    .find(|c| !c.state().closed && !c.state().sealed)
+            })
+            .map(|c| c.subscribe());
+        tokio::select! {
+            () = self.stop.cancelled() => {}
+            () = tokio::time::sleep(IDLE_RESCAN) => {}
+            _ = async { match listing.as_mut() { Some(l) => { let _ = l.changed().await; } None => std::future::pending().await } } => {}
+            _ = async { match open.as_mut() { Some(o) => { let _ = o.changed().await; } None => std::future::pending().await } } => {}
+        }
+    }
+
+    async fn post(&self, batch: &Batch) -> Result<(), String> {
+        let end = batch.offset + batch.data.len() as u64;
+        let mut req = Request::post(self.v.url.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header("chunkbus-category", self.v.category.as_str())
+            .header("chunkbus-group", self.v.group.as_str())
+            .header("chunkbus-chunk", batch.chunk.name().to_string())
+            .header("chunkbus-offset", batch.offset)
+            .header("chunkbus-next-offset", end)
+            .body(Full::new(batch.data.clone()))
+            .map_err(|e| format!("building the request failed: {e}"))?;
+        for (k, v) in &self.v.headers {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| {
+                format!(
+                    "POST {} failed: {}",
+                    self.v.spec.url,
+                    crate::error_chain(&e)
+                )
+            })?;
+            let status = resp.status();
+            // Read the (small) answer so the connection can be reused.
+            let _ = resp.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("receiver answered {status}"))
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(self.v.timeout, exchange) => r.unwrap_or_else(|_| {
+                Err(format!("receiver did not answer within {} ms", self.v.timeout.as_millis()))
+            }),
+            () = self.stop.cancelled() => Err("stopped".to_owned()),
+        }
+    }
+
+    fn failed(&self, why: String) {
+        let mut p = self.progress.lock();
+        p.failures += 1;
+        if p.failures == 1 || p.failures.is_power_of_two() {
+            tracing::warn!(category = %self.v.category, group = %self.v.group, failures = p.failures, error = %why, "push delivery failed; retrying");
+        }
+        p.last_error = Some(why);
+    }
+
+    async fn pause(&self, backoff: &mut Duration) {
+        tokio::select! {
+            () = self.stop.cancelled() => {}
+            () = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,417 @@
+//! Push subscriptions (webhooks): the broker POSTs a category's messages to
+//! an HTTP endpoint in order, one batch in flight, and advances a consumer
+//! group's position on every `2xx`; anything else is retried with
+//! exponential backoff, never skipped.
+//!
+//! Subscriptions are kept in `<data_dir>/.chunkbus/subscriptions.json`
+//! (rewritten atomically on every change) and restarted with the server;
+//! their progress is the group's durable position, so delivery resumes where
+//! the last acknowledged batch ended.
+
+mod deliver;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::fsutil;
+use crate::groups::GroupStore;
+use crate::names::{Category, ChunkName, GroupName};
+use crate::storage::Storage;
+
+/// File (in the state dir) holding every subscription.
+pub const FILE: &str = "subscriptions.json";
+/// Default largest batch per POST.
+pub const DEFAULT_MAX_BATCH: u64 = 1 << 20;
+/// Largest allowed `max_batch_bytes` (a read's limit).
+pub const MAX_BATCH_LIMIT: u64 = 16 << 20;
+/// Default time a receiver has to answer.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+const MAX_HEADERS: usize = 32;
+
+/// What a client registers (`POST /subscriptions` body).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Category to deliver.
+    pub category: String,
+    /// Receiver, `http://host:port/path`.
+    pub url: String,
+    /// Consumer group holding the delivery position.
+    pub group: String,
+    /// Largest batch per POST (whole messages; one message larger than this
+    /// is sent alone). Default 1 MiB, at most 16 MiB.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_bytes: u64,
+    /// Extra request headers (e.g. the receiver's own auth token).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Where to start if the group has no position yet (default: the
+    /// beginning of every owner's oldest chunk).
+    #[serde(default)]
+    pub from: Option<StartAt>,
+    /// How long the receiver may take to answer, ms (default 30000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// A starting position.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartAt {
+    /// Chunk name.
+    pub chunk: String,
+    /// Offset (a message boundary).
+    pub offset: u64,
+}
+
+fn default_max_batch() -> u64 {
+    DEFAULT_MAX_BATCH
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+/// A checked [`Spec`].
+#[derive(Debug, Clone)]
+pub struct Valid {
+    /// The spec as given.
+    pub spec: Spec,
+    /// Category.
+    pub category: Category,
+    /// Group.
+    pub group: GroupName,
+    /// Parsed receiver URL.
+    pub url: hyper::Uri,
+    /// Parsed headers.
+    pub headers: hyper::HeaderMap,
+    /// Parsed start position.
+    pub from: Option<(ChunkName, u64)>,
+    /// Receiver timeout.
+    pub timeout: Duration,
+}
+
+impl Spec {
+    /// Validates every field.
+    ///
+    /// # Errors
+    /// A one-line reason naming the field and what is allowed.
+    pub fn validate(self) -> Result<Valid, String> {
+        let category = Category::parse(&self.category).map_err(|e| e.to_string())?;
+        let group = GroupName::parse(&self.group).map_err(|e| e.to_string())?;
+        let url: hyper::Uri = self
+            .url
+            .parse()
+            .map_err(|e| format!("invalid url {:?}: {e}", self.url))?;
+        if url.scheme_str() != Some("http") || url.authority().is_none() {
+            return Err(format!(
+                "invalid url {:?}: use http://host:port/path",
+                self.url
+            ));
+        }
+        if self.max_batch_bytes == 0 || self.max_batch_bytes > MAX_BATCH_LIMIT {
+            return Err(format!(
+                "max_batch_bytes={} must be between 1 and {MAX_BATCH_LIMIT}",
+                self.max_batch_bytes
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
+            return Err(format!(
+                "timeout_ms={} must be between 1 and 600000",
+                self.timeout_ms
+            ));
+        }
+        if self.headers.len() > MAX_HEADERS {
+            return Err(format!("at most {MAX_HEADERS} headers"));
+        }
+        let mut headers = hyper::HeaderMap::new();
+        for (k, v) in &self.headers {
+            let name = hyper::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            if name.as_str().starts_with("chunkbus-")
+                || name == hyper::header::CONTENT_LENGTH
+                || name == hyper::header::HOST
+            {
+                return Err(format!("header {k:?} is set by the broker"));
+            }
+            let value = hyper::header::HeaderValue::from_str(v)
+                .map_err(|_| format!("invalid value for header {k:?}"))?;
+            headers.insert(name, value);
+        }
+        let from = self
+            .from
+            .as_ref()
+            .map(|f| {
+                ChunkName::parse(&f.chunk)
+                    .map(|c| (c, f.offset))
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()?;
+        Ok(Valid {
+            category,
+            group,
+            url,
+            headers,
+            from,
+            timeout: Duration::from_millis(self.timeout_ms),
+            spec: self,
+        })
+    }
+}
+
+/// Delivery counters of one subscription.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Progress {
+    /// Batches the receiver accepted.
+    pub delivered_batches: u64,
+    /// Bytes the receiver accepted.
+    pub delivered_bytes: u64,
+    /// Failed attempts since the last success.
+    pub failures: u64,
+    /// The last failure, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// A running subscription.
+#[derive(Debug)]
+struct Running {
+    valid: Valid,
+    progress: Arc<Mutex<Progress>>,
+    stop: CancellationToken,
+}
+
+/// One entry of `GET /subscriptions`.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    /// The registered spec, header values redacted.
+    #[serde(flatten)]
+    pub spec: Spec,
+    /// Delivery counters.
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+/// Why a registry change was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscriptionError {
+    /// Invalid spec.
+    #[error("{0}")]
+    Invalid(String),
+    /// A subscription for this (category, group) exists.
+    #[error(
+        "a subscription for category {category} and group {group} already exists; delete it first"
+    )]
+    Exists {
+        /// Category.
+        category: String,
+        /// Group.
+        group: String,
+    },
+    /// No such subscription.
+    #[error("no subscription for category {category} and group {group}")]
+    Unknown {
+        /// Category.
+        category: String,
+        /// Group.
+        group: String,
+    },
+    /// The registry could not be saved or loaded.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every subscription of this server, with its delivery task.
+#[derive(Debug)]
+pub struct Subscriptions {
+    path: PathBuf,
+    storage: Arc<Storage>,
+    groups: Arc<GroupStore>,
+    shutdown: CancellationToken,
+    running: tokio::sync::Mutex<BTreeMap<(Category, GroupName), Running>>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Subscriptions {
+    /// Loads `subscriptions.json` and starts delivering each subscription.
+    ///
+    /// # Errors
+    /// The file exists but cannot be read or parsed.
+    pub async fn start(
+        state_dir: &Path,
+        storage: Arc<Storage>,
+        groups: Arc<GroupStore>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, SubscriptionError> {
+        let path = state_dir.join(FILE);
+        let specs: Vec<Spec> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SubscriptionError::Io {
+                op: "parse",
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(SubscriptionError::Io {
+                    op: "read",
+                    path,
+                    source,
+                })
+            }
+        };
+        let subs = Self {
+            path,
+            storage,
+            groups,
+            shutdown,
+            running: tokio::sync::Mutex::new(BTreeMap::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
+        };
+        {
+            let mut running = subs.running.lock().await;
+            for spec in specs {
+                match spec.clone().validate() {
+                    Ok(valid) => {
+                        let key = (valid.category.clone(), valid.group.clone());
+                        let r = subs.launch(valid);
+                        running.insert(key, r);
+                    }
+                    Err(why) => {
+                        tracing::error!(?spec, %why, "ignoring an invalid stored subscription");
+                    }
+                }
+            }
+            if !running.is_empty() {
+                tracing::info!(count = running.len(), "push subscriptions resumed");
+            }
+        }
+        Ok(subs)
+    }
+
+    /// Registers and starts a subscription, durably.
+    ///
+    /// # Errors
+    /// Invalid spec, an existing (category, group) subscription, or the
+    /// registry could not be saved (then nothing changed).
+    pub async fn add(&self, spec: Spec) -> Result<(), SubscriptionError> {
+        let valid = spec.validate().map_err(SubscriptionError::Invalid)?;
+        let key = (valid.category.clone(), valid.group.clone());
+        let mut running = self.running.lock().await;
+        if running.contains_key(&key) {
+            return Err(SubscriptionError::Exists {
+                category: key.0.to_string(),
+                group: key.1.to_string(),
+            });
+        }
+        let mut specs: Vec<Spec> = running.values().map(|r| r.valid.spec.clone()).collect();
+        specs.push(valid.spec.clone());
+        self.save(&specs).await?;
+        tracing::info!(category = %key.0, group = %key.1, url = %valid.spec.url, "push subscription added");
+        let r = self.launch(valid);
+        running.insert(key, r);
+        Ok(())
+    }
+
+    /// Stops and removes a subscription (its group's positions stay).
+    ///
+    /// # Errors
+    /// Unknown subscription, or the registry could not be saved.
+    pub async fn remove(
+        &self,
+        category: &Category,
+        group: &GroupName,
+    ) -> Result<(), SubscriptionError> {
+        let mut running = self.running.lock().await;
+        let key = (category.clone(), group.clone());
+        if !running.contains_key(&key) {
+            return Err(SubscriptionError::Unknown {
+                category: category.to_string(),
+                group: group.to_string(),
+            });
+        }
+        let specs: Vec<Spec> = running
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, r)| r.valid.spec.clone())
+            .collect();
+        self.save(&specs).await?;
+        if let Some(r) = running.remove(&key) {
+            r.stop.cancel();
+        }
+        tracing::info!(%category, %group, "push subscription removed");
+        Ok(())
+    }
+
+    /// Every subscription with its progress (header values redacted).
+    pub async fn list(&self) -> Vec<Status> {
+        self.running
+            .lock()
+            .await
+            .values()
+            .map(|r| {
+                let mut spec = r.valid.spec.clone();
+                for v in spec.headers.values_mut() {
+                    *v = "<redacted>".to_owned();
+                }
+                Status {
+                    spec,
+                    progress: r.progress.lock().clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops every delivery task and waits for them.
+    pub async fn stop(&self) {
+        for r in self.running.lock().await.values() {
+            r.stop.cancel();
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn launch(&self, valid: Valid) -> Running {
+        let stop = self.shutdown.child_token();
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let deliverer = deliver::Deliverer::new(
+            valid.clone(),
+            Arc::clone(&self.storage),
+            Arc::clone(&self.groups),
+            Arc::clone(&progress),
+            stop.clone(),
+        );
+        self.tasks.spawn(deliverer.run());
+        Running {
+            valid,
+            progress,
+            stop,
+        }
+    }
+
+    async fn save(&self, specs: &[Spec]) -> Result<(), SubscriptionError> {
+        let bytes = serde_json::to_vec_pretty(specs).unwrap_or_default();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || fsutil::rewrite_atomic(&path, &bytes))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| SubscriptionError::Io {
+                op: "save",
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
