@@ -67,7 +67,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     categories: usize,
     /// Run only these scenarios (comma list of: ingest, alternatives, latency,
-    /// sync, client, groups, wake, restart).
+    /// sync, client, groups, push, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write results to bench/results/<date>.{json,md} (default for full runs
@@ -174,6 +174,7 @@ async fn run(args: Args) -> Result<()> {
             "sync" => sync_scenario(&mut ctx).await?,
             "client" => client_bench::client_scenarios(&mut ctx).await?,
             "groups" => groups_bench::groups_scenarios(&mut ctx).await?,
+            "push" => groups_bench::push_scenario(&mut ctx).await?,
             "wake" => wake_and_idle_scenarios(&mut ctx).await?,
             "restart" => restart_scenario(&mut ctx).await?,
             other => bail!("unknown scenario {other}"),
@@ -332,13 +333,14 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "ingest",
     "alternatives",
     "latency",
     "sync",
     "client",
     "groups",
+    "push",
     "wake",
     "restart",
 ];
