@@ -19,6 +19,7 @@ pub mod config;
 pub mod fsutil;
 pub mod groups;
 pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod retention;
 pub mod server;

@@ -67,3 +67,14 @@ pub(super) fn healthz(state: &AppState) -> HttpResponse {
         Err(e) => e.into_response(),
     }
 }
+
+pub(super) async fn metrics(state: &AppState) -> Result<HttpResponse, ApiError> {
+    let storage = state.storage()?;
+    let groups = state.groups()?;
+    let subs = state.subscriptions()?.list().await;
+    let text = state.metrics.render(storage, groups, &subs);
+    Ok(ok(
+        Bytes::from(text),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    ))
+}

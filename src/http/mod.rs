@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::groups::GroupStore;
+use crate::metrics::{Metrics, StatusLabel};
 use crate::storage::Storage;
 use crate::subscriptions::Subscriptions;
 use error::ApiError;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub groups: OnceLock<Arc<GroupStore>>,
     /// Push subscriptions; set together with `storage`.
     pub subscriptions: OnceLock<Arc<Subscriptions>>,
+    /// Request counters for `/metrics`.
+    pub metrics: Metrics,
     /// Cancelled when shutdown starts: long polls return, writes get 503.
     pub shutdown: CancellationToken,
     /// Bytes of request bodies that may be held in memory at once, across
@@ -65,6 +68,7 @@ impl AppState {
             storage: OnceLock::new(),
             groups: OnceLock::new(),
             subscriptions: OnceLock::new(),
+            metrics: Metrics::default(),
             shutdown,
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         }
@@ -119,9 +123,17 @@ pub async fn handle(
         ("/subscriptions", &Method::GET) => subscriptions::list(&state).await,
         ("/subscriptions", &Method::DELETE) => subscriptions::remove(&state, &req).await,
         ("/healthz", &Method::GET) => Ok(admin::healthz(&state)),
+        ("/metrics", &Method::GET) => admin::metrics(&state).await,
         _ => Err(not_routed(&path, &method)),
     };
     let resp = result.unwrap_or_else(|e| {
+        state
+            .metrics
+            .errors
+            .get_or_create(&StatusLabel {
+                status: e.status.as_u16(),
+            })
+            .inc();
         tracing::debug!(%method, %path, status = e.status.as_u16(), message = %e.message, "request refused");
         let allow = (e.status == StatusCode::METHOD_NOT_ALLOWED).then(|| allowed(&path));
         let mut r = e.into_response();
@@ -136,7 +148,7 @@ pub async fn handle(
 fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/write" => "POST",
-        "/read" | "/listChunks" | "/listCategories" | "/healthz" => "GET",
+        "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/metrics" => "GET",
         "/consumers" => "GET, DELETE",
         "/subscriptions" => "GET, POST, DELETE",
         "/ack" => "GET, POST",
@@ -153,7 +165,7 @@ fn not_routed(path: &str, method: &Method) -> ApiError {
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz",
+                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz /metrics",
                 path.chars().take(100).collect::<String>()
             ),
         ),

@@ -68,5 +68,7 @@ pub(super) async fn read(
         ReadOutcome::Data(b) => b,
         ReadOutcome::Empty { .. } => Bytes::new(),
     };
+    state.metrics.reads.inc();
+    state.metrics.read_bytes.inc_by(body.len() as u64);
     Ok(ok(body, "application/octet-stream"))
 }

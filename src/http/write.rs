@@ -84,6 +84,8 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             .await
             .map_err(|e| ApiError::from(e).with_written(true))?;
     }
+    state.metrics.writes.inc();
+    state.metrics.write_bytes.inc_by(appended.size);
     let name = appended.chunk.name().to_string();
     json(&WriteReply {
         chunk: &name,

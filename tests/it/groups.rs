@@ -306,3 +306,41 @@ fn cli_consume_with_a_group_resumes() {
     assert_eq!(more.lines().count(), 7);
     assert!(more.starts_with("m0000500\n"));
 }
+
+#[test]
+fn metrics_show_requests_chunks_and_consumer_lag() {
+    let b = TestBroker::start(&[]);
+    fill(&b, "mt", 0, 10); // 90 bytes
+    assert_eq!(
+        b.post(
+            "/ack?category=mt&consumer=slow&chunk=node1-chunk000000000&off=36",
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        b.get_text("/read?category=mt&chunk=node1-chunk000000009&off=0&max_size=9")
+            .0,
+        404
+    );
+    let (s, text) = b.get_text("/metrics");
+    assert_eq!(s, 200);
+    for line in [
+        "chunkbus_writes_total 1",
+        "chunkbus_write_bytes_total 90",
+        "chunkbus_http_errors_total{status=\"404\"} 1",
+        "chunkbus_chunks{category=\"mt\",state=\"open\"} 1",
+        "chunkbus_consumer_lag_bytes{category=\"mt\",consumer=\"slow\"} 54",
+        "chunkbus_consumer_lag_messages{category=\"mt\",consumer=\"slow\"} 6",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+}
