@@ -290,3 +290,59 @@ fn failed_fdatasync_is_503_over_http() {
     let result = server.join().unwrap();
     assert!(result.is_err(), "shutdown reports the failed seal");
 }
+
+/// Regression: two appends completing at once could publish their ends out
+/// of order, so a chunk's readable end briefly moved backwards and a
+/// consumer that had already read further got "offset beyond the end".
+#[test]
+fn published_end_never_moves_backwards_under_concurrent_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open(tmp.path(), FaultHook::default()));
+    append(&s, "mono", b"first\n").unwrap();
+    let chunk = s
+        .category(&Category::parse("mono").unwrap())
+        .unwrap()
+        .chunk(&chunkbus::names::ChunkName::parse("node1-chunk000000000").unwrap())
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (chunk, stop) = (std::sync::Arc::clone(&chunk), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut last, mut regressions) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let end = chunk.state().end;
+                if end < last {
+                    regressions += 1;
+                }
+                last = last.max(end);
+            }
+            regressions
+        })
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let s = std::sync::Arc::clone(&s);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..3000 {
+                    append_async(&s, "mono", format!("w{w} m{i}\n").as_bytes())
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        watcher.join().unwrap(),
+        0,
+        "the readable end went backwards"
+    );
+}

@@ -235,7 +235,13 @@ impl Chunk {
     ) {
         let failed = outcome.is_err();
         if let Some(p) = self.publisher.complete(off, end, record, outcome) {
-            self.state.send_modify(|s| s.end = p.end);
+            // Completions race to this point after leaving the publisher's
+            // lock: never let an older prefix overwrite a newer one.
+            self.state.send_if_modified(|s| {
+                let grew = p.end > s.end;
+                s.end = s.end.max(p.end);
+                grew
+            });
         }
         if failed {
             self.state.send_modify(|s| s.torn = true);
