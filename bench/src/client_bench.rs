@@ -20,13 +20,15 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
     let (mut raw_w, mut prod_w, mut raw_r, mut cons_r) = (vec![], vec![], vec![], vec![]);
     let mut peak_buffer = 0usize;
     for rep in 0..plan.reps {
-        let dir = ctx.work.join(format!("client-{rep}"));
-        let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
-        // Alternate which goes first, and start each from a clean page
-        // cache state (no dirty pages of the previous one being written).
-        for first in [rep % 2 == 0, rep % 2 == 1] {
+        // Each write measurement gets a fresh server and data dir (a second
+        // measurement on the same server ran measurably slower, whichever
+        // it was), in alternating order, from a clean page cache state.
+        let mut raw_server = None;
+        for is_raw in [rep % 2 == 0, rep % 2 == 1] {
             settle();
-            if first {
+            let dir = ctx.work.join(format!("client-{rep}-{is_raw}"));
+            let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
+            if is_raw {
                 let raw = load::post_loop(
                     s.addr,
                     1,
@@ -41,12 +43,18 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
                     bail!("{} write errors", raw.errors);
                 }
                 raw_w.push(raw.rate());
+                raw_server = Some((s, dir));
             } else {
                 let (rate, peak) = produce(&s, ctx.message_size, plan.dur).await?;
                 prod_w.push(rate);
                 peak_buffer = peak_buffer.max(peak);
+                drop(s);
+                let _ = std::fs::remove_dir_all(&dir);
             }
         }
+        let Some((s, dir)) = raw_server else {
+            bail!("no raw-write server");
+        };
         // Both readers read the whole "bench" category, from page cache.
         settle();
         for first in [rep % 2 == 0, rep % 2 == 1] {
