@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::groups::GroupStore;
-use crate::names::{Category, ChunkName};
+use crate::names::Category;
 use crate::storage::Storage;
 use crate::subscriptions::Status;
 
@@ -95,20 +95,10 @@ impl Metrics {
                 bytes.get_or_create(&labels).inc_by(gauge_value(c.size));
             }
             for (group, positions) in groups.groups(&category) {
-                let (mut lb, mut lm) = (0u64, 0u64);
-                for c in &list {
-                    let Ok(n) = ChunkName::parse(&c.name) else {
-                        continue;
-                    };
-                    let at = positions.get(&n).copied().unwrap_or(0).min(c.size);
-                    if at < c.size {
-                        lb += c.size - at;
-                        lm += log
-                            .chunk(&n)
-                            .and_then(|ch| ch.count_messages(at).ok())
-                            .unwrap_or(0);
-                    }
-                }
+                let (lb, lm) = log.lag(&positions).unwrap_or_else(|e| {
+                    tracing::warn!(error = %crate::error_chain(&e), "consumer lag not computed");
+                    (0, 0)
+                });
                 let labels = GroupLabels {
                     category: name.clone(),
                     consumer: group.to_string(),

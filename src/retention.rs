@@ -75,13 +75,20 @@ fn sweep_category(
     cfg: &RetentionConfig,
     now: SystemTime,
 ) -> usize {
+    // Write times matter only to the age and byte bounds: stat the files
+    // only then (acked-only retention needs no I/O per sweep).
+    let timed = cfg.max_age.is_some() || cfg.max_bytes.is_some();
     let mut chunks: Vec<(Arc<Chunk>, SystemTime)> = log
         .chunks()
         .into_iter()
         .map(|c| {
-            let written = std::fs::metadata(c.data_path())
-                .and_then(|m| m.modified())
-                .unwrap_or(now);
+            let written = if timed {
+                std::fs::metadata(c.data_path())
+                    .and_then(|m| m.modified())
+                    .unwrap_or(now)
+            } else {
+                now
+            };
             (c, written)
         })
         .collect();

@@ -30,16 +30,25 @@ impl Conn {
         Ok(Self { addr, sender })
     }
 
-    /// Sends a request; returns status and the number of body bytes (the
-    /// body is drained frame by frame, never gathered).
-    pub async fn send(&mut self, method: Method, path: &str, body: Bytes) -> Result<(u16, u64)> {
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         self.sender.ready().await?;
         let req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", self.addr.to_string())
             .body(Full::new(body))?;
-        let resp = self.sender.send_request(req).await?;
+        Ok(self.sender.send_request(req).await?)
+    }
+
+    /// Sends a request; returns status and the number of body bytes (the
+    /// body is drained frame by frame, never gathered).
+    pub async fn send(&mut self, method: Method, path: &str, body: Bytes) -> Result<(u16, u64)> {
+        let resp = self.request(method, path, body).await?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let mut n = 0u64;
@@ -53,15 +62,44 @@ impl Conn {
 
     /// Like [`Self::send`] but returns the body bytes.
     pub async fn fetch(&mut self, method: Method, path: &str, body: Bytes) -> Result<(u16, Bytes)> {
-        self.sender.ready().await?;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(Full::new(body))?;
-        let resp = self.sender.send_request(req).await?;
+        let resp = self.request(method, path, body).await?;
         let status = resp.status().as_u16();
         Ok((status, resp.into_body().collect().await?.to_bytes()))
+    }
+
+    /// `listChunks` of `category` as JSON objects.
+    pub async fn list_chunks(&mut self, category: &str) -> Result<Vec<serde_json::Value>> {
+        let (_, list) = self
+            .fetch(
+                Method::GET,
+                &format!("/listChunks?category={category}"),
+                Bytes::new(),
+            )
+            .await?;
+        Ok(serde_json::from_slice(&list)?)
+    }
+
+    /// Reads `chunk` from offset 0 to its end with 16 MiB reads (stopping
+    /// early at `deadline`); returns the bytes read.
+    pub async fn read_chunk(
+        &mut self,
+        category: &str,
+        chunk: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<u64> {
+        let mut off = 0u64;
+        loop {
+            let path =
+                format!("/read?category={category}&chunk={chunk}&off={off}&max_size=16777216");
+            let (st, n) = self.send(Method::GET, &path, Bytes::new()).await?;
+            if st != 200 {
+                bail!("read answered {st}");
+            }
+            off += n;
+            if n == 0 || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(off);
+            }
+        }
     }
 
     /// POST that must succeed.

@@ -6,9 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use bytes::Bytes;
 use chunkbus_client::{Client, Consumer, ConsumerConfig, Positions, Producer, ProducerConfig};
-use hyper::Method;
 
 use crate::client::Conn;
 use crate::servers::Chunkbus;
@@ -146,26 +144,11 @@ async fn produce(s: &Chunkbus, message_size: usize, dur: Duration) -> Result<(f6
 
 async fn read_raw(s: &Chunkbus) -> Result<f64> {
     let mut c = Conn::open(s.addr).await?;
-    let (_, list) = c
-        .fetch(Method::GET, "/listChunks?category=bench", Bytes::new())
-        .await?;
-    let chunks: Vec<serde_json::Value> = serde_json::from_slice(&list)?;
+    let chunks = c.list_chunks("bench").await?;
     let start = Instant::now();
     let mut bytes = 0u64;
     for name in chunks.iter().filter_map(|c| c["name"].as_str()) {
-        let mut off = 0u64;
-        loop {
-            let path = format!("/read?category=bench&chunk={name}&off={off}&max_size=16777216");
-            let (st, n) = c.send(Method::GET, &path, Bytes::new()).await?;
-            if st != 200 {
-                bail!("read answered {st}");
-            }
-            if n == 0 {
-                break;
-            }
-            off += n;
-            bytes += n;
-        }
+        bytes += c.read_chunk("bench", name, None).await?;
     }
     Ok(bytes as f64 / start.elapsed().as_secs_f64())
 }

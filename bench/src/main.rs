@@ -632,11 +632,9 @@ async fn restart_scenario(ctx: &mut Ctx) -> Result<()> {
 
 async fn consume(s: &Chunkbus, dur: Duration) -> Result<f64> {
     let mut c = Conn::open(s.addr).await?;
-    let (_, list) = c
-        .fetch(Method::GET, "/listChunks?category=bench", Bytes::new())
-        .await?;
-    let chunks: Vec<serde_json::Value> = serde_json::from_slice(&list)?;
-    let sealed: Vec<String> = chunks
+    let sealed: Vec<String> = c
+        .list_chunks("bench")
+        .await?
         .iter()
         .filter(|c| c["complete"].as_bool() == Some(true))
         .filter_map(|c| c["name"].as_str().map(str::to_owned))
@@ -645,29 +643,13 @@ async fn consume(s: &Chunkbus, dur: Duration) -> Result<f64> {
         bail!("no sealed chunks to consume");
     }
     let start = Instant::now();
+    let deadline = start + dur;
     let mut bytes = 0u64;
-    'outer: loop {
+    while Instant::now() < deadline {
         for name in &sealed {
-            let mut off = 0u64;
-            loop {
-                let (st, n) = c
-                    .send(
-                        Method::GET,
-                        &format!("/read?category=bench&chunk={name}&off={off}&max_size=16777216"),
-                        Bytes::new(),
-                    )
-                    .await?;
-                if st != 200 {
-                    bail!("read answered {st}");
-                }
-                if n == 0 {
-                    break;
-                }
-                off += n;
-                bytes += n;
-                if start.elapsed() >= dur {
-                    break 'outer;
-                }
+            bytes += c.read_chunk("bench", name, Some(deadline)).await?;
+            if Instant::now() >= deadline {
+                break;
             }
         }
     }

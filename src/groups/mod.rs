@@ -99,7 +99,7 @@ enum LogState {
 #[derive(Debug)]
 struct GroupLog {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     len: u64,
 }
 
@@ -207,9 +207,11 @@ impl GroupStore {
             let record_len = record.len() as u64;
             let path = open.path.clone();
             let hook = self.hook.clone();
-            let mut file = open.file.try_clone().map_err(io("open", &path))?;
+            let file = Arc::clone(&open.file);
             blocking(&open.path, "append to", move || {
-                file.write_all(&record).map_err(io("append to", &path))?;
+                (&*file)
+                    .write_all(&record)
+                    .map_err(io("append to", &path))?;
                 fsutil::sync_data(&file, &hook).map_err(io("fdatasync", &path))
             })
             .await?;
@@ -320,7 +322,7 @@ async fn create_log(path: PathBuf) -> Result<GroupLog, GroupError> {
         fsutil::fsync_dir(dir).map_err(io("fsync", dir))?;
         Ok(GroupLog {
             path: p,
-            file,
+            file: Arc::new(file),
             len: 0,
         })
     })
@@ -358,7 +360,7 @@ fn load(path: &Path) -> Result<(BTreeMap<ChunkName, u64>, GroupLog), GroupError>
         positions,
         GroupLog {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             len: valid as u64,
         },
     ))
@@ -379,7 +381,7 @@ async fn compact(
             .map_err(io("open", &path))
     })
     .await?;
-    open.file = file;
+    open.file = Arc::new(file);
     open.len = len;
     Ok(())
 }

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::error::ApiError;
 use super::params::Query;
-use super::{ok, AppState, HttpResponse};
+use super::{ok_line, AppState, HttpResponse};
 use crate::config::RetentionMode;
 use crate::storage::StorageError;
 
@@ -67,5 +66,5 @@ pub(super) async fn ack_chunk(
         }
     }
     log.ack_chunk(&name, size)?;
-    Ok(ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"))
+    Ok(ok_line())
 }

@@ -8,7 +8,7 @@ use hyper::Request;
 
 use super::error::ApiError;
 use super::params::Query;
-use super::{json, ok, AppState, HttpResponse};
+use super::{json, ok, ok_line, AppState, HttpResponse};
 use crate::config::MAX_WAIT_MS;
 use crate::names::ChunkName;
 use crate::storage::ChunkInfo;
@@ -63,7 +63,7 @@ pub(super) fn list_categories(state: &AppState) -> Result<HttpResponse, ApiError
 
 pub(super) fn healthz(state: &AppState) -> HttpResponse {
     match state.storage() {
-        Ok(_) => ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"),
+        Ok(_) => ok_line(),
         Err(e) => e.into_response(),
     }
 }

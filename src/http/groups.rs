@@ -2,13 +2,12 @@
 //! (durable, forward-only positions), `GET /consumers?category=C`
 //! (positions and lag), `DELETE /consumers?category=C&consumer=G`.
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::error::ApiError;
 use super::params::Query;
-use super::{json, ok, AppState, HttpResponse};
+use super::{json, ok_line, AppState, HttpResponse};
 use crate::groups::GroupError;
 use crate::names::GroupName;
 use crate::storage::StorageError;
@@ -72,7 +71,7 @@ pub(super) async fn ack(
         })?;
     chunk.check_boundary(off)?;
     groups.ack(&category, &group, &name, off).await?;
-    Ok(ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"))
+    Ok(ok_line())
 }
 
 pub(super) fn list(state: &AppState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
@@ -80,28 +79,12 @@ pub(super) fn list(state: &AppState, req: &Request<Incoming>) -> Result<HttpResp
     let storage = state.storage()?;
     let groups = state.groups()?;
     let log = storage.category(&category);
-    let chunks = log.as_ref().map(|l| l.list()).unwrap_or_default();
     let mut out = Vec::new();
     for (group, positions) in groups.groups(&category) {
-        let (mut lag_bytes, mut lag_messages) = (0u64, 0u64);
-        for c in &chunks {
-            let pos = crate::names::ChunkName::parse(&c.name)
-                .ok()
-                .and_then(|n| positions.get(&n).copied())
-                .unwrap_or(0)
-                .min(c.size);
-            if pos < c.size {
-                lag_bytes += c.size - pos;
-                let chunk = log.as_ref().and_then(|l| {
-                    crate::names::ChunkName::parse(&c.name)
-                        .ok()
-                        .and_then(|n| l.chunk(&n))
-                });
-                if let Some(chunk) = chunk {
-                    lag_messages += chunk.count_messages(pos)?;
-                }
-            }
-        }
+        let (lag_bytes, lag_messages) = match &log {
+            Some(l) => l.lag(&positions)?,
+            None => (0, 0),
+        };
         out.push(GroupStatus {
             consumer: group.to_string(),
             positions: positions
@@ -126,5 +109,5 @@ pub(super) async fn delete(
     let category = query.category()?;
     let group = group_param(&query)?;
     state.groups()?.delete(&category, &group).await?;
-    Ok(ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"))
+    Ok(ok_line())
 }

@@ -172,6 +172,11 @@ fn not_routed(path: &str, method: &Method) -> ApiError {
     }
 }
 
+/// The `200 ok` text answer of requests that only change state.
+pub(crate) fn ok_line() -> HttpResponse {
+    ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8")
+}
+
 /// A `200` response with a body and content type.
 pub(crate) fn ok(body: Bytes, content_type: &'static str) -> HttpResponse {
     let mut r = Response::new(Full::new(body));

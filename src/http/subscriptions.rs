@@ -2,14 +2,13 @@
 //! [`crate::subscriptions::Spec`]), `GET /subscriptions`,
 //! `DELETE /subscriptions?category=C&group=G`.
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::error::ApiError;
 use super::params::Query;
-use super::{json, ok, AppState, HttpResponse};
+use super::{json, ok_line, AppState, HttpResponse};
 use crate::names::GroupName;
 use crate::subscriptions::{Spec, SubscriptionError};
 
@@ -53,7 +52,7 @@ pub(super) async fn add(
         ))
     })?;
     subs.add(spec).await?;
-    let mut r = ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8");
+    let mut r = ok_line();
     *r.status_mut() = StatusCode::CREATED;
     Ok(r)
 }
@@ -70,5 +69,5 @@ pub(super) async fn remove(
     let category = query.category()?;
     let group = GroupName::parse(query.required("group")?)?;
     state.subscriptions()?.remove(&category, &group).await?;
-    Ok(ok(Bytes::from_static(b"ok\n"), "text/plain; charset=utf-8"))
+    Ok(ok_line())
 }

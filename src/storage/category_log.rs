@@ -216,6 +216,24 @@ impl CategoryLog {
         self.chunks.read().values().cloned().collect()
     }
 
+    /// How far behind `positions` (a consumer group's acked offset per
+    /// chunk; missing = 0) are: (bytes, messages) of readable data past them.
+    ///
+    /// # Errors
+    /// An I/O error mapping a chunk to count its messages.
+    pub fn lag(&self, positions: &BTreeMap<ChunkName, u64>) -> Result<(u64, u64), StorageError> {
+        let (mut bytes, mut messages) = (0u64, 0u64);
+        for chunk in self.chunks() {
+            let end = chunk.state().end;
+            let at = positions.get(chunk.name()).copied().unwrap_or(0).min(end);
+            if at < end {
+                bytes += end - at;
+                messages += chunk.count_messages(at)?;
+            }
+        }
+        Ok((bytes, messages))
+    }
+
     /// The chunk called `name`, if this server holds it.
     #[must_use]
     pub fn chunk(&self, name: &ChunkName) -> Option<Arc<Chunk>> {
