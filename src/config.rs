@@ -155,6 +155,10 @@ pub struct StorageConfig {
     pub fsync_every_write: bool,
     /// How appended bytes reach the chunk file. Default = write.
     pub append_mode: AppendMode,
+    /// Peers are configured: own chunks left open by a crash wait for the
+    /// pull-back from replicas before sealing, and deletions of own chunks
+    /// are logged as tombstones for replicas. Default = false.
+    pub cluster: bool,
 }
 
 /// How appends copy bytes into a chunk file. Reads always use the mapping.
@@ -175,6 +179,7 @@ impl Default for StorageConfig {
             chunk_rotate_interval: Duration::from_secs(600),
             flush_interval: Duration::from_secs(1),
             fsync_every_write: false,
+            cluster: false,
             append_mode: AppendMode::Write,
         }
     }
@@ -215,6 +220,8 @@ pub struct Config {
     pub replication_timeout: Duration,
     /// Retention of sealed chunks.
     pub retention: RetentionConfig,
+    /// The other servers of the cluster. Default = none (single node).
+    pub peers: Vec<crate::cluster::Peer>,
 }
 
 impl Config {
@@ -229,6 +236,7 @@ impl Config {
             limits: Limits::default(),
             replication_timeout: Duration::from_secs(60),
             retention: RetentionConfig::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -337,13 +345,13 @@ impl RawSettings {
             None => d.name,
             Some(v) => ServerName::parse(&v).map_err(|e| invalid("name", &v, &e.to_string()))?,
         };
-        if self.peers.as_deref().is_some_and(|p| !p.trim().is_empty()) {
-            return Err(ConfigError::Unsupported {
-                key: "peers",
-                what: "replication",
-            });
-        }
+        let peers = match &self.peers {
+            None => Vec::new(),
+            Some(v) => crate::cluster::peers::parse_peers(v, &name)
+                .map_err(|why| invalid("peers", v, &why))?,
+        };
         let storage = StorageConfig {
+            cluster: !peers.is_empty(),
             max_chunk_size: opt(
                 self.max_chunk_size,
                 "max_chunk_size",
@@ -441,6 +449,7 @@ impl RawSettings {
             limits,
             replication_timeout,
             retention,
+            peers,
         })
     }
 }

@@ -9,12 +9,14 @@
 //! - [`fsutil`]: fdatasync/fsync/preallocate/atomic-rewrite helpers.
 //! - [`storage`]: chunk files, sidecar index, recovery, group commit.
 //! - [`http`]: routing, parameter validation, handlers, error mapping.
+//! - [`cluster`]: peers, pull replication, `min_sync_replicas`, crash pull-back.
 //! - [`server`]: lifecycle (bind, recover, serve, graceful shutdown).
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod fsutil;
 pub mod groups;

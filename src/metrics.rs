@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::Cluster;
 use crate::groups::GroupStore;
 use crate::names::Category;
 use crate::storage::Storage;
@@ -24,6 +25,11 @@ pub struct StatusLabel {
 struct ChunkLabels {
     category: String,
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +60,7 @@ impl Metrics {
         storage: &Storage,
         groups: &GroupStore,
         subscriptions: &[Status],
+        cluster: Option<&Cluster>,
     ) -> String {
         let mut reg = Registry::with_prefix("chunkbus");
         reg.register("writes", "Successful /write requests", self.writes.clone());
@@ -155,12 +162,65 @@ impl Metrics {
             "Consecutive failed deliveries of a push subscription",
             failing,
         );
+        if let Some(cluster) = cluster {
+            register_replication(&mut reg, cluster);
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out
     }
+}
+
+fn register_replication(reg: &mut Registry, cluster: &Cluster) {
+    let up = Family::<PeerLabels, Gauge>::default();
+    let lag_bytes = Family::<PeerLabels, Gauge>::default();
+    let lag_seconds = Family::<PeerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let copied = Family::<PeerLabels, Counter>::default();
+    let held = Family::<PeerLabels, Gauge>::default();
+    let summary = cluster.progress.summary();
+    for (peer, link) in cluster.links() {
+        let l = PeerLabels { peer: peer.clone() };
+        up.get_or_create(&l).set(i64::from(link.up));
+        lag_bytes.get_or_create(&l).set(gauge_value(link.lag_bytes));
+        lag_seconds.get_or_create(&l).set(link.lag_seconds());
+        copied.get_or_create(&l).inc_by(link.copied_bytes);
+        let (_, written, _) = summary.get(&peer).copied().unwrap_or_default();
+        held.get_or_create(&l).set(gauge_value(written));
+    }
+    reg.register(
+        "peer_up",
+        "1 while this server's replication poll of the peer is answered",
+        up,
+    );
+    reg.register(
+        "replication_lag_bytes",
+        "Bytes a peer has published that this server has not copied yet",
+        lag_bytes,
+    );
+    reg.register(
+        "replication_lag_seconds",
+        "How long this server has been behind the peer (0 when caught up)",
+        lag_seconds,
+    );
+    reg.register(
+        "replication_copied_bytes",
+        "Bytes copied from the peer since start",
+        copied,
+    );
+    reg.register(
+        "replica_held_bytes",
+        "Bytes of this server's chunks the peer reported holding",
+        held,
+    );
+    let pending: Gauge = Gauge::default();
+    pending.set(gauge_value(cluster.pending_acks().len() as u64));
+    reg.register(
+        "pending_forwarded_acks",
+        "Acks of peers' chunks waiting for their owner to be reachable",
+        pending,
+    );
 }
 
 fn gauge_value(v: u64) -> i64 {

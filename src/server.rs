@@ -1,8 +1,13 @@
 //! Server lifecycle: bind, recover storage, serve, shut down in order.
 //!
+//! Startup order: bind → open storage (peer endpoints answer from here) →
+//! in a cluster, pull back own bytes from replicas after a crash and seal →
+//! groups, subscriptions, retention, replicators → serve clients.
+//!
 //! Shutdown order (SPEC): stop accepting → release long polls and refuse new
 //! writes (root token) → let in-flight requests finish within 5 s → stop
-//! background loops → seal and fsync every open chunk → remove `ready.json`.
+//! background loops and replicators → seal and fsync every open chunk →
+//! remove `ready.json`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, SHUTDOWN_GRACE};
 use crate::fsutil::{self, FaultHook};
 use crate::groups::GroupStore;
@@ -58,6 +64,9 @@ pub enum ServerError {
     /// Loading push subscriptions failed.
     #[error(transparent)]
     Subscriptions(#[from] crate::subscriptions::SubscriptionError),
+    /// Setting up the cluster failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A startup task panicked.
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -120,6 +129,21 @@ pub async fn run_with_hook(
     })
     .await??;
     let storage = Arc::new(storage);
+    let _ = state.peer_storage.set(Arc::clone(&storage));
+    let cluster = if config.peers.is_empty() {
+        None
+    } else {
+        let c = Cluster::new(
+            config.name.clone(),
+            config.peers.clone(),
+            storage.state_dir(),
+        )
+        .map_err(ServerError::Cluster)?;
+        let c = Arc::new(c);
+        let _ = state.cluster.set(Arc::clone(&c));
+        c.recover(&storage, config.replication_timeout).await;
+        Some(c)
+    };
     let state_dir = storage.state_dir().to_path_buf();
     let groups =
         tokio::task::spawn_blocking(move || GroupStore::open(&state_dir, groups_hook)).await??;
@@ -141,6 +165,10 @@ pub async fn run_with_hook(
         config.retention.clone(),
         token.child_token(),
     ));
+    let replication = cluster
+        .as_ref()
+        .map(|c| c.start(&storage, &token))
+        .unwrap_or_default();
     let _ = state.storage.set(Arc::clone(&storage));
     let background = tokio::spawn(Arc::clone(&storage).run_background(token.child_token()));
 
@@ -174,6 +202,10 @@ pub async fn run_with_hook(
     let _ = background.await;
     let _ = retention.await;
     subscriptions.stop().await;
+    for task in replication {
+        let _ = task.await;
+    }
+    storage.flush_all().await;
     storage.close().await?;
     let _ = std::fs::remove_file(&ready_path);
     tracing::info!("stopped cleanly");

@@ -1,6 +1,10 @@
 //! `GET /ack?category=C&chunk=NAME&size=S`: chukcha's chunk ack. A sealed
-//! chunk acked with `S` ≥ its size is deleted.
+//! chunk acked with `S` ≥ its size is deleted — in a cluster on every
+//! server: the owner deletes it and its tombstone reaches the replicas; an
+//! ack received by a replica is forwarded to the owner (stored and retried
+//! while the owner is unreachable).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -9,8 +13,12 @@ use hyper::{Request, StatusCode};
 use super::error::ApiError;
 use super::params::Query;
 use super::{ok_line, AppState, HttpResponse};
+use crate::cluster::acks::PendingAck;
+use crate::cluster::link::PeerError;
+use crate::cluster::{Cluster, Forwarded};
 use crate::config::RetentionMode;
-use crate::storage::StorageError;
+use crate::names::{Category, ChunkName};
+use crate::storage::{CategoryLog, Storage, StorageError};
 
 /// How long an ack waits for a closed chunk's seal to reach the disk.
 const SEAL_WAIT: Duration = Duration::from_secs(10);
@@ -24,16 +32,29 @@ pub(super) async fn ack_chunk(
     let name = query.chunk()?;
     let size = query.u64("size")?;
     let storage = state.storage()?;
-    let log = storage
-        .category(&category)
-        .ok_or_else(|| StorageError::UnknownChunk {
-            category: category.to_string(),
-            name: name.to_string(),
-        })?;
-    let chunk = log.chunk(&name).ok_or_else(|| StorageError::UnknownChunk {
+    match state.cluster.get() {
+        Some(cluster) if name.owner() != storage.server() => {
+            ack_copy(cluster, storage, &category, &name, size).await?;
+        }
+        _ => ack_local(state, storage, &category, &name, size).await?,
+    }
+    Ok(ok_line())
+}
+
+/// Checks an ack against the chunk held here: known, sealed (waiting
+/// briefly for a closed chunk's seal), `size` at least its final size.
+async fn check_ack(
+    storage: &Storage,
+    category: &Category,
+    name: &ChunkName,
+    size: u64,
+) -> Result<(Arc<CategoryLog>, u64), ApiError> {
+    let unknown = || StorageError::UnknownChunk {
         category: category.to_string(),
         name: name.to_string(),
-    })?;
+    };
+    let log = storage.category(category).ok_or_else(unknown)?;
+    let chunk = log.chunk(name).ok_or_else(unknown)?;
     // Listed as complete as soon as it is closed; delete only once the seal
     // is on disk.
     let sealed = chunk.wait_sealed(SEAL_WAIT).await;
@@ -52,19 +73,75 @@ pub(super) async fn ack_chunk(
         }
         .into());
     }
+    Ok((log, sealed.end))
+}
+
+/// Acks a chunk this server owns (or any chunk on a single node): deletes
+/// it here; in a cluster its tombstone tells the replicas.
+pub(super) async fn ack_local(
+    state: &AppState,
+    storage: &Storage,
+    category: &Category,
+    name: &ChunkName,
+    size: u64,
+) -> Result<(), ApiError> {
+    let (log, end) = check_ack(storage, category, name, size).await?;
     if state.config.retention.mode == RetentionMode::Acked {
-        let groups = state.groups()?.groups(&category);
-        if let Some((g, at)) = crate::retention::unfinished_group(&groups, &name, sealed.end) {
+        let groups = state.groups()?.groups(category);
+        if let Some((g, at)) = crate::retention::unfinished_group(&groups, name, end) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!(
-                    "retention is \"acked\" and consumer group {g} is at offset {at} of {} in {name}; \
-                     the chunk is deleted once every group has acked it",
-                    sealed.end
+                    "retention is \"acked\" and consumer group {g} is at offset {at} of {end} in {name}; \
+                     the chunk is deleted once every group has acked it"
                 ),
             ));
         }
     }
-    log.ack_chunk(&name, size)?;
-    Ok(ok_line())
+    log.ack_chunk(name, size)?;
+    if let Some(cluster) = state.cluster.get() {
+        cluster
+            .progress
+            .forget(category.as_str(), &name.to_string());
+    }
+    Ok(())
+}
+
+/// Acks a copy of a peer's chunk: the owner applies it (and tells every
+/// replica); if the owner is unreachable the ack is stored and forwarded
+/// when it returns. The copy here is deleted either way.
+async fn ack_copy(
+    cluster: &Cluster,
+    storage: &Storage,
+    category: &Category,
+    name: &ChunkName,
+    size: u64,
+) -> Result<(), ApiError> {
+    let (log, _) = check_ack(storage, category, name, size).await?;
+    let forwarded = cluster
+        .forward_ack(PendingAck {
+            category: category.to_string(),
+            chunk: name.to_string(),
+            size,
+        })
+        .await;
+    match forwarded {
+        Ok(how) => {
+            if matches!(how, Forwarded::Queued) {
+                tracing::info!(chunk = %name, owner = %name.owner(), "owner unreachable; ack stored and forwarded when it returns");
+            }
+        }
+        Err(PeerError::Status { status, body, .. }) => {
+            return Err(ApiError::new(
+                status,
+                format!("the owner {} refused the ack: {body}", name.owner()),
+            ));
+        }
+        Err(e) => return Err(ApiError::unavailable(crate::error_chain(&e))),
+    }
+    let n = name.clone();
+    crate::cluster::blocking(move || log.remove_copy(&n))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(())
 }

@@ -72,7 +72,12 @@ pub(super) async fn metrics(state: &AppState) -> Result<HttpResponse, ApiError> 
     let storage = state.storage()?;
     let groups = state.groups()?;
     let subs = state.subscriptions()?.list().await;
-    let text = state.metrics.render(storage, groups, &subs);
+    let text = state.metrics.render(
+        storage,
+        groups,
+        &subs,
+        state.cluster.get().map(AsRef::as_ref),
+    );
     Ok(ok(
         Bytes::from(text),
         "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -3,7 +3,6 @@
 //! what is allowed (SPEC).
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{header, Response, StatusCode};
 
 use crate::names::NameError;
@@ -56,10 +55,10 @@ impl ApiError {
 
     /// The response: status plus the message as one text line.
     #[must_use]
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<super::body::Body> {
         let mut line = self.message.replace(['\n', '\r'], " ");
         line.push('\n');
-        let mut resp = Response::new(Full::new(Bytes::from(line)));
+        let mut resp = Response::new(super::body::Body::new(Bytes::from(line)));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -4,9 +4,11 @@
 
 mod ack;
 mod admin;
+pub mod body;
 pub mod error;
 mod groups;
 pub mod params;
+mod peer;
 mod read;
 mod subscriptions;
 mod write;
@@ -15,11 +17,11 @@ use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::groups::GroupStore;
 use crate::metrics::{Metrics, StatusLabel};
@@ -28,7 +30,7 @@ use crate::subscriptions::Subscriptions;
 use error::ApiError;
 
 /// The response type of every handler.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = Response<body::Body>;
 
 /// State shared by all connections.
 #[derive(Debug)]
@@ -37,6 +39,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Set once startup recovery has finished; until then requests get 503.
     pub storage: OnceLock<Arc<Storage>>,
+    /// Set as soon as storage is open, before crash pull-back, so peers
+    /// recovering at the same time can pull from this server.
+    pub peer_storage: OnceLock<Arc<Storage>>,
+    /// The cluster (peers configured); set with `peer_storage`.
+    pub cluster: OnceLock<Arc<Cluster>>,
     /// Consumer group positions; set together with `storage`.
     pub groups: OnceLock<Arc<GroupStore>>,
     /// Push subscriptions; set together with `storage`.
@@ -66,6 +73,8 @@ impl AppState {
         Self {
             config,
             storage: OnceLock::new(),
+            peer_storage: OnceLock::new(),
+            cluster: OnceLock::new(),
             groups: OnceLock::new(),
             subscriptions: OnceLock::new(),
             metrics: Metrics::default(),
@@ -86,6 +95,24 @@ impl AppState {
         self.subscriptions
             .get()
             .ok_or_else(|| ApiError::unavailable("server is recovering its data; retry shortly"))
+    }
+
+    fn cluster(&self) -> Result<&Arc<Cluster>, ApiError> {
+        self.cluster.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this server has no peers (--peers is not set)",
+            )
+        })
+    }
+
+    fn peer_storage(&self) -> Result<&Arc<Storage>, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::unavailable("server is shutting down"));
+        }
+        self.peer_storage
+            .get()
+            .ok_or_else(|| ApiError::unavailable("server is opening its data; retry shortly"))
     }
 
     fn storage(&self) -> Result<&Arc<Storage>, ApiError> {
@@ -124,6 +151,11 @@ pub async fn handle(
         ("/subscriptions", &Method::DELETE) => subscriptions::remove(&state, &req).await,
         ("/healthz", &Method::GET) => Ok(admin::healthz(&state)),
         ("/metrics", &Method::GET) => admin::metrics(&state).await,
+        ("/peers", &Method::GET) => peer::status(&state),
+        (crate::cluster::protocol::CHANGES_PATH, &Method::POST) => peer::changes(&state, req).await,
+        (crate::cluster::protocol::FETCH_PATH, &Method::GET) => peer::fetch(&state, &req),
+        (crate::cluster::protocol::HELD_PATH, &Method::GET) => peer::held(&state, &req),
+        (crate::cluster::protocol::ACK_PATH, &Method::POST) => peer::ack(&state, &req).await,
         _ => Err(not_routed(&path, &method)),
     };
     let resp = result.unwrap_or_else(|e| {
@@ -148,7 +180,9 @@ pub async fn handle(
 fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/write" => "POST",
-        "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/metrics" => "GET",
+        "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/metrics" | "/peers"
+        | "/peer/fetch" | "/peer/held" => "GET",
+        "/peer/changes" | "/peer/ack" => "POST",
         "/consumers" => "GET, DELETE",
         "/subscriptions" => "GET, POST, DELETE",
         "/ack" => "GET, POST",
@@ -165,7 +199,7 @@ fn not_routed(path: &str, method: &Method) -> ApiError {
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz /metrics",
+                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz /metrics /peers",
                 path.chars().take(100).collect::<String>()
             ),
         ),
@@ -179,7 +213,7 @@ pub(crate) fn ok_line() -> HttpResponse {
 
 /// A `200` response with a body and content type.
 pub(crate) fn ok(body: Bytes, content_type: &'static str) -> HttpResponse {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(body::Body::new(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),

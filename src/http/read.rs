@@ -44,6 +44,11 @@ pub(super) async fn read(
         .category(&category)
         .and_then(|log| log.chunk(&name))
         .ok_or_else(unknown)?;
+    let s = chunk.state();
+    if off > s.end && !s.sealed && name.owner() != storage.server() {
+        // Past what an incomplete copy holds: no data here yet (SPEC).
+        return Ok(ok(Bytes::new(), "application/octet-stream"));
+    }
     let outcome = chunk.read(off, max_size)?;
     let outcome = match outcome {
         ReadOutcome::Empty { sealed: false } if wait_ms > 0 => {

@@ -42,9 +42,15 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     let category = query.category()?;
     let sync = query.opt_bool("sync")?.unwrap_or(false);
     let replicas = query.opt_u64("min_sync_replicas")?.unwrap_or(0);
-    if replicas > 0 {
+    let peers = state.config.peers.len() as u64;
+    if replicas > peers {
         return Err(ApiError::bad_request(format!(
-            "min_sync_replicas={replicas} but this server has 0 peers; use 0 or configure --peers"
+            "min_sync_replicas={replicas} but this server has {peers} peers; use at most {peers}{}",
+            if peers == 0 {
+                " or configure --peers"
+            } else {
+                ""
+            }
         )));
     }
     let limits = &state.config.limits;
@@ -77,12 +83,47 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             )
         })??;
     let body = checker.finish()?;
+    let durable = sync || storage.fsync_every_write();
+    let cluster = state.cluster.get().filter(|_| replicas > 0);
+    // Counted before appending, so replicas fetching these bytes already
+    // know to fdatasync them.
+    let _sync_waiter = cluster
+        .filter(|_| durable)
+        .map(|c| c.progress.sync_waiter());
     let appended = storage.append(&category, frames, body).await?;
-    if sync || storage.fsync_every_write() {
+    if durable {
         storage
             .wait_durable(&appended)
             .await
             .map_err(|e| ApiError::from(e).with_written(true))?;
+    }
+    if let Some(cluster) = cluster {
+        let name = appended.chunk.name().to_string();
+        let end = appended.offset + appended.size;
+        let k = usize::try_from(replicas).unwrap_or(usize::MAX);
+        let timeout = state.config.replication_timeout;
+        cluster
+            .progress
+            .wait_for(
+                category.as_str(),
+                &name,
+                end,
+                k,
+                durable,
+                timeout,
+                state.shutdown.cancelled(),
+            )
+            .await
+            .map_err(|have| {
+                ApiError::unavailable(format!(
+                    "written to {name} at offset {}, but only {have} of {k} replicas confirmed it{} within {} ms \
+                     (or the server is shutting down); the data stays written and keeps replicating",
+                    appended.offset,
+                    if durable { " on disk" } else { "" },
+                    timeout.as_millis()
+                ))
+                .with_written(true)
+            })?;
     }
     state.metrics.writes.inc();
     state.metrics.write_bytes.inc_by(appended.size);

@@ -24,6 +24,7 @@ use super::chunk::format::CheckedBody;
 use super::chunk::index::{self, Record, HEADER_LEN, RECORD_LEN};
 use super::chunk::publish::Torn;
 use super::chunk::{index_path, Chunk, ChunkFiles, ChunkMap};
+use super::copy::{self, CopyWriter};
 use super::{Ctx, StorageError};
 use crate::config::AppendMode;
 
@@ -273,6 +274,7 @@ impl CategoryLog {
             }
         }
         chunk.wait_published(off, end).await?;
+        self.ctx.feed.changed(&chunk);
         if off == 0 {
             // The chunk has just become visible in listings.
             self.listed.send_modify(|g| *g = g.wrapping_add(1));
@@ -415,9 +417,11 @@ impl CategoryLog {
             return Ok(());
         }
         a.chunk.close();
+        self.ctx.feed.changed(&a.chunk);
         let idx_pos = HEADER_LEN as u64 + RECORD_LEN as u64 * published.records;
         a.chunk
             .seal_blocking(published.end, idx_pos, &self.ctx.hook)?;
+        self.ctx.feed.changed(&a.chunk);
         tracing::debug!(chunk = %a.chunk.name(), size = published.end, "sealed chunk");
         Ok(())
     }
@@ -566,7 +570,138 @@ impl CategoryLog {
             }
         }
         fsutil::fsync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))?;
+        if name.owner() == &self.ctx.server {
+            self.ctx.feed.deleted(&self.category, name)?;
+        }
         tracing::info!(category = %self.category, chunk = %name, size = state.end, "deleted acked chunk");
+        Ok(())
+    }
+
+    /// Copies of peers' chunks that are still being replicated (open files).
+    #[must_use]
+    pub fn open_copies(&self) -> Vec<Arc<Chunk>> {
+        self.chunks
+            .read()
+            .values()
+            .filter(|c| c.name().owner() != &self.ctx.server && c.files().is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Own chunks left open by a crash (cluster mode): they wait for the
+    /// pull-back from replicas, then [`CategoryLog::seal_copy`].
+    #[must_use]
+    pub fn unsealed_own(&self) -> Vec<Arc<Chunk>> {
+        let active = self.active_chunk();
+        self.chunks
+            .read()
+            .values()
+            .filter(|c| {
+                let s = c.state();
+                c.name().owner() == &self.ctx.server
+                    && !s.sealed
+                    && !s.closed
+                    && !active.as_ref().is_some_and(|a| Arc::ptr_eq(a, c))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The writer to copy bytes into `name` (a peer's chunk, or an own
+    /// chunk being completed after a crash): continues the copy held here,
+    /// or creates an empty one. Blocking.
+    ///
+    /// # Errors
+    /// [`StorageError::AlreadyComplete`] when the copy is sealed, or I/O
+    /// errors creating or opening its files.
+    pub fn copy_writer(&self, name: &ChunkName) -> Result<CopyWriter, StorageError> {
+        let hint = self.ctx.cfg.max_chunk_size;
+        if let Some(chunk) = self.chunk(name) {
+            return CopyWriter::reopen(chunk, hint, self.ctx.hook.clone());
+        }
+        let data_path = self.dir.join(name.to_string());
+        let chunk = Arc::new(Chunk::existing(
+            name.clone(),
+            data_path,
+            0,
+            false,
+            std::time::SystemTime::now(),
+        ));
+        let writer = CopyWriter::create(Arc::clone(&chunk), hint, self.ctx.hook.clone())?;
+        self.chunks.write().insert(name.clone(), chunk);
+        Ok(writer)
+    }
+
+    /// Appends verified batches through `writer` (see [`CopyWriter::append`])
+    /// and announces what became visible.
+    ///
+    /// # Errors
+    /// As [`CopyWriter::append`].
+    pub fn append_copy(
+        &self,
+        writer: &mut CopyWriter,
+        records: &[Record],
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let before = writer.end();
+        writer.append(records, data)?;
+        if before == 0 && writer.end() > 0 {
+            self.listed.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        if writer.chunk().name().owner() == &self.ctx.server {
+            self.ctx.feed.changed(writer.chunk());
+        }
+        Ok(())
+    }
+
+    /// Seals a copy (or a recovered own chunk) at its current end.
+    ///
+    /// # Errors
+    /// As [`CopyWriter::seal`].
+    pub fn seal_copy(&self, writer: CopyWriter) -> Result<(), StorageError> {
+        let chunk = Arc::clone(writer.chunk());
+        let empty = writer.end() == 0;
+        if empty {
+            self.chunks.write().remove(chunk.name());
+            drop(writer);
+            return copy::remove_files(&chunk);
+        }
+        writer.seal()?;
+        if chunk.name().owner() == &self.ctx.server {
+            self.ctx.feed.changed(&chunk);
+        }
+        Ok(())
+    }
+
+    /// Removes this server's copy of a peer's chunk (deleted by its owner,
+    /// or diverged from it). Readers holding it keep their mapping.
+    ///
+    /// # Errors
+    /// I/O errors removing the files.
+    pub fn remove_copy(&self, name: &ChunkName) -> Result<bool, StorageError> {
+        let Some(chunk) = self.chunks.write().remove(name) else {
+            return Ok(false);
+        };
+        copy::remove_files(&chunk)?;
+        fsutil::fsync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))?;
+        self.listed.send_modify(|g| *g = g.wrapping_add(1));
+        Ok(true)
+    }
+
+    /// Makes sure own chunk indexes below `next` are never handed out
+    /// (after pulling back a chunk this server had lost).
+    ///
+    /// # Errors
+    /// Recording the counter failed.
+    pub fn reserve_indexes_below(&self, next: u64) -> Result<(), StorageError> {
+        let mut n = self.creator.lock();
+        if *n >= next {
+            return Ok(());
+        }
+        let counter = self.ctx.counter_path(&self.category);
+        fsutil::rewrite_atomic(&counter, next.to_string().as_bytes())
+            .map_err(|e| StorageError::io("record next chunk index in", &counter, e))?;
+        *n = next;
         Ok(())
     }
 }

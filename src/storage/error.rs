@@ -107,6 +107,20 @@ pub enum StorageError {
         /// The lock file.
         lock: PathBuf,
     },
+    /// Bytes copied from a peer do not match their index records.
+    #[error("copy of chunk {name} rejected: {why}")]
+    CopyMismatch {
+        /// The chunk.
+        name: String,
+        /// What did not match.
+        why: String,
+    },
+    /// A copy was asked of a chunk this server already holds complete.
+    #[error("chunk {name} is already complete here")]
+    AlreadyComplete {
+        /// The chunk.
+        name: String,
+    },
     /// All 10^9 chunk indexes of a category are used.
     #[error("category {category} has used every chunk index (999999999)")]
     IndexesExhausted {

@@ -11,7 +11,9 @@
 
 mod category_log;
 pub mod chunk;
+mod copy;
 mod error;
+pub mod feed;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use category_log::{Appended, CategoryLog, ChunkInfo};
+pub use copy::CopyWriter;
 pub use error::StorageError;
+pub use feed::ChangeFeed;
 
 use crate::config::StorageConfig;
 use crate::fsutil::{self, FaultHook};
@@ -46,6 +50,7 @@ pub struct Ctx {
     hook: FaultHook,
     tasks: TaskTracker,
     closing: AtomicBool,
+    feed: ChangeFeed,
 }
 
 impl Ctx {
@@ -98,6 +103,7 @@ impl Storage {
             }
             Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &lock_path, e)),
         }
+        let feed = ChangeFeed::open(cfg.cluster.then_some(state_dir.as_path()))?;
         let ctx = Arc::new(Ctx {
             data_dir: data_dir.to_path_buf(),
             state_dir,
@@ -106,6 +112,7 @@ impl Storage {
             hook,
             tasks: TaskTracker::new(),
             closing: AtomicBool::new(false),
+            feed,
         });
         let mut categories = BTreeMap::new();
         let mut chunk_count = 0usize;
@@ -165,6 +172,18 @@ impl Storage {
         &self.ctx.state_dir
     }
 
+    /// The change feed of this server's own chunks (peers poll it).
+    #[must_use]
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.ctx.feed
+    }
+
+    /// Largest chunk size (what copies of peers' chunks are mapped with).
+    #[must_use]
+    pub fn max_chunk_size(&self) -> u64 {
+        self.ctx.cfg.max_chunk_size
+    }
+
     /// The log of `category`, if it exists.
     #[must_use]
     pub fn category(&self, category: &Category) -> Option<Arc<CategoryLog>> {
@@ -181,7 +200,14 @@ impl Storage {
             .collect()
     }
 
-    fn category_or_create(&self, category: &Category) -> Result<Arc<CategoryLog>, StorageError> {
+    /// The log of `category`, created (empty) if missing.
+    ///
+    /// # Errors
+    /// Creating the category directory or reading its chunk counter failed.
+    pub fn category_or_create(
+        &self,
+        category: &Category,
+    ) -> Result<Arc<CategoryLog>, StorageError> {
         if let Some(log) = self.category(category) {
             return Ok(log);
         }
@@ -237,12 +263,19 @@ impl Storage {
         self.ctx.cfg.fsync_every_write
     }
 
-    /// fdatasyncs every open chunk that has unsynced bytes.
+    /// fdatasyncs every open chunk (own, or a copy being replicated) that
+    /// has unsynced bytes.
     pub async fn flush_all(&self) {
         let logs: Vec<_> = self.categories.read().values().cloned().collect();
         for log in logs {
-            if let Some(chunk) = log.active_chunk() {
-                if let Err(e) = chunk.sync_to(chunk.state().end, &self.ctx.hook).await {
+            let mut open = log.open_copies();
+            open.extend(log.active_chunk());
+            for chunk in open {
+                let end = chunk.state().end;
+                if chunk.synced_upto() >= end {
+                    continue;
+                }
+                if let Err(e) = chunk.sync_to(end, &self.ctx.hook).await {
                     tracing::error!(chunk = %chunk.name(), error = %e, "periodic flush failed");
                 }
             }
@@ -350,7 +383,9 @@ fn load_category(
         if owned {
             next = next.max(name.index() + 1);
         }
-        if let Some(chunk) = chunk::recovery::load(name.clone(), &path, owned, &ctx.hook)? {
+        if let Some(chunk) =
+            chunk::recovery::load(name.clone(), &path, owned, !ctx.cfg.cluster, &ctx.hook)?
+        {
             chunks.insert(name, chunk);
         }
     }

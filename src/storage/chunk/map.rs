@@ -49,6 +49,18 @@ impl ChunkMap {
         Ok(Self { raw })
     }
 
+    /// Mapped length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether the mapping is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.raw.len() == 0
+    }
+
     /// Copies `src` to `[off, off + src.len())`.
     ///
     /// # Safety

@@ -12,7 +12,7 @@ pub mod recovery;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -78,6 +78,11 @@ pub struct Chunk {
     /// buffered writes anyway, and waiting here sleeps instead of spinning
     /// on that lock in the kernel (measured: 17% CPU lost to the spin).
     copy_lock: Mutex<()>,
+    /// Sequence number of the last change announced to peers (own chunks).
+    changed: AtomicU64,
+    /// Length to map a growing replica copy with, so reads do not remap
+    /// on every append.
+    map_hint: AtomicU64,
 }
 
 /// The sidecar path of a chunk file.
@@ -179,6 +184,8 @@ impl Chunk {
             failure: Mutex::new(None),
             publisher: publish::Publisher::default(),
             copy_lock: Mutex::new(()),
+            changed: AtomicU64::new(0),
+            map_hint: AtomicU64::new(0),
         }
     }
 
@@ -298,14 +305,18 @@ impl Chunk {
 
     fn mapping(&self) -> Result<Arc<ChunkMap>, StorageError> {
         let mut guard = self.map.lock();
-        if let Some(m) = guard.as_ref() {
+        let size = self.state().end;
+        if let Some(m) = guard.as_ref().filter(|m| m.len() as u64 >= size) {
             return Ok(Arc::clone(m));
         }
-        let size = self.state().end;
+        // First read, or a replica copy that grew past its mapping: map it
+        // (again) with room to grow. Mapping past the end of the file is
+        // allowed; only published bytes, which are in the file, are read.
+        let len = size.max(self.map_hint.load(Ordering::Relaxed));
         let file = File::open(&self.data_path)
             .map_err(|e| StorageError::io("open chunk", &self.data_path, e))?;
         let map = Arc::new(
-            ChunkMap::map_read_only(&file, size)
+            ChunkMap::map_read_only(&file, len)
                 .map_err(|e| StorageError::io("map chunk", &self.data_path, e))?,
         );
         *guard = Some(Arc::clone(&map));
@@ -356,6 +367,138 @@ impl Chunk {
         // SAFETY: [start, start + take) lies inside the published range.
         let owner = unsafe { MappedBytes::new(map, start, start + take) };
         Ok(ReadOutcome::Data(Bytes::from_owner(owner)))
+    }
+
+    /// The published bytes `[off, end)` as a zero-copy view (peer fetches;
+    /// callers pass batch boundaries).
+    ///
+    /// # Errors
+    /// [`StorageError::OffsetBeyondEnd`] past the published end, or an I/O
+    /// error mapping the file.
+    pub fn raw_bytes(&self, off: u64, end: u64) -> Result<Bytes, StorageError> {
+        let published = self.state().end;
+        if off > end || end > published {
+            return Err(StorageError::OffsetBeyondEnd {
+                name: self.name.to_string(),
+                off: end,
+                size: published,
+            });
+        }
+        if off == end {
+            return Ok(Bytes::new());
+        }
+        let map = self.mapping()?;
+        // SAFETY: [off, end) lies inside the published, immutable range.
+        let owner = unsafe { MappedBytes::new(map, to_usize(off), to_usize(end)) };
+        Ok(Bytes::from_owner(owner))
+    }
+
+    /// Index records of the published batches starting with record number
+    /// `first`, which must start at offset `off`: as many whole batches as
+    /// fit in `max_bytes` (at least one), none past the published end.
+    ///
+    /// # Errors
+    /// [`StorageError::NotBoundary`] when record `first` does not start at
+    /// `off`, or I/O errors reading the index.
+    pub fn batch_records(
+        &self,
+        first: u64,
+        off: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<index::Record>, StorageError> {
+        /// Records read per `pread` (64 KiB).
+        const PER_READ: usize = 4096;
+        let end = self.state().end;
+        if off >= end {
+            return Ok(Vec::new());
+        }
+        let file;
+        let files = self.files();
+        let idx: &File = if let Some(f) = files.as_ref() {
+            &f.idx
+        } else {
+            file = File::open(&self.idx_path)
+                .map_err(|e| StorageError::io("open index", &self.idx_path, e))?;
+            &file
+        };
+        let mut out = Vec::new();
+        let mut next_off = off;
+        let mut taken = 0u64;
+        let mut pos = index::HEADER_LEN as u64 + first * index::RECORD_LEN as u64;
+        let mut buf = vec![0u8; PER_READ * index::RECORD_LEN];
+        'read: loop {
+            let n = read_up_to(idx, &mut buf, pos)
+                .map_err(|e| StorageError::io("read index", &self.idx_path, e))?;
+            let whole = n - n % index::RECORD_LEN;
+            if whole == 0 {
+                break;
+            }
+            for raw in buf[..whole].chunks_exact(index::RECORD_LEN) {
+                let mut r = [0u8; index::RECORD_LEN];
+                r.copy_from_slice(raw);
+                let rec = index::Record::decode(&r);
+                let rec_end = rec.offset + u64::from(rec.len);
+                if rec.is_seal() || rec.len == 0 || rec.offset != next_off || rec_end > end {
+                    break 'read;
+                }
+                if !out.is_empty() && taken + u64::from(rec.len) > max_bytes {
+                    break 'read;
+                }
+                taken += u64::from(rec.len);
+                next_off = rec_end;
+                out.push(rec);
+                if next_off == end || taken >= max_bytes {
+                    break 'read;
+                }
+            }
+            pos += whole as u64;
+        }
+        if out.is_empty() {
+            return Err(StorageError::NotBoundary {
+                name: self.name.to_string(),
+                off,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stamps the sequence number of the chunk's last announced change.
+    pub(crate) fn set_changed(&self, seq: u64) {
+        self.changed.store(seq, Ordering::Release);
+    }
+
+    /// Sequence number of the chunk's last announced change (0: none).
+    #[must_use]
+    pub fn changed_seq(&self) -> u64 {
+        self.changed.load(Ordering::Acquire)
+    }
+
+    /// Opens the chunk for copying verified batches into it (a replica
+    /// copy, or an own chunk being completed from a replica after a crash).
+    /// `map_hint` is the length to map it with for reads.
+    pub(crate) fn open_for_copy(&self, files: Arc<ChunkFiles>, map_hint: u64) {
+        self.map_hint.store(map_hint, Ordering::Relaxed);
+        *self.files.lock() = Some(files);
+    }
+
+    /// Publishes copied bytes up to `end` (a batch boundary).
+    pub(crate) fn publish_copied(&self, end: u64) {
+        self.state.send_if_modified(|s| {
+            let grew = end > s.end;
+            s.end = s.end.max(end);
+            grew
+        });
+    }
+
+    /// Records that the first `upto` bytes are on disk (copies sync themselves).
+    pub(crate) fn mark_synced(&self, upto: u64) {
+        self.synced.send_modify(|s| s.upto = s.upto.max(upto));
+    }
+
+    /// How many bytes are known to be on disk.
+    #[must_use]
+    pub fn synced_upto(&self) -> u64 {
+        self.synced.borrow().upto
     }
 
     /// Checks that `off` is a message boundary of the published bytes.
@@ -604,6 +747,20 @@ impl Chunk {
             }
         }
     }
+}
+
+/// Reads into `buf` at `pos` until it is full or the file ends.
+fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], pos + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn to_usize(v: u64) -> usize {

@@ -24,7 +24,11 @@ use super::{index_path, Chunk, ChunkMap};
 /// Loads the chunk at `data_path`. Returns `None` when it holds no message
 /// (its files are then removed).
 ///
-/// `owned`: this server wrote the chunk, so an unsealed one is sealed now.
+/// `owned`: this server wrote the chunk. An unsealed owned chunk is sealed
+/// now if `seal_owned` (single node); in a cluster it stays open, trimmed to
+/// its verified prefix, until the server has pulled back from its replicas
+/// any bytes past that prefix (see `cluster::recovery`). An unsealed copy of
+/// a peer's chunk is trimmed the same way and stays open for the replicator.
 ///
 /// # Errors
 /// I/O errors and foreign index headers, naming the file.
@@ -32,12 +36,13 @@ pub fn load(
     name: ChunkName,
     data_path: &Path,
     owned: bool,
+    seal_owned: bool,
     hook: &FaultHook,
 ) -> Result<Option<Arc<Chunk>>, StorageError> {
     let idx_path = index_path(data_path);
     let data_file = OpenOptions::new()
         .read(true)
-        .write(owned)
+        .write(true)
         .open(data_path)
         .map_err(|e| StorageError::io("open chunk", data_path, e))?;
     let meta = data_file
@@ -78,16 +83,19 @@ pub fn load(
         );
     }
     if scan.valid_end == 0 {
-        if owned {
-            tracing::info!(chunk = %data_path.display(), "removing empty chunk");
-            remove_pair(data_path, &idx_path)?;
-        }
+        tracing::info!(chunk = %data_path.display(), "removing empty chunk");
+        remove_pair(data_path, &idx_path)?;
         return Ok(None);
     }
-    if owned && !scan.sealed {
+    let seal_now = owned && seal_owned;
+    if seal_now && !scan.sealed {
         seal_recovered(&data_file, data_path, &idx_path, &scan, hook)?;
         tracing::info!(chunk = %data_path.display(), size = scan.valid_end, "sealed chunk left open by a crash");
-    } else if owned && (data_len != scan.valid_end || idx_bytes.len() != scan.index_len) {
+    } else if !scan.sealed {
+        // Left open (cluster recovery or a replica copy): keep exactly the
+        // verified prefix so copying can continue after it.
+        trim_open(&data_file, data_path, &idx_path, &scan, hook)?;
+    } else if data_len != scan.valid_end || idx_bytes.len() != scan.index_len {
         // Sealed, but with bytes past the seal in either file: drop them.
         seal_recovered(
             &data_file,
@@ -100,7 +108,7 @@ pub fn load(
             hook,
         )?;
     }
-    let sealed = owned || scan.sealed;
+    let sealed = seal_now || scan.sealed;
     Ok(Some(Arc::new(Chunk::existing(
         name,
         data_path.to_path_buf(),
@@ -187,6 +195,26 @@ fn seal_recovered(
         scan.index_len as u64,
     )
     .map_err(|e| StorageError::io("append seal record to", idx_path, e))?;
+    fsutil::sync_data(&idx, hook).map_err(|e| StorageError::io("fdatasync", idx_path, e))
+}
+
+fn trim_open(
+    data_file: &File,
+    data_path: &Path,
+    idx_path: &Path,
+    scan: &Scan,
+    hook: &FaultHook,
+) -> Result<(), StorageError> {
+    data_file
+        .set_len(scan.valid_end)
+        .map_err(|e| StorageError::io("trim", data_path, e))?;
+    fsutil::sync_data(data_file, hook).map_err(|e| StorageError::io("fdatasync", data_path, e))?;
+    let idx = OpenOptions::new()
+        .write(true)
+        .open(idx_path)
+        .map_err(|e| StorageError::io("open index", idx_path, e))?;
+    idx.set_len(scan.index_len as u64)
+        .map_err(|e| StorageError::io("trim", idx_path, e))?;
     fsutil::sync_data(&idx, hook).map_err(|e| StorageError::io("fdatasync", idx_path, e))
 }
 

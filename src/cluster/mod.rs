@@ -1,0 +1,253 @@
+//! The cluster: static peers, pull replication of every peer's own chunks,
+//! `min_sync_replicas` waits, crash pull-back and cluster-wide acks.
+//!
+//! - [`peers`]: the `--peers` list.
+//! - [`protocol`]: peer messages and the fetch-reply codec (`docs/peers.md`).
+//! - [`link`]: HTTP client for peer requests.
+//! - [`replicator`]: replica side, one task per peer.
+//! - [`progress`]: owner side, what replicas hold; `min_sync_replicas` waits.
+//! - [`recovery`]: pull-back of own bytes from replicas after a crash.
+//! - [`acks`]: acks of peers' chunks still to forward to their owner.
+
+pub mod acks;
+pub mod link;
+pub mod peers;
+pub mod progress;
+pub mod protocol;
+pub mod recovery;
+pub mod replicator;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+pub use peers::Peer;
+
+use crate::names::ServerName;
+use crate::storage::{Storage, StorageError};
+use acks::{PendingAck, PendingAcks};
+use link::{q, PeerClient, PeerError};
+use replicator::{LinkState, Replicator};
+
+/// How often acks waiting for an unreachable owner are retried.
+const ACK_RETRY: Duration = Duration::from_secs(1);
+/// Deadline of a forwarded ack.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// This server's view of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    me: ServerName,
+    peers: Vec<Peer>,
+    /// Identifies this process run in the change feed (a restart changes it).
+    epoch: u64,
+    client: PeerClient,
+    /// What replicas hold of this server's chunks.
+    pub progress: progress::Progress,
+    /// Per peer: this server's replication of that peer's chunks.
+    links: BTreeMap<String, Arc<Mutex<LinkState>>>,
+    pending: Arc<PendingAcks>,
+}
+
+/// How forwarding an ack to a chunk's owner went.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// The owner deleted the chunk.
+    Applied,
+    /// The owner is unreachable; the ack is stored and retried.
+    Queued,
+}
+
+impl Cluster {
+    /// A cluster view for `me` with `peers`; loads pending acks from `state_dir`.
+    ///
+    /// # Errors
+    /// The pending-acks file is unreadable.
+    pub fn new(
+        me: ServerName,
+        peers: Vec<Peer>,
+        state_dir: &std::path::Path,
+    ) -> Result<Self, String> {
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(1))
+            ^ u64::from(std::process::id());
+        let links = peers
+            .iter()
+            .map(|p| (p.name.to_string(), Arc::default()))
+            .collect();
+        Ok(Self {
+            me,
+            peers,
+            epoch: epoch.max(1),
+            client: PeerClient::default(),
+            progress: progress::Progress::default(),
+            links,
+            pending: Arc::new(PendingAcks::open(state_dir)?),
+        })
+    }
+
+    /// This server's name.
+    #[must_use]
+    pub fn me(&self) -> &ServerName {
+        &self.me
+    }
+
+    /// The configured peers.
+    #[must_use]
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+
+    /// This process run's epoch.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Replication state of each peer link.
+    #[must_use]
+    pub fn links(&self) -> Vec<(String, LinkState)> {
+        self.links
+            .iter()
+            .map(|(n, l)| (n.clone(), l.lock().clone()))
+            .collect()
+    }
+
+    /// Acks waiting for their owner.
+    #[must_use]
+    pub fn pending_acks(&self) -> Vec<PendingAck> {
+        self.pending.list()
+    }
+
+    /// Pulls back own bytes from replicas after a crash, then seals (see
+    /// [`recovery`]).
+    pub async fn recover(&self, storage: &Arc<Storage>, limit: Duration) -> u64 {
+        recovery::pull_back(storage, &self.me, &self.peers, &self.client, limit).await
+    }
+
+    /// Starts one replicator per peer and the ack forwarder.
+    pub fn start(
+        self: &Arc<Self>,
+        storage: &Arc<Storage>,
+        stop: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for peer in &self.peers {
+            let Some(link) = self.links.get(peer.name.as_str()) else {
+                continue;
+            };
+            let r = Replicator::new(
+                peer.clone(),
+                self.me.clone(),
+                Arc::clone(storage),
+                self.client.clone(),
+                Arc::clone(link),
+                Arc::clone(&self.pending),
+                stop.child_token(),
+            );
+            tasks.push(tokio::spawn(r.run()));
+        }
+        let me = Arc::clone(self);
+        let stop = stop.child_token();
+        tasks.push(tokio::spawn(async move { me.forward_pending(stop).await }));
+        tasks
+    }
+
+    fn owner_of(&self, chunk: &crate::names::ChunkName) -> Option<&Peer> {
+        self.peers.iter().find(|p| &p.name == chunk.owner())
+    }
+
+    /// Sends a chukcha ack of a peer's chunk to its owner. An unreachable
+    /// owner gets it later: it is stored and retried.
+    ///
+    /// # Errors
+    /// The owner refused it (its status and message), or the ack could not
+    /// be stored for later.
+    pub async fn forward_ack(&self, ack: PendingAck) -> Result<Forwarded, PeerError> {
+        let Some(owner) = crate::names::ChunkName::parse(&ack.chunk)
+            .ok()
+            .and_then(|n| self.owner_of(&n).cloned())
+        else {
+            // Not a configured peer's chunk: nobody else to tell.
+            return Ok(Forwarded::Applied);
+        };
+        match self.send_ack(&owner, &ack).await {
+            Ok(()) => Ok(Forwarded::Applied),
+            Err(PeerError::Unreachable { .. }) => {
+                self.pending.add(ack).map_err(|why| PeerError::BadReply {
+                    peer: owner.name.to_string(),
+                    why,
+                })?;
+                Ok(Forwarded::Queued)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send_ack(&self, owner: &Peer, ack: &PendingAck) -> Result<(), PeerError> {
+        let url = format!(
+            "{}{}?category={}&chunk={}&size={}&from={}",
+            owner.url,
+            protocol::ACK_PATH,
+            q(&ack.category),
+            q(&ack.chunk),
+            ack.size,
+            q(self.me.as_str()),
+        );
+        self.client
+            .request(
+                owner.name.as_str(),
+                Method::POST,
+                &url,
+                bytes::Bytes::new(),
+                ACK_TIMEOUT,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn forward_pending(&self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(ACK_RETRY) => {}
+            }
+            for ack in self.pending.list() {
+                let Some(owner) = crate::names::ChunkName::parse(&ack.chunk)
+                    .ok()
+                    .and_then(|n| self.owner_of(&n).cloned())
+                else {
+                    self.pending.remove(&ack.category, &ack.chunk);
+                    continue;
+                };
+                match self.send_ack(&owner, &ack).await {
+                    Ok(()) => {
+                        tracing::info!(owner = %owner.name, chunk = %ack.chunk, "forwarded a stored ack to the chunk's owner");
+                        self.pending.remove(&ack.category, &ack.chunk);
+                    }
+                    Err(PeerError::Unreachable { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(owner = %owner.name, chunk = %ack.chunk, error = %e, "owner refused a stored ack; dropping it");
+                        self.pending.remove(&ack.category, &ack.chunk);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs blocking storage work off the async runtime, flattening errors.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(crate::error_chain(&e)),
+        Err(e) => Err(format!("task failed: {e}")),
+    }
+}

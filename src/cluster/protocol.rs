@@ -1,0 +1,196 @@
+//! Messages of the peer protocol (documented in `docs/peers.md`) and the
+//! pure codec of a fetch reply. No I/O here.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::chunk::index::{Record, RECORD_LEN};
+
+/// Path of the change-feed long poll (`POST`, JSON both ways).
+pub const CHANGES_PATH: &str = "/peer/changes";
+/// Path of a chunk byte fetch (`GET`).
+pub const FETCH_PATH: &str = "/peer/fetch";
+/// Path listing the copies of one owner's chunks a server holds (`GET`).
+pub const HELD_PATH: &str = "/peer/held";
+/// Path of a forwarded chukcha ack (`POST`).
+pub const ACK_PATH: &str = "/peer/ack";
+/// Reply header: number of index records at the start of a fetch body.
+pub const RECORDS_HEADER: &str = "chunkbus-records";
+/// Reply header: bytes of the chunk the answering server holds.
+pub const SIZE_HEADER: &str = "chunkbus-size";
+/// Reply header: `1` when the answering server holds the chunk complete.
+pub const COMPLETE_HEADER: &str = "chunkbus-complete";
+
+/// How far a replica holds one of the owner's chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Category.
+    pub category: String,
+    /// Chunk name.
+    pub chunk: String,
+    /// Bytes written to the replica's chunk file (and readable there).
+    pub written: u64,
+    /// Bytes fdatasync'd on the replica.
+    pub synced: u64,
+}
+
+/// The body of a changes poll.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangesRequest {
+    /// Name of the polling server.
+    pub from: String,
+    /// The owner epoch the poller's `since` refers to (0: none yet).
+    pub epoch: u64,
+    /// Last sequence number seen; 0 asks for the full state.
+    pub since: u64,
+    /// How long to wait for a change (ms); 0 answers at once.
+    pub wait_ms: u64,
+    /// What the poller now holds of the owner's chunks.
+    #[serde(default)]
+    pub held: Vec<Held>,
+}
+
+/// State of one of the owner's chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkState {
+    /// Category.
+    pub category: String,
+    /// Chunk name.
+    pub chunk: String,
+    /// Published bytes.
+    pub size: u64,
+    /// The chunk will never grow again (`size` is final).
+    pub complete: bool,
+}
+
+/// A deleted chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Category.
+    pub category: String,
+    /// Chunk name.
+    pub chunk: String,
+}
+
+/// The answer to a changes poll.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangesReply {
+    /// The owner's process epoch: a new value means it restarted and this
+    /// reply is a full state.
+    pub epoch: u64,
+    /// Sequence number to send as `since` next time.
+    pub seq: u64,
+    /// A write is waiting for replicas to fdatasync: sync what you hold.
+    pub sync: bool,
+    /// Own chunks changed since `since` (all of them for a full state).
+    pub chunks: Vec<ChunkState>,
+    /// Own chunks deleted since `since` (all known for a full state).
+    pub deleted: Vec<Deleted>,
+}
+
+/// An entry of `/peer/held`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCopy {
+    /// Category.
+    pub category: String,
+    /// Chunk name.
+    pub chunk: String,
+    /// Bytes held.
+    pub size: u64,
+    /// Held complete (sealed here).
+    pub complete: bool,
+}
+
+/// Why a fetch body could not be split.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchBodyError {
+    /// The body is shorter than its records.
+    #[error("fetch reply of {len} bytes cannot hold {records} index records")]
+    Short {
+        /// Body length.
+        len: usize,
+        /// Records announced.
+        records: usize,
+    },
+    /// The records do not describe the data that follows them.
+    #[error("fetch reply records describe {described} bytes but {actual} follow")]
+    LengthMismatch {
+        /// Sum of record lengths.
+        described: u64,
+        /// Bytes after the records.
+        actual: u64,
+    },
+}
+
+/// Encodes the index-record prefix of a fetch reply.
+#[must_use]
+pub fn encode_records(records: &[Record]) -> Bytes {
+    let mut out = Vec::with_capacity(records.len() * RECORD_LEN);
+    for r in records {
+        out.extend_from_slice(&r.encode());
+    }
+    Bytes::from(out)
+}
+
+/// Splits a fetch reply body into its `records` index records and the
+/// batch bytes they describe. The CRCs are checked by the copy writer.
+///
+/// # Errors
+/// [`FetchBodyError`] when the body and the records disagree.
+pub fn split_fetch_body(
+    body: &Bytes,
+    records: usize,
+) -> Result<(Vec<Record>, Bytes), FetchBodyError> {
+    let prefix = records
+        .checked_mul(RECORD_LEN)
+        .filter(|&p| p <= body.len())
+        .ok_or(FetchBodyError::Short {
+            len: body.len(),
+            records,
+        })?;
+    let mut out = Vec::with_capacity(records);
+    let mut described = 0u64;
+    for raw in body[..prefix].chunks_exact(RECORD_LEN) {
+        let mut b = [0u8; RECORD_LEN];
+        b.copy_from_slice(raw);
+        let r = Record::decode(&b);
+        described = described.saturating_add(u64::from(r.len));
+        out.push(r);
+    }
+    let data = body.slice(prefix..);
+    if described != data.len() as u64 {
+        return Err(FetchBodyError::LengthMismatch {
+            described,
+            actual: data.len() as u64,
+        });
+    }
+    Ok((out, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let recs = [Record::batch(0, 3, 7), Record::batch(3, 2, 9)];
+        let mut body = encode_records(&recs).to_vec();
+        body.extend_from_slice(b"ab\nc\n");
+        let (r, d) = split_fetch_body(&Bytes::from(body), 2).unwrap();
+        assert_eq!(r, recs);
+        assert_eq!(&d[..], b"ab\nc\n");
+    }
+
+    proptest! {
+        /// Any body and record count: an error or a consistent split, never a panic.
+        #[test]
+        fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..256), n in 0usize..64) {
+            if let Ok((recs, data)) = split_fetch_body(&Bytes::from(body), n) {
+                let sum: u64 = recs.iter().map(|r| u64::from(r.len)).sum();
+                prop_assert_eq!(sum, data.len() as u64);
+            }
+        }
+    }
+}

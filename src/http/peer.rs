@@ -1,0 +1,302 @@
+//! Peer endpoints (`docs/peers.md`): the change feed of own chunks, byte
+//! fetches with index records, the list of copies held of one owner's
+//! chunks, forwarded acks; and `GET /peers`, the replication status.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{header, Request, Response, StatusCode};
+
+use super::body::Body;
+use super::error::ApiError;
+use super::params::Query;
+use super::{json, ok_line, AppState, HttpResponse};
+use crate::cluster::protocol::{self, ChangesReply, ChangesRequest, ChunkState, Deleted, HeldCopy};
+use crate::names::{Category, ServerName};
+use crate::storage::{Storage, StorageError};
+
+/// Largest changes-poll body accepted (reports of many chunks).
+const MAX_CHANGES_BODY: usize = 16 << 20;
+/// Longest changes-poll wait.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+
+/// `POST /peer/changes`: records the poller's report, waits (up to
+/// `wait_ms`) for a change after `since`, answers with the changed own
+/// chunks and tombstones.
+pub(super) async fn changes(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let cluster = state.cluster()?;
+    let storage = state.peer_storage()?;
+    let body = http_body_util::Limited::new(req.into_body(), MAX_CHANGES_BODY)
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the poll body failed: {e}")))?
+        .to_bytes();
+    let poll: ChangesRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad changes poll: {e}")))?;
+    let from = ServerName::parse(&poll.from)?;
+    if !cluster.peers().iter().any(|p| p.name == from) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{from} is not a configured peer of {}", cluster.me()),
+        ));
+    }
+    cluster.progress.report(from.as_str(), &poll.held);
+    let since = if poll.epoch == cluster.epoch() {
+        poll.since
+    } else {
+        0
+    };
+    let feed = storage.feed();
+    if since > 0 && poll.wait_ms > 0 {
+        let wait = Duration::from_millis(poll.wait_ms).min(MAX_POLL_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = feed.subscribe();
+        let mut sync_asked = cluster.progress.subscribe_sync();
+        loop {
+            changes.borrow_and_update();
+            sync_asked.borrow_and_update();
+            if feed.seq() != since
+                || (cluster.progress.sync_wanted() && cluster.progress.has_unsynced(from.as_str()))
+            {
+                break;
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                r = sync_asked.changed() => if r.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = state.shutdown.cancelled() => break,
+            }
+        }
+    }
+    // Read the sequence number before scanning: a change stamped later is
+    // either seen now or announced above this number next time.
+    let seq = feed.seq();
+    let chunks = own_changes(storage, since);
+    let deleted = feed
+        .tombstones_since(since)
+        .into_iter()
+        .map(|t| Deleted {
+            category: t.category.to_string(),
+            chunk: t.chunk.to_string(),
+        })
+        .collect();
+    json(&ChangesReply {
+        epoch: cluster.epoch(),
+        seq,
+        sync: cluster.progress.sync_wanted(),
+        chunks,
+        deleted,
+    })
+}
+
+fn own_changes(storage: &Storage, since: u64) -> Vec<ChunkState> {
+    let mut out = Vec::new();
+    for name in storage.category_names() {
+        let Some(log) = Category::parse(&name)
+            .ok()
+            .and_then(|c| storage.category(&c))
+        else {
+            continue;
+        };
+        for chunk in log.chunks() {
+            if chunk.name().owner() != storage.server() {
+                continue;
+            }
+            if since > 0 && chunk.changed_seq() <= since {
+                continue;
+            }
+            let s = chunk.state();
+            if s.end == 0 {
+                continue;
+            }
+            out.push(ChunkState {
+                category: name.clone(),
+                chunk: chunk.name().to_string(),
+                size: s.end,
+                complete: s.sealed || s.closed,
+            });
+        }
+    }
+    out
+}
+
+/// `GET /peer/fetch?category=C&chunk=N&off=O&rec=R&max_size=M`: the index
+/// records of the whole batches from `O` (record number `R`), then their
+/// bytes, at most `M` bytes (at least one batch).
+pub(super) fn fetch(state: &AppState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    state.cluster()?;
+    let storage = state.peer_storage()?;
+    let query = Query::parse(req.uri().query());
+    let category = query.category()?;
+    let name = query.chunk()?;
+    let off = query.u64("off")?;
+    let rec = query.u64("rec")?;
+    let max_size = query.u64("max_size")?.max(1);
+    let chunk = storage
+        .category(&category)
+        .and_then(|l| l.chunk(&name))
+        .ok_or_else(|| StorageError::UnknownChunk {
+            category: category.to_string(),
+            name: name.to_string(),
+        })?;
+    let s = chunk.state();
+    let own = name.owner() == storage.server();
+    let complete = s.sealed || (own && s.closed);
+    let (records, data) = if off >= s.end {
+        (Vec::new(), Bytes::new())
+    } else {
+        let records = chunk.batch_records(rec, off, max_size)?;
+        let end = records.last().map_or(off, |r| r.offset + u64::from(r.len));
+        (records.clone(), chunk.raw_bytes(off, end)?)
+    };
+    let head = protocol::encode_records(&records);
+    let mut resp = Response::new(Body::from_parts([head, data]));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        protocol::RECORDS_HEADER,
+        header::HeaderValue::from(records.len()),
+    );
+    h.insert(protocol::SIZE_HEADER, header::HeaderValue::from(s.end));
+    h.insert(
+        protocol::COMPLETE_HEADER,
+        header::HeaderValue::from_static(if complete { "1" } else { "0" }),
+    );
+    Ok(resp)
+}
+
+/// `GET /peer/held?owner=NAME`: the copies of `NAME`'s chunks held here.
+pub(super) fn held(state: &AppState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    state.cluster()?;
+    let storage = state.peer_storage()?;
+    let query = Query::parse(req.uri().query());
+    let owner = ServerName::parse(query.required("owner")?)?;
+    let mut out = Vec::new();
+    for name in storage.category_names() {
+        let Some(log) = Category::parse(&name)
+            .ok()
+            .and_then(|c| storage.category(&c))
+        else {
+            continue;
+        };
+        for chunk in log.chunks() {
+            let s = chunk.state();
+            if chunk.name().owner() == &owner && s.end > 0 {
+                out.push(HeldCopy {
+                    category: name.clone(),
+                    chunk: chunk.name().to_string(),
+                    size: s.end,
+                    complete: s.sealed,
+                });
+            }
+        }
+    }
+    json(&out)
+}
+
+/// `POST /peer/ack?category=C&chunk=N&size=S&from=P`: a chukcha ack of an
+/// own chunk received by peer `P`; applied like a local ack.
+pub(super) async fn ack(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let cluster = state.cluster()?;
+    let query = Query::parse(req.uri().query());
+    let category = query.category()?;
+    let name = query.chunk()?;
+    let size = query.u64("size")?;
+    let storage = state.storage()?;
+    if name.owner() != cluster.me() {
+        return Err(ApiError::bad_request(format!(
+            "{name} is not owned by {}",
+            cluster.me()
+        )));
+    }
+    if storage.feed().is_deleted(&category, &name) {
+        return Ok(ok_line()); // already applied
+    }
+    super::ack::ack_local(state, storage, &category, &name, size).await?;
+    Ok(ok_line())
+}
+
+#[derive(serde::Serialize)]
+struct PeerStatus {
+    name: String,
+    url: String,
+    /// This server's replication of the peer's chunks.
+    up: bool,
+    last_contact_ms: Option<u64>,
+    last_error: Option<String>,
+    lag_bytes: u64,
+    lag_seconds: f64,
+    copied_bytes: u64,
+    copied_chunks: u64,
+    /// What the peer reported holding of this server's chunks.
+    holds_our_chunks: usize,
+    holds_our_bytes: u64,
+    holds_our_bytes_synced: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ClusterStatus {
+    name: String,
+    epoch: u64,
+    peers: Vec<PeerStatus>,
+    pending_acks: usize,
+}
+
+/// `GET /peers`: replication state of every peer link (JSON).
+pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
+    let Some(cluster) = state.cluster.get() else {
+        return json(&ClusterStatus {
+            name: state.config.name.to_string(),
+            epoch: 0,
+            peers: Vec::new(),
+            pending_acks: 0,
+        });
+    };
+    let held = cluster.progress.summary();
+    let links = cluster.links();
+    let peers = cluster
+        .peers()
+        .iter()
+        .map(|p| {
+            let link = links
+                .iter()
+                .find(|(n, _)| n == p.name.as_str())
+                .map(|(_, l)| l.clone())
+                .unwrap_or_default();
+            let (chunks, written, synced) = held.get(p.name.as_str()).copied().unwrap_or_default();
+            PeerStatus {
+                name: p.name.to_string(),
+                url: p.url.clone(),
+                up: link.up,
+                last_contact_ms: link
+                    .last_contact
+                    .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                last_error: link.last_error.clone(),
+                lag_bytes: link.lag_bytes,
+                lag_seconds: link.lag_seconds(),
+                copied_bytes: link.copied_bytes,
+                copied_chunks: link.copied_chunks,
+                holds_our_chunks: chunks,
+                holds_our_bytes: written,
+                holds_our_bytes_synced: synced,
+            }
+        })
+        .collect();
+    json(&ClusterStatus {
+        name: cluster.me().to_string(),
+        epoch: cluster.epoch(),
+        peers,
+        pending_acks: cluster.pending_acks().len(),
+    })
+}
