@@ -43,6 +43,21 @@ impl Default for Progress {
     }
 }
 
+/// What a `min_sync_replicas` write waits for.
+#[derive(Debug, Clone, Copy)]
+pub struct Need<'a> {
+    /// Category of the chunk.
+    pub category: &'a str,
+    /// Chunk written to.
+    pub chunk: &'a str,
+    /// End of the write: replicas must hold `[0, end)`.
+    pub end: u64,
+    /// How many replicas (`K`).
+    pub replicas: usize,
+    /// Held means fdatasync'd (`sync=1`).
+    pub durable: bool,
+}
+
 /// Keeps a write counted among the sync waiters while it lives.
 #[derive(Debug)]
 pub struct SyncWaiter<'a> {
@@ -130,18 +145,24 @@ impl Progress {
             .count()
     }
 
-    /// Waits until `k` peers hold `[0, end)` of the chunk, at most `limit`
-    /// or until `stop` resolves. Returns how many held it at the end.
+    /// Waits until `need.replicas` peers hold `[0, need.end)` of the chunk,
+    /// at most `limit` or until `stop` resolves.
+    ///
+    /// # Errors
+    /// How many peers held it when the wait ended unsatisfied.
     pub async fn wait_for(
         &self,
-        category: &str,
-        chunk: &str,
-        end: u64,
-        k: usize,
-        durable: bool,
+        need: &Need<'_>,
         limit: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), usize> {
+        let Need {
+            category,
+            chunk,
+            end,
+            replicas: k,
+            durable,
+        } = *need;
         let deadline = tokio::time::Instant::now() + limit;
         let mut rx = self.reported.subscribe();
         tokio::pin!(stop);
@@ -199,13 +220,16 @@ mod tests {
         p.report("n2", &[held("x", 10, 0)]);
         assert_eq!(p.holders("c", "x", 10, false), 1);
         assert_eq!(p.holders("c", "x", 10, true), 0);
+        let need = |durable| Need {
+            category: "c",
+            chunk: "x",
+            end: 10,
+            replicas: 2,
+            durable,
+        };
         let timed_out = p
             .wait_for(
-                "c",
-                "x",
-                10,
-                2,
-                false,
+                &need(false),
                 Duration::from_millis(20),
                 std::future::pending(),
             )
@@ -213,16 +237,8 @@ mod tests {
         assert_eq!(timed_out, Err(1));
         let p2 = std::sync::Arc::clone(&p);
         let waiter = tokio::spawn(async move {
-            p2.wait_for(
-                "c",
-                "x",
-                10,
-                2,
-                true,
-                Duration::from_secs(5),
-                std::future::pending(),
-            )
-            .await
+            p2.wait_for(&need(true), Duration::from_secs(5), std::future::pending())
+                .await
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
         p.report("n3", &[held("x", 12, 12)]);

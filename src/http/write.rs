@@ -13,6 +13,7 @@ use hyper::{header, Request, StatusCode};
 use super::error::ApiError;
 use super::params::Query;
 use super::{json, AppState, HttpResponse};
+use crate::cluster::progress::Need;
 use crate::storage::chunk::format::{BodyChecker, BodyError};
 
 /// How long a client may take to send a body.
@@ -105,11 +106,13 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
         cluster
             .progress
             .wait_for(
-                category.as_str(),
-                &name,
-                end,
-                k,
-                durable,
+                &Need {
+                    category: category.as_str(),
+                    chunk: &name,
+                    end,
+                    replicas: k,
+                    durable,
+                },
                 timeout,
                 state.shutdown.cancelled(),
             )

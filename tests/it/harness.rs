@@ -69,11 +69,12 @@ impl TestBroker {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_chunkbus"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chunkbus"));
+        cmd.arg("serve").arg("--data-dir").arg(&self.data_dir);
+        if !self.args.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let child = cmd
             .args(&self.args)
             .env(
                 "CHUNKBUS_LOG",
@@ -257,6 +258,83 @@ pub struct WriteReply {
     pub chunk: String,
     pub offset: u64,
     pub size: u64,
+}
+
+/// A free port on 127.0.0.1 for a node whose address its peers must know
+/// before it starts. Taken below the kernel's ephemeral range (32768+), so
+/// client connections of parallel tests cannot grab it meanwhile, from a
+/// per-process sequence, and checked free by binding it.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 700;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Three (or `n`) brokers on fixed ports that list each other as peers.
+pub struct TestCluster {
+    pub nodes: Vec<TestBroker>,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes named n1..nN with extra `serve` flags each.
+    pub fn start(n: usize, args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let peers: Vec<String> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| format!("n{}=http://127.0.0.1:{}", j + 1, ports[j]))
+                .collect();
+            let mut a: Vec<String> = vec![
+                "--name".into(),
+                format!("n{}", i + 1),
+                "--listen".into(),
+                format!("127.0.0.1:{}", ports[i]),
+                "--peers".into(),
+                peers.join(","),
+            ];
+            a.extend(args.iter().map(|s| (*s).to_owned()));
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            let dir = tmp.path().join(format!("n{}", i + 1));
+            nodes.push(TestBroker::start_in(&dir, &refs));
+        }
+        Self { nodes, _tmp: tmp }
+    }
+
+    /// Waits (at most `limit`) until every node lists the same chunks of
+    /// `category`, all with equal sizes, and `done` holds for that listing.
+    pub fn converge(
+        &self,
+        category: &str,
+        limit: Duration,
+        done: impl Fn(&[ChunkEntry]) -> bool,
+    ) -> Vec<ChunkEntry> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let lists: Vec<Vec<ChunkEntry>> = self
+                .nodes
+                .iter()
+                .filter(|n| n.child.is_some())
+                .map(|n| n.chunks(category))
+                .collect();
+            if lists.windows(2).all(|w| w[0] == w[1]) && done(&lists[0]) {
+                return lists[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no convergence within {limit:?}: {lists:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for TestBroker {

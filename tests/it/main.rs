@@ -5,6 +5,7 @@
 
 mod api;
 mod client;
+mod cluster;
 mod crash;
 mod disk_full;
 mod groups;

@@ -1,0 +1,343 @@
+//! Cluster tests: three real server processes on 127.0.0.1 replicating each
+//! other's chunks; faults injected with kill -9, SIGSTOP and file cuts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::harness::{ChunkEntry, TestBroker, TestCluster};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// Numbered messages `<tag>-<i>\n` for i in range.
+fn numbered(tag: &str, range: std::ops::Range<u64>) -> String {
+    range.map(|i| format!("{tag}-{i}\n")).collect()
+}
+
+/// Per producer tag: the numbers read, in order.
+fn by_tag(data: &[u8]) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(data).lines() {
+        let (tag, n) = line.rsplit_once('-').expect("tag-n");
+        out.entry(tag.to_owned())
+            .or_default()
+            .push(n.parse().expect("number"));
+    }
+    out
+}
+
+/// Every chunk listed on `node` as complete has the same bytes in every
+/// node's data dir.
+fn assert_identical_files(c: &TestCluster, category: &str, list: &[ChunkEntry]) {
+    for entry in list {
+        let copies: Vec<Vec<u8>> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                std::fs::read(n.data_dir().join(category).join(&entry.name)).expect("chunk file")
+            })
+            .collect();
+        for (i, bytes) in copies.iter().enumerate() {
+            assert_eq!(
+                &bytes[..entry.size as usize],
+                &copies[0][..entry.size as usize],
+                "{} differs on node {}",
+                entry.name,
+                i + 1
+            );
+            if entry.complete {
+                assert_eq!(
+                    bytes.len() as u64,
+                    entry.size,
+                    "{} size on node {}",
+                    entry.name,
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_node_serves_all_data_and_copies_are_identical() {
+    let c = TestCluster::start(3, &["--max-chunk-size", "64KiB"]);
+    // Produce to all three at once.
+    std::thread::scope(|s| {
+        for (i, node) in c.nodes.iter().enumerate() {
+            s.spawn(move || {
+                for batch in 0..40u64 {
+                    let body = numbered(&format!("p{i}"), batch * 500..(batch + 1) * 500);
+                    let (st, msg) = node.write("events", body);
+                    assert_eq!(st, 200, "{msg}");
+                }
+            });
+        }
+    });
+    let list = c.converge("events", CONVERGE, |l| {
+        l.iter().map(|e| e.size).sum::<u64>() > 0 && l.iter().filter(|e| !e.complete).count() <= 3
+    });
+    // Consume everything from each node alone: exact counts, sums, order.
+    for node in &c.nodes {
+        let got = by_tag(&node.read_all("events"));
+        assert_eq!(got.len(), 3, "all three producers' data on every node");
+        for (tag, nums) in &got {
+            assert_eq!(nums.len(), 20_000, "{tag}");
+            assert!(nums.windows(2).all(|w| w[0] + 1 == w[1]), "{tag} in order");
+            assert_eq!(nums.iter().sum::<u64>(), 20_000 * 19_999 / 2);
+        }
+    }
+    assert_identical_files(&c, "events", &list);
+    // Status and metrics show the links.
+    let (st, body) = c.nodes[0].get_text("/peers");
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["peers"].as_array().unwrap().len(), 2, "{body}");
+    assert!(
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["up"] == true),
+        "{body}"
+    );
+    let (_, metrics) = c.nodes[1].get_text("/metrics");
+    assert!(
+        metrics.contains("chunkbus_replication_lag_bytes{peer=\"n1\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("chunkbus_peer_up{peer=\"n3\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn min_sync_replicas_waits_for_peers_and_times_out_with_503() {
+    let mut c = TestCluster::start(3, &["--replication-timeout", "1s"]);
+    let (s, msg) = c.nodes[0].post("/write?category=c&min_sync_replicas=3", "a\n");
+    assert_eq!(s, 400, "{msg}");
+    let (s, msg) = c.nodes[0].post("/write?category=c&min_sync_replicas=2&sync=1", "a\n");
+    assert_eq!(s, 200, "{msg}");
+    c.nodes[2].kill9();
+    let (s, msg) = c.nodes[0].post("/write?category=c&min_sync_replicas=1&sync=1", "b\n");
+    assert_eq!(s, 200, "one peer alive suffices for K=1: {msg}");
+    let t = Instant::now();
+    let (s, msg) = c.nodes[0].post("/write?category=c&min_sync_replicas=2", "c\n");
+    assert_eq!(s, 503, "{msg}");
+    assert!(msg.contains("1 of 2"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(5), "503 in time");
+    // Writes that do not ask for replicas are not slowed by the dead peer.
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(c.nodes[0].write("c", "d\n").0, 200);
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    c.nodes[2].start_again();
+    let (s, msg) = c.nodes[0].post("/write?category=c&min_sync_replicas=2&sync=1", "e\n");
+    assert_eq!(s, 200, "with the peer back: {msg}");
+    // The 503'd write stayed written and replicated: everyone has it.
+    let list = c.converge("c", CONVERGE, |l| !l.is_empty());
+    for n in &c.nodes {
+        let data = String::from_utf8(n.read_all("c")).unwrap();
+        assert_eq!(data, format!("a\nb\nc\n{}e\n", "d\n".repeat(20)));
+    }
+    assert_identical_files(&c, "c", &list);
+}
+
+#[test]
+fn replica_killed_mid_copy_resumes_without_copying_again() {
+    let mut c = TestCluster::start(3, &["--max-chunk-size", "4MiB"]);
+    let body = numbered("m", 0..50_000); // ~390 KB per write
+    c.nodes[1].signal(libc::SIGSTOP);
+    for _ in 0..100 {
+        assert_eq!(c.nodes[0].write("big", body.clone()).0, 200);
+    }
+    let total: u64 = c.nodes[0].chunks("big").iter().map(|e| e.size).sum();
+    c.nodes[1].signal(libc::SIGCONT);
+    // Kill n2 while it copies (~39 MB), with n1 paused so nothing moves
+    // meanwhile.
+    let deadline = Instant::now() + CONVERGE;
+    while c.nodes[1].chunks("big").iter().map(|e| e.size).sum::<u64>() == 0 {
+        assert!(Instant::now() < deadline);
+    }
+    c.nodes[0].signal(libc::SIGSTOP);
+    c.nodes[1].kill9();
+    c.nodes[1].start_again();
+    let held: u64 = c.nodes[1].chunks("big").iter().map(|e| e.size).sum();
+    eprintln!("n2 held {held} of {total} bytes when killed");
+    c.nodes[0].signal(libc::SIGCONT);
+    let list = c.converge("big", CONVERGE, |l| {
+        l.iter().map(|e| e.size).sum::<u64>() == total
+    });
+    assert_identical_files(&c, "big", &list);
+    let (_, status) = c.nodes[1].get_text("/peers");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let copied = v["peers"][0]["copied_bytes"].as_u64().unwrap();
+    assert_eq!(
+        copied,
+        total - held,
+        "copied only what it lacked (held {held} of {total}): {status}"
+    );
+    let data = c.nodes[1].read_all("big");
+    assert_eq!(data.len() as u64, total);
+}
+
+#[test]
+fn partitioned_peer_catches_up_and_writes_are_not_slowed() {
+    let c = TestCluster::start(3, &["--max-chunk-size", "256KiB"]);
+    c.nodes[2].signal(libc::SIGSTOP);
+    let t = Instant::now();
+    for i in 0..100u64 {
+        let (s, msg) = c.nodes[0].write("p", numbered("x", i * 100..(i + 1) * 100));
+        assert_eq!(s, 200, "{msg}");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "writes slowed: {:?}",
+        t.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    c.nodes[2].signal(libc::SIGCONT);
+    let list = c.converge("p", CONVERGE, |l| {
+        l.iter().map(|e| e.size).sum::<u64>()
+            == c.nodes[0].chunks("p").iter().map(|e| e.size).sum::<u64>()
+    });
+    assert_identical_files(&c, "p", &list);
+    let got = by_tag(&c.nodes[2].read_all("p"));
+    assert_eq!(got["x"], (0..10_000).collect::<Vec<_>>());
+}
+
+/// Cuts a chunk and its index back to the first `keep` batches, as a
+/// machine crash would leave a file whose tail was never fdatasync'd.
+fn cut_back(data: &std::path::Path, keep: usize) -> u64 {
+    let idx = {
+        let mut s = data.as_os_str().to_owned();
+        s.push(".idx");
+        std::path::PathBuf::from(s)
+    };
+    let bytes = std::fs::read(&idx).unwrap();
+    let rec = |i: usize| {
+        let r = &bytes[16 + 16 * i..32 + 16 * i];
+        let off = u64::from_le_bytes(r[..8].try_into().unwrap());
+        let len = u64::from(u32::from_le_bytes(r[8..12].try_into().unwrap()));
+        (off, len)
+    };
+    let (off, len) = rec(keep - 1);
+    let end = off + len;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(data)
+        .unwrap()
+        .set_len(end)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&idx)
+        .unwrap()
+        .set_len((16 + 16 * keep) as u64)
+        .unwrap();
+    end
+}
+
+#[test]
+fn owner_restarting_after_a_crash_pulls_back_acknowledged_bytes() {
+    let mut c = TestCluster::start(3, &["--replication-timeout", "5s"]);
+    let mut acked = String::new();
+    for i in 0..30u64 {
+        let body = numbered("w", i * 10..(i + 1) * 10);
+        let (s, msg) = c.nodes[0].post("/write?category=r&min_sync_replicas=1", body.clone());
+        assert_eq!(s, 200, "{msg}");
+        acked.push_str(&body);
+    }
+    let chunk = c.nodes[0].chunks("r")[0].name.clone();
+    c.nodes[0].kill9();
+    // The owner's disk lost everything after the 5th batch.
+    let path = c.nodes[0].data_dir().join("r").join(&chunk);
+    let cut = cut_back(&path, 5);
+    assert!(cut < acked.len() as u64);
+    c.nodes[0].start_again();
+    assert!(
+        c.nodes[0].logs().contains("pulled back own chunk bytes"),
+        "{}",
+        c.nodes[0].logs()
+    );
+    // Every acknowledged write is back on the owner, the chunk is sealed,
+    // and new writes go to a new chunk.
+    assert_eq!(String::from_utf8(c.nodes[0].read_all("r")).unwrap(), acked);
+    let (s, reply) = c.nodes[0].write("r", "after\n");
+    assert_eq!(s, 200);
+    assert!(
+        !reply.contains(&chunk),
+        "new chunk after the crash: {reply}"
+    );
+    let list = c.converge("r", CONVERGE, |l| l.len() == 2 && l[0].complete);
+    assert_eq!(list[0].size, acked.len() as u64);
+    assert_identical_files(&c, "r", &list);
+}
+
+#[test]
+fn an_ack_on_any_server_deletes_the_chunk_everywhere() {
+    let mut c = TestCluster::start(3, &["--max-chunk-size", "4KiB"]);
+    for i in 0..20u64 {
+        assert_eq!(
+            c.nodes[0]
+                .write("a", numbered("z", i * 200..(i + 1) * 200))
+                .0,
+            200
+        );
+    }
+    let list = c.converge("a", CONVERGE, |l| {
+        l.iter().filter(|e| e.complete).count() >= 4
+    });
+    let gone = |n: &TestBroker, name: &str| !n.chunks("a").iter().any(|e| e.name == name);
+    let wait_gone = |n: &TestBroker, name: &str| {
+        let deadline = Instant::now() + CONVERGE;
+        while !gone(n, name) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} still listed on {}",
+                n.addr
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // 1. Ack on a replica (n2) of n1's chunk: gone on all three.
+    let first = &list[0];
+    let (s, msg) = c.nodes[1].get_text(&format!(
+        "/ack?category=a&chunk={}&size={}",
+        first.name, first.size
+    ));
+    assert_eq!(s, 200, "{msg}");
+    for n in &c.nodes {
+        wait_gone(n, &first.name);
+    }
+    // 2. n3 is down during an ack on n1: it deletes its copy once back.
+    let second = &list[1];
+    c.nodes[2].kill9();
+    let (s, msg) = c.nodes[0].get_text(&format!(
+        "/ack?category=a&chunk={}&size={}",
+        second.name, second.size
+    ));
+    assert_eq!(s, 200, "{msg}");
+    c.nodes[2].start_again();
+    wait_gone(&c.nodes[2], &second.name);
+    // 3. The owner is down during an ack on n2: stored, applied on return.
+    let third = &list[2];
+    c.nodes[0].kill9();
+    let (s, msg) = c.nodes[1].get_text(&format!(
+        "/ack?category=a&chunk={}&size={}",
+        third.name, third.size
+    ));
+    assert_eq!(s, 200, "{msg}");
+    assert!(gone(&c.nodes[1], &third.name));
+    c.nodes[0].start_again();
+    for n in &c.nodes {
+        wait_gone(n, &third.name);
+    }
+    // And it is not copied back to n2 from n3 or n1.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(gone(&c.nodes[1], &third.name));
+    // An ack the owner refuses (size too small) is refused on the replica.
+    let fourth = &list[3];
+    let (s, msg) = c.nodes[1].get_text(&format!("/ack?category=a&chunk={}&size=1", fourth.name));
+    assert_eq!(s, 400, "{msg}");
+}
