@@ -161,13 +161,13 @@ pub async fn run_with_hook(
     let _ = state.subscriptions.set(Arc::clone(&subscriptions));
     let retention = tokio::spawn(crate::retention::run(
         Arc::clone(&storage),
-        groups,
+        Arc::clone(&groups),
         config.retention.clone(),
         token.child_token(),
     ));
     let replication = cluster
         .as_ref()
-        .map(|c| c.start(&storage, &token))
+        .map(|c| c.start(&storage, &groups, &token))
         .unwrap_or_default();
     let _ = state.storage.set(Arc::clone(&storage));
     let background = tokio::spawn(Arc::clone(&storage).run_background(token.child_token()));

@@ -8,8 +8,10 @@
 //! - [`progress`]: owner side, what replicas hold; `min_sync_replicas` waits.
 //! - [`recovery`]: pull-back of own bytes from replicas after a crash.
 //! - [`acks`]: acks of peers' chunks still to forward to their owner.
+//! - [`group_sync`]: replication of consumer-group positions.
 
 pub mod acks;
+pub mod group_sync;
 pub mod link;
 pub mod peers;
 pub mod progress;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use peers::Peer;
 
+use crate::groups::GroupStore;
 use crate::names::ServerName;
 use crate::storage::{Storage, StorageError};
 use acks::{PendingAck, PendingAcks};
@@ -48,6 +51,8 @@ pub struct Cluster {
     client: PeerClient,
     /// What replicas hold of this server's chunks.
     pub progress: progress::Progress,
+    /// Consumer-group events of this server's clients, for peers.
+    pub group_feed: group_sync::GroupFeed,
     /// Per peer: this server's replication of that peer's chunks.
     links: BTreeMap<String, Arc<Mutex<LinkState>>>,
     pending: Arc<PendingAcks>,
@@ -86,6 +91,7 @@ impl Cluster {
             epoch: epoch.max(1),
             client: PeerClient::default(),
             progress: progress::Progress::default(),
+            group_feed: group_sync::GroupFeed::default(),
             links,
             pending: Arc::new(PendingAcks::open(state_dir)?),
         })
@@ -134,6 +140,7 @@ impl Cluster {
     pub fn start(
         self: &Arc<Self>,
         storage: &Arc<Storage>,
+        groups: &Arc<GroupStore>,
         stop: &CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
@@ -145,6 +152,7 @@ impl Cluster {
                 peer.clone(),
                 self.me.clone(),
                 Arc::clone(storage),
+                Arc::clone(groups),
                 self.client.clone(),
                 Arc::clone(link),
                 Arc::clone(&self.pending),

@@ -48,6 +48,10 @@ pub struct ChangesRequest {
     /// What the poller now holds of the owner's chunks.
     #[serde(default)]
     pub held: Vec<Held>,
+    /// Last consumer-group event number seen; absent: send a snapshot of
+    /// every position.
+    #[serde(default)]
+    pub groups_since: Option<u64>,
 }
 
 /// State of one of the owner's chunks.
@@ -86,6 +90,13 @@ pub struct ChangesReply {
     pub chunks: Vec<ChunkState>,
     /// Own chunks deleted since `since` (all known for a full state).
     pub deleted: Vec<Deleted>,
+    /// Group event number to send as `groups_since` next time; absent
+    /// while the owner's groups are still loading (ask for a snapshot again).
+    #[serde(default)]
+    pub groups_seq: Option<u64>,
+    /// Consumer-group events since `groups_since` (or a snapshot).
+    #[serde(default)]
+    pub groups: Vec<super::group_sync::GroupEvent>,
 }
 
 /// An entry of `/peer/held`.

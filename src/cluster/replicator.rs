@@ -17,9 +17,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::acks::PendingAcks;
+use super::group_sync;
 use super::link::{q, PeerClient, PeerError};
 use super::protocol::{self, ChangesReply, ChangesRequest, Held};
 use super::{blocking, Peer};
+use crate::groups::GroupStore;
 use crate::names::{Category, ChunkName, ServerName};
 use crate::storage::{CategoryLog, CopyWriter, Storage};
 
@@ -100,6 +102,7 @@ struct Copied {
 /// Pulls one peer's chunks until stopped.
 pub struct Replicator {
     shared: Arc<Shared>,
+    groups: Arc<GroupStore>,
     me: ServerName,
     status: Arc<Mutex<LinkState>>,
     pending: Arc<PendingAcks>,
@@ -112,6 +115,7 @@ impl Replicator {
         peer: Peer,
         me: ServerName,
         storage: Arc<Storage>,
+        groups: Arc<GroupStore>,
         client: PeerClient,
         status: Arc<Mutex<LinkState>>,
         pending: Arc<PendingAcks>,
@@ -123,6 +127,7 @@ impl Replicator {
                 storage,
                 client,
             }),
+            groups,
             me,
             status,
             pending,
@@ -134,6 +139,7 @@ impl Replicator {
     pub async fn run(self) {
         let mut epoch = 0u64;
         let mut since = 0u64;
+        let mut groups_since: Option<u64> = None;
         let mut targets: BTreeMap<Key, Target> = BTreeMap::new();
         let mut writers: HashMap<Key, CopyWriter> = HashMap::new();
         let mut report: Vec<Held> = Vec::new();
@@ -152,6 +158,7 @@ impl Replicator {
                     POLL_WAIT.as_millis() as u64
                 },
                 held: std::mem::take(&mut report),
+                groups_since,
             };
             let body = serde_json::to_vec(&req).unwrap_or_default();
             let limit = Duration::from_millis(req.wait_ms) + Duration::from_secs(10);
@@ -181,6 +188,8 @@ impl Replicator {
                 epoch = reply.epoch;
             }
             since = reply.seq;
+            group_sync::apply(&self.groups, &reply.groups).await;
+            groups_since = reply.groups_seq;
             self.apply_deletions(&reply, &mut targets, &mut writers)
                 .await;
             self.add_targets(&reply, &mut targets);

@@ -238,6 +238,17 @@ impl GroupStore {
             .collect()
     }
 
+    /// Every group of every category with its positions (for peers).
+    #[must_use]
+    pub fn all(&self) -> Vec<(Category, GroupName, BTreeMap<ChunkName, u64>)> {
+        self.groups
+            .lock()
+            .iter()
+            .map(|((c, g), group)| (c.clone(), g.clone(), group.positions.read().clone()))
+            .filter(|(_, _, p)| !p.is_empty())
+            .collect()
+    }
+
     /// The stored positions of one group, if it has any.
     #[must_use]
     pub fn positions_of(

@@ -8,7 +8,7 @@ use hyper::{Request, StatusCode};
 use super::error::ApiError;
 use super::params::Query;
 use super::{json, ok_line, AppState, HttpResponse};
-use crate::groups::GroupError;
+use crate::groups::{Acked, GroupError};
 use crate::names::GroupName;
 use crate::storage::StorageError;
 
@@ -70,7 +70,10 @@ pub(super) async fn ack(
             name: name.to_string(),
         })?;
     chunk.check_boundary(off)?;
-    groups.ack(&category, &group, &name, off).await?;
+    let acked = groups.ack(&category, &group, &name, off).await?;
+    if let (Some(cluster), Acked::Moved) = (state.cluster.get(), acked) {
+        cluster.group_feed.acked(&category, &group, &name, off);
+    }
     Ok(ok_line())
 }
 
@@ -109,5 +112,8 @@ pub(super) async fn delete(
     let category = query.category()?;
     let group = group_param(&query)?;
     state.groups()?.delete(&category, &group).await?;
+    if let Some(cluster) = state.cluster.get() {
+        cluster.group_feed.deleted(&category, &group);
+    }
     Ok(ok_line())
 }

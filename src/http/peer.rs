@@ -51,22 +51,28 @@ pub(super) async fn changes(
     } else {
         0
     };
+    let groups_since = poll.groups_since.filter(|_| poll.epoch == cluster.epoch());
+    let group_store = state.groups.get();
     let feed = storage.feed();
-    if since > 0 && poll.wait_ms > 0 {
+    if since > 0 && groups_since.is_some() && poll.wait_ms > 0 {
         let wait = Duration::from_millis(poll.wait_ms).min(MAX_POLL_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         let mut changes = feed.subscribe();
         let mut sync_asked = cluster.progress.subscribe_sync();
+        let mut group_events = cluster.group_feed.subscribe();
         loop {
             changes.borrow_and_update();
             sync_asked.borrow_and_update();
+            group_events.borrow_and_update();
             if feed.seq() != since
+                || Some(cluster.group_feed.seq()) != groups_since
                 || (cluster.progress.sync_wanted() && cluster.progress.has_unsynced(from.as_str()))
             {
                 break;
             }
             tokio::select! {
                 r = changes.changed() => if r.is_err() { break },
+                r = group_events.changed() => if r.is_err() { break },
                 r = sync_asked.changed() => if r.is_err() { break },
                 () = tokio::time::sleep_until(deadline) => break,
                 () = state.shutdown.cancelled() => break,
@@ -85,12 +91,23 @@ pub(super) async fn changes(
             chunk: t.chunk.to_string(),
         })
         .collect();
+    // Groups load after crash pull-back: until then send none (and 0, so
+    // the poller asks for a snapshot next time).
+    let (groups_seq, groups) = match group_store {
+        Some(store) => {
+            let (seq, events) = cluster.group_feed.since(groups_since, store);
+            (Some(seq), events)
+        }
+        None => (None, Vec::new()),
+    };
     json(&ChangesReply {
         epoch: cluster.epoch(),
         seq,
         sync: cluster.progress.sync_wanted(),
         chunks,
         deleted,
+        groups_seq,
+        groups,
     })
 }
 

@@ -341,3 +341,69 @@ fn an_ack_on_any_server_deletes_the_chunk_everywhere() {
     let (s, msg) = c.nodes[1].get_text(&format!("/ack?category=a&chunk={}&size=1", fourth.name));
     assert_eq!(s, 400, "{msg}");
 }
+
+/// `GET /consumers` positions of `group` as (chunk, offset) pairs.
+fn positions(n: &TestBroker, category: &str, group: &str) -> Vec<(String, u64)> {
+    let (s, body) = n.get_text(&format!("/consumers?category={category}"));
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["consumer"] == group)
+        .flat_map(|g| g["positions"].as_array().unwrap().clone())
+        .map(|p| {
+            (
+                p["chunk"].as_str().unwrap().to_owned(),
+                p["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn consumer_group_positions_replicate_to_every_node() {
+    let mut c = TestCluster::start(3, &[]);
+    assert_eq!(c.nodes[0].write("g", "one\ntwo\n").0, 200);
+    let list = c.converge("g", CONVERGE, |l| l.len() == 1);
+    let chunk = list[0].name.clone();
+    c.nodes[2].kill9();
+    // A group acks on n2 (a replica of n1's chunk).
+    let (s, msg) = c.nodes[1].post(
+        &format!("/ack?category=g&consumer=G&chunk={chunk}&off=4"),
+        "",
+    );
+    assert_eq!(s, 200, "{msg}");
+    let want = vec![(chunk.clone(), 4)];
+    let wait_for = |n: &TestBroker, want: &Vec<(String, u64)>| {
+        let deadline = Instant::now() + CONVERGE;
+        while &positions(n, "g", "G") != want {
+            assert!(Instant::now() < deadline, "{:?}", positions(n, "g", "G"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(&c.nodes[0], &want);
+    // n3 was down: it gets the position once back.
+    c.nodes[2].start_again();
+    wait_for(&c.nodes[2], &want);
+    // Positions only move forward everywhere: an ack on n3 further on wins.
+    let (s, msg) = c.nodes[2].post(
+        &format!("/ack?category=g&consumer=G&chunk={chunk}&off=8"),
+        "",
+    );
+    assert_eq!(s, 200, "{msg}");
+    let want = vec![(chunk.clone(), 8)];
+    for n in &c.nodes {
+        wait_for(n, &want);
+    }
+    // A deletion replicates too.
+    let r = c.nodes[0]
+        .http
+        .delete(c.nodes[0].url("/consumers?category=g&consumer=G"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for n in &c.nodes {
+        wait_for(n, &Vec::new());
+    }
+}
