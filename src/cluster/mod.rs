@@ -148,16 +148,14 @@ impl Cluster {
             let Some(link) = self.links.get(peer.name.as_str()) else {
                 continue;
             };
-            let r = Replicator::new(
-                peer.clone(),
-                self.me.clone(),
-                Arc::clone(storage),
-                Arc::clone(groups),
-                self.client.clone(),
-                Arc::clone(link),
-                Arc::clone(&self.pending),
-                stop.child_token(),
-            );
+            let local = replicator::Local {
+                me: self.me.clone(),
+                storage: Arc::clone(storage),
+                groups: Arc::clone(groups),
+                client: self.client.clone(),
+                pending: Arc::clone(&self.pending),
+            };
+            let r = Replicator::new(peer.clone(), local, Arc::clone(link), stop.child_token());
             tasks.push(tokio::spawn(r.run()));
         }
         let me = Arc::clone(self);

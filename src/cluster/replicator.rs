@@ -109,28 +109,39 @@ pub struct Replicator {
     stop: CancellationToken,
 }
 
+/// What every replicator of a server shares.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// This server's name.
+    pub me: ServerName,
+    /// Its storage.
+    pub storage: Arc<Storage>,
+    /// Its consumer groups.
+    pub groups: Arc<GroupStore>,
+    /// HTTP client for peers.
+    pub client: PeerClient,
+    /// Acks waiting for their owner (those chunks are not copied again).
+    pub pending: Arc<PendingAcks>,
+}
+
 impl Replicator {
-    /// A replicator of `peer`'s chunks.
+    /// A replicator of `peer`'s chunks reporting into `status`.
     pub fn new(
         peer: Peer,
-        me: ServerName,
-        storage: Arc<Storage>,
-        groups: Arc<GroupStore>,
-        client: PeerClient,
+        local: Local,
         status: Arc<Mutex<LinkState>>,
-        pending: Arc<PendingAcks>,
         stop: CancellationToken,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 peer,
-                storage,
-                client,
+                storage: local.storage,
+                client: local.client,
             }),
-            groups,
-            me,
+            groups: local.groups,
+            me: local.me,
             status,
-            pending,
+            pending: local.pending,
             stop,
         }
     }
