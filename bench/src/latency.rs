@@ -42,10 +42,13 @@ pub struct LatencyResult {
 }
 
 /// Sends `rate` body bytes per second in `body_size` bodies of
-/// `message_size` messages to a fresh category for `warmup + dur`, while
-/// one consumer follows it.
+/// `message_size` messages to a fresh category on `addr` for
+/// `warmup + dur`, while one consumer follows it on `consume_addr` (the
+/// same server, or a replica to measure replication lag).
+#[allow(clippy::too_many_arguments)]
 pub async fn open_loop(
     addr: SocketAddr,
+    consume_addr: SocketAddr,
     category: &str,
     message_size: usize,
     body_size: usize,
@@ -81,8 +84,11 @@ pub async fn open_loop(
             WriteOptions::default(),
         )
         .await?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let consumer = {
-        let (client, category) = (client.clone(), category.to_owned());
+        let client = Client::new(&format!("http://{consume_addr}"))?;
+        let category = category.to_owned();
+        let mut ready_tx = Some(ready_tx);
         tokio::spawn(async move {
             let config = ConsumerConfig {
                 wait: Duration::from_secs(1),
@@ -101,6 +107,11 @@ pub async fn open_loop(
                     }
                     prev.copy_from_slice(stamp);
                     let sent: u64 = std::str::from_utf8(stamp)?.parse()?;
+                    if sent == 0 {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
                     if sent == END_STAMP {
                         done = true;
                     } else if sent >= measure_from {
@@ -114,8 +125,12 @@ pub async fn open_loop(
             anyhow::Ok(hist)
         })
     };
-    // Let the consumer list the category and start its long poll.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Start the clock once the consumer has seen the first body (on a
+    // replica, after it was copied), so discovery is not measured.
+    tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        .await
+        .map_err(|_| anyhow::anyhow!("consumer did not see the first body within 30 s"))?
+        .map_err(|_| anyhow::anyhow!("consumer ended before the first body"))?;
 
     let (tx, rx) = tokio::sync::mpsc::channel::<(u64, Bytes)>(MAX_QUEUED);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));

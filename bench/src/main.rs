@@ -4,7 +4,8 @@
 //! runs).
 //!
 //! Scenarios: raw disk ceilings, nginx HTTP ceiling, async ingest, `sync=1`
-//! ingest (group commit), consume from page cache, long-poll wake-up, restart
+//! ingest (group commit), consume from page cache, 3-node cluster (ingest,
+//! `min_sync_replicas=1`, replication lag, catch-up), long-poll wake-up, restart
 //! with many chunks, server memory (ingest and idle connections).
 
 #[macro_use]
@@ -12,6 +13,7 @@ mod progress;
 mod alternatives;
 mod client;
 mod client_bench;
+mod cluster_bench;
 mod disk;
 mod groups_bench;
 mod latency;
@@ -67,7 +69,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     categories: usize,
     /// Run only these scenarios (comma list of: ingest, alternatives, latency,
-    /// sync, client, groups, push, wake, restart).
+    /// sync, cluster, client, groups, push, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write results to bench/results/<date>.{json,md} (default for full runs
@@ -154,6 +156,7 @@ async fn run(args: Args) -> Result<()> {
         plan,
         rows: Vec::new(),
         ingest_rate: None,
+        latency_max: None,
     };
     note!(
         "bench: {:?} per measurement, {} repetition(s), body {} B of {}-byte messages",
@@ -172,6 +175,7 @@ async fn run(args: Args) -> Result<()> {
             "alternatives" => alternatives_scenario(&mut ctx).await?,
             "latency" => latency_scenario(&mut ctx).await?,
             "sync" => sync_scenario(&mut ctx).await?,
+            "cluster" => cluster_bench::cluster_scenarios(&mut ctx).await?,
             "client" => client_bench::client_scenarios(&mut ctx).await?,
             "groups" => groups_bench::groups_scenarios(&mut ctx).await?,
             "push" => groups_bench::push_scenario(&mut ctx).await?,
@@ -218,6 +222,8 @@ struct Ctx {
     rows: Vec<Row>,
     /// Median async ingest rate of chunkbus (bytes/s), once measured.
     ingest_rate: Option<f64>,
+    /// Closed-loop maximum with latency-sized bodies (bytes/s), once measured.
+    latency_max: Option<f64>,
 }
 
 /// Ceilings (raw disk with fdatasync every 1 s, nginx discarding bodies),
@@ -333,11 +339,12 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "ingest",
     "alternatives",
     "latency",
     "sync",
+    "cluster",
     "client",
     "groups",
     "push",
@@ -419,6 +426,7 @@ async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
     )
     .await?
     .rate();
+    ctx.latency_max = Some(max);
     note!(
         "latency: closed-loop max with {body_size} B bodies: {}",
         mbps(max)
@@ -441,6 +449,7 @@ async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
         let (mut achieved, mut saturated) = (0.0f64, false);
         for rep in 0..plan.reps {
             let r = latency::open_loop(
+                s.addr,
                 s.addr,
                 &format!("lat{pct}r{rep}"),
                 m,

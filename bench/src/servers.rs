@@ -41,7 +41,11 @@ impl Chunkbus {
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(if self.args.iter().any(|a| a == "--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(&self.args)
             .env("CHUNKBUS_LOG", "warn")
             .stdin(Stdio::null())

@@ -23,12 +23,16 @@ use super::protocol::{self, ChangesReply, ChangesRequest, Held};
 use super::{blocking, Peer};
 use crate::groups::GroupStore;
 use crate::names::{Category, ChunkName, ServerName};
+use crate::storage::chunk::Chunk;
 use crate::storage::{CategoryLog, CopyWriter, Storage};
 
 /// How long a changes poll waits for news when this server is caught up.
 pub const POLL_WAIT: Duration = Duration::from_secs(20);
-/// Most bytes asked for in one fetch.
+/// Most bytes asked for in one fetch of a sealed chunk (catch-up).
 pub const FETCH_MAX: u64 = 8 << 20;
+/// Most bytes asked for in one fetch of an open chunk: smaller, so the
+/// live tail is published (and reported to waiting writes) in short steps.
+const TAIL_FETCH_MAX: u64 = 1 << 20;
 /// Chunks copied at once from one peer.
 const PARALLEL_COPIES: usize = 4;
 /// Deadline of one fetch.
@@ -97,6 +101,8 @@ struct Copied {
     sealed: bool,
     bytes: u64,
     error: Option<String>,
+    /// A copy closed now and sealing in the background.
+    finished: Option<Arc<Chunk>>,
 }
 
 /// Pulls one peer's chunks until stopped.
@@ -154,6 +160,7 @@ impl Replicator {
         let mut targets: BTreeMap<Key, Target> = BTreeMap::new();
         let mut writers: HashMap<Key, CopyWriter> = HashMap::new();
         let mut report: Vec<Held> = Vec::new();
+        let mut finishing: Vec<(Key, Arc<Chunk>)> = Vec::new();
         let mut backoff = FIRST_BACKOFF;
         let peer = self.shared.peer.clone();
         let url = format!("{}{}", peer.url, protocol::CHANGES_PATH);
@@ -213,9 +220,15 @@ impl Replicator {
                     synced: c.synced,
                 });
             }
+            finishing.extend(
+                copied
+                    .iter()
+                    .filter_map(|c| c.finished.clone().map(|ch| (c.key.clone(), ch))),
+            );
             if reply.sync {
                 self.sync_copies(&mut writers, &mut report).await;
             }
+            report_finishing(&mut finishing, &mut report, reply.sync).await;
             self.link_up(&targets, &copied);
         }
     }
@@ -306,7 +319,7 @@ impl Replicator {
                 .category(&cat)
                 .and_then(|l| l.chunk(&name))
                 .map(|ch| ch.state());
-            if local.is_some_and(|s| s.sealed && c.complete && s.end == c.size) {
+            if local.is_some_and(|s| (s.sealed || s.closed) && c.complete && s.end == c.size) {
                 targets.remove(&(cat, name));
                 continue; // already held complete
             }
@@ -408,6 +421,36 @@ impl Replicator {
     }
 }
 
+/// Reports copies sealing in the background once their seal is on disk
+/// (waiting for it when a write on the owner waits for synced replicas).
+async fn report_finishing(
+    finishing: &mut Vec<(Key, Arc<Chunk>)>,
+    report: &mut Vec<Held>,
+    sync_wanted: bool,
+) {
+    /// Longest wait for a background seal before polling again.
+    const SEAL_WAIT: Duration = Duration::from_secs(5);
+    let mut still = Vec::new();
+    for (key, chunk) in finishing.drain(..) {
+        let s = if sync_wanted {
+            chunk.wait_sealed(SEAL_WAIT).await
+        } else {
+            chunk.state()
+        };
+        if s.sealed || chunk.failure().is_some() {
+            report.push(Held {
+                category: key.0.to_string(),
+                chunk: key.1.to_string(),
+                written: s.end,
+                synced: chunk.synced_upto(),
+            });
+        } else {
+            still.push((key, chunk));
+        }
+    }
+    *finishing = still;
+}
+
 /// Copies one chunk up to what the owner has published now; seals the copy
 /// once the owner's chunk is complete and held whole.
 async fn copy_chunk(
@@ -424,6 +467,7 @@ async fn copy_chunk(
         sealed: false,
         bytes: 0,
         error: None,
+        finished: None,
     };
     if let Err(e) = copy_into(&shared, &key, target, writer, &mut out).await {
         out.error = Some(e);
@@ -472,13 +516,18 @@ async fn copy_into(
     };
     loop {
         let url = format!(
-            "{}{}?category={}&chunk={}&off={}&rec={}&max_size={FETCH_MAX}",
+            "{}{}?category={}&chunk={}&off={}&rec={}&max_size={}",
             shared.peer.url,
             protocol::FETCH_PATH,
             q(cat.as_str()),
             q(&name.to_string()),
             writer.end(),
             writer.records(),
+            if target.complete {
+                FETCH_MAX
+            } else {
+                TAIL_FETCH_MAX
+            },
         );
         let answer = shared
             .client
@@ -512,12 +561,15 @@ async fn copy_into(
         };
         if records.is_empty() {
             if complete && size == writer.end() {
-                let l = Arc::clone(&log);
                 let end = writer.end();
-                blocking(move || l.seal_copy(writer)).await?;
+                let chunk = Arc::clone(writer.chunk());
+                out.synced = chunk.synced_upto();
+                // Complete for readers now; the durable seal follows in the
+                // background so the next chunk's copy does not wait for it.
+                log.finish_copy(writer);
                 out.sealed = true;
                 out.local = end;
-                out.synced = end;
+                out.finished = Some(chunk);
                 return Ok(());
             }
             if complete && size < writer.end() {

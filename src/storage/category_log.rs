@@ -654,6 +654,26 @@ impl CategoryLog {
         Ok(())
     }
 
+    /// Completes a copy whose owner's chunk is complete and held whole:
+    /// closes it at once (readers and listings see it complete and move on
+    /// to the next chunk), then seals it durably in the background, as the
+    /// owner does with its own chunks.
+    pub fn finish_copy(self: &Arc<Self>, writer: CopyWriter) {
+        writer.chunk().close();
+        let me = Arc::clone(self);
+        let job = move || {
+            let name = writer.chunk().name().clone();
+            if let Err(e) = me.seal_copy(writer) {
+                tracing::error!(chunk = %name, error = %crate::error_chain(&e), "sealing a chunk copy failed");
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.ctx.tasks.spawn_blocking(job);
+        } else {
+            job();
+        }
+    }
+
     /// Seals a copy (or a recovered own chunk) at its current end.
     ///
     /// # Errors
