@@ -3,7 +3,9 @@
 //! of the category has acked to their end; with `retention_hours` those last
 //! written longer ago; with `retention_bytes` the oldest while a category
 //! holds more. Only durably sealed chunks are ever deleted; every deletion
-//! is logged and counted.
+//! is logged and counted. In a cluster each server applies retention to the
+//! chunks it owns only (byte bounds count those); its deletions reach the
+//! replicas as tombstones, so copies follow their owner's retention.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,7 +66,8 @@ pub fn sweep(storage: &Storage, groups: &GroupStore, cfg: &RetentionConfig) -> u
         else {
             continue;
         };
-        deleted += sweep_category(&log, groups, cfg, now);
+        let own_only = storage.is_cluster().then(|| storage.server());
+        deleted += sweep_category(&log, groups, cfg, now, own_only);
     }
     deleted
 }
@@ -74,6 +77,7 @@ fn sweep_category(
     groups: &GroupStore,
     cfg: &RetentionConfig,
     now: SystemTime,
+    own_only: Option<&crate::names::ServerName>,
 ) -> usize {
     // Write times matter only to the age and byte bounds: stat the files
     // only then (acked-only retention needs no I/O per sweep).
@@ -81,6 +85,7 @@ fn sweep_category(
     let mut chunks: Vec<(Arc<Chunk>, SystemTime)> = log
         .chunks()
         .into_iter()
+        .filter(|c| own_only.is_none_or(|me| c.name().owner() == me))
         .map(|c| {
             let written = if timed {
                 std::fs::metadata(c.data_path())

@@ -160,6 +160,12 @@ impl Storage {
         &self.ctx.server
     }
 
+    /// Whether peers are configured (cluster mode).
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        self.ctx.cfg.cluster
+    }
+
     /// The data dir.
     #[must_use]
     pub fn data_dir(&self) -> &Path {
