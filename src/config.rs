@@ -118,6 +118,66 @@ pub struct RawSettings {
     /// Per category: delete the oldest sealed chunks while the category holds more than this. Bytes, or KiB/MiB/GiB. Default = unset (keep)
     #[arg(long, env = "CHUNKBUS_RETENTION_BYTES", value_name = "SIZE")]
     pub retention_bytes: Option<String>,
+    /// Tier (upload to the object store, then remove locally) own sealed chunks older than this. ms/s/m/h. Default = unset (tiering off unless local_bytes_budget is set)
+    #[arg(long, env = "CHUNKBUS_TIER_AFTER", value_name = "DURATION")]
+    pub tier_after: Option<String>,
+    /// Tier the oldest own sealed chunks while local chunk bytes exceed this. Bytes, or KiB/MiB/GiB. Default = unset
+    #[arg(long, env = "CHUNKBUS_LOCAL_BYTES_BUDGET", value_name = "SIZE")]
+    pub local_bytes_budget: Option<String>,
+    /// Directory of the local object store, used when --s3-bucket is not set. Default = <data_dir>/.chunkbus/tier
+    #[arg(long, env = "CHUNKBUS_TIER_DIR", value_name = "DIR")]
+    pub tier_dir: Option<String>,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:9000. Default = AWS's endpoint for the region
+    #[arg(long, env = "CHUNKBUS_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket; tiered objects go to S3 when set. Default = unset (local tier dir)
+    #[arg(long, env = "CHUNKBUS_S3_BUCKET", value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix of tiered objects (<prefix>/<category>/<chunk>). Default = empty
+    #[arg(long, env = "CHUNKBUS_S3_PREFIX", value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// S3 region. Default = us-east-1
+    #[arg(long, env = "CHUNKBUS_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style S3 addressing (most S3-compatible servers need it). Default = false
+    #[arg(long, env = "CHUNKBUS_S3_PATH_STYLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub s3_path_style: Option<String>,
+    /// S3 access key id (with --s3-secret-access-key). Default = AWS_ACCESS_KEY_ID or the AWS profile file
+    #[arg(long, env = "CHUNKBUS_S3_ACCESS_KEY_ID", value_name = "ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key. Default = AWS_SECRET_ACCESS_KEY or the AWS profile file
+    #[arg(
+        long,
+        env = "CHUNKBUS_S3_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<String>,
+    /// Master key encrypting tiered objects: 64 hex digits or base64:<32 bytes>. Required when tiering is on. Default = unset
+    #[arg(
+        long,
+        env = "CHUNKBUS_ENCRYPTION_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub encryption_key: Option<String>,
+    /// Earlier master keys (comma separated), still used to read objects written before a rotation. Default = none
+    #[arg(
+        long,
+        env = "CHUNKBUS_ENCRYPTION_OLD_KEYS",
+        value_name = "KEYS",
+        hide_env_values = true
+    )]
+    pub encryption_old_keys: Option<String>,
+    /// zstd level of tiered objects (1-19). Default = 1
+    #[arg(long, env = "CHUNKBUS_TIER_COMPRESSION_LEVEL", value_name = "LEVEL")]
+    pub tier_compression_level: Option<String>,
+    /// Memory for decoded frames of tiered chunks (re-reads are served from it). Bytes, or KiB/MiB/GiB. Default = 256MiB
+    #[arg(long, env = "CHUNKBUS_TIER_CACHE_BYTES", value_name = "SIZE")]
+    pub tier_cache_bytes: Option<String>,
+    /// Uploads running at once. Default = 2
+    #[arg(long, env = "CHUNKBUS_TIER_CONCURRENCY", value_name = "N")]
+    pub tier_concurrency: Option<String>,
 }
 
 /// What happens to sealed chunks nobody deleted explicitly.
@@ -222,6 +282,31 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The other servers of the cluster. Default = none (single node).
     pub peers: Vec<crate::cluster::Peer>,
+    /// Tiering to an object store; None = off (the default).
+    pub tier: Option<TierConfig>,
+}
+
+/// Tiering settings (on when `tier_after` or `local_bytes_budget` is set).
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    /// Tier own sealed chunks older than this.
+    pub tier_after: Option<Duration>,
+    /// Tier the oldest own sealed chunks while local bytes exceed this.
+    pub local_bytes_budget: Option<u64>,
+    /// Local object store directory (when `s3` is None).
+    pub dir: PathBuf,
+    /// S3 store, when `--s3-bucket` is set.
+    pub s3: Option<crate::tier::store::S3Settings>,
+    /// Current and old encryption keys.
+    pub keys: crate::tier::keys::KeyRing,
+    /// zstd level. Default = 1.
+    pub level: i32,
+    /// Plaintext bytes per frame. Default = 1 MiB.
+    pub frame_size: u32,
+    /// Decoded-frame cache bound. Default = 256 MiB.
+    pub cache_bytes: usize,
+    /// Concurrent uploads. Default = 2.
+    pub concurrency: usize,
 }
 
 impl Config {
@@ -237,6 +322,7 @@ impl Config {
             replication_timeout: Duration::from_secs(60),
             retention: RetentionConfig::default(),
             peers: Vec::new(),
+            tier: None,
         }
     }
 }
@@ -257,6 +343,21 @@ const FILE_KEYS: &[&str] = &[
     "retention",
     "retention_hours",
     "retention_bytes",
+    "tier_after",
+    "local_bytes_budget",
+    "tier_dir",
+    "s3_endpoint",
+    "s3_bucket",
+    "s3_prefix",
+    "s3_region",
+    "s3_path_style",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "encryption_key",
+    "encryption_old_keys",
+    "tier_compression_level",
+    "tier_cache_bytes",
+    "tier_concurrency",
 ];
 
 impl RawSettings {
@@ -317,6 +418,21 @@ impl RawSettings {
                 "retention" => &mut self.retention,
                 "retention_hours" => &mut self.retention_hours,
                 "retention_bytes" => &mut self.retention_bytes,
+                "tier_after" => &mut self.tier_after,
+                "local_bytes_budget" => &mut self.local_bytes_budget,
+                "tier_dir" => &mut self.tier_dir,
+                "s3_endpoint" => &mut self.s3_endpoint,
+                "s3_bucket" => &mut self.s3_bucket,
+                "s3_prefix" => &mut self.s3_prefix,
+                "s3_region" => &mut self.s3_region,
+                "s3_path_style" => &mut self.s3_path_style,
+                "s3_access_key_id" => &mut self.s3_access_key_id,
+                "s3_secret_access_key" => &mut self.s3_secret_access_key,
+                "encryption_key" => &mut self.encryption_key,
+                "encryption_old_keys" => &mut self.encryption_old_keys,
+                "tier_compression_level" => &mut self.tier_compression_level,
+                "tier_cache_bytes" => &mut self.tier_cache_bytes,
+                "tier_concurrency" => &mut self.tier_concurrency,
                 _ => &mut self.replication_timeout,
             };
             if slot.is_none() {
@@ -335,6 +451,11 @@ impl RawSettings {
             PathBuf::from("./data"),
             SocketAddr::from(([127, 0, 0, 1], 8080)),
         );
+        let data_dir = self
+            .data_dir
+            .clone()
+            .map_or(d.data_dir.clone(), PathBuf::from);
+        let tier = self.tier_config(&data_dir)?;
         let listen = match self.listen {
             None => d.listen,
             Some(v) => v
@@ -443,14 +564,136 @@ impl RawSettings {
         }
         Ok(Config {
             listen,
-            data_dir: self.data_dir.map_or(d.data_dir, PathBuf::from),
+            data_dir,
             name,
             storage,
             limits,
             replication_timeout,
             retention,
             peers,
+            tier,
         })
+    }
+
+    /// The tiering settings, or None when neither `tier_after` nor
+    /// `local_bytes_budget` is set.
+    fn tier_config(&self, data_dir: &std::path::Path) -> Result<Option<TierConfig>, ConfigError> {
+        let tier_after = self
+            .tier_after
+            .as_deref()
+            .map(|v| parse_duration(v.trim()).map_err(|why| invalid("tier_after", v, &why)))
+            .transpose()?;
+        let local_bytes_budget = self
+            .local_bytes_budget
+            .as_deref()
+            .map(|v| parse_size(v.trim()).map_err(|why| invalid("local_bytes_budget", v, &why)))
+            .transpose()?;
+        if tier_after.is_none() && local_bytes_budget.is_none() {
+            return Ok(None);
+        }
+        let key = self.encryption_key.as_deref().ok_or(ConfigError::Invalid {
+            key: "encryption_key",
+            value: String::new(),
+            why: "tiering is on (tier_after or local_bytes_budget is set) and needs --encryption-key or CHUNKBUS_ENCRYPTION_KEY".into(),
+        })?;
+        let secret = |key: &'static str, why: String| ConfigError::Invalid {
+            key,
+            value: "(hidden)".into(),
+            why,
+        };
+        let current =
+            crate::tier::keys::Keys::parse(key).map_err(|why| secret("encryption_key", why))?;
+        let old = self
+            .encryption_old_keys
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| {
+                crate::tier::keys::Keys::parse(k).map_err(|why| secret("encryption_old_keys", why))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let s3 = match self.s3_bucket.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(bucket) => {
+                let credentials = match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+                    (Some(a), Some(k)) => Some((a.clone(), k.clone())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            "s3_access_key_id",
+                            "",
+                            "give both s3_access_key_id and s3_secret_access_key, or neither",
+                        ))
+                    }
+                };
+                if let Some(e) = &self.s3_endpoint {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        return Err(invalid(
+                            "s3_endpoint",
+                            e,
+                            "expected an http:// or https:// URL",
+                        ));
+                    }
+                }
+                Some(crate::tier::store::S3Settings {
+                    endpoint: self.s3_endpoint.clone().filter(|e| !e.trim().is_empty()),
+                    region: self.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                    bucket: bucket.to_owned(),
+                    prefix: self
+                        .s3_prefix
+                        .clone()
+                        .unwrap_or_default()
+                        .trim_matches('/')
+                        .to_owned(),
+                    path_style: opt(
+                        self.s3_path_style.clone(),
+                        "s3_path_style",
+                        false,
+                        parse_bool,
+                    )?,
+                    credentials,
+                })
+            }
+        };
+        let level = match &self.tier_compression_level {
+            None => 1,
+            Some(v) => v
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|l| (1..=19).contains(l))
+                .ok_or_else(|| invalid("tier_compression_level", v, "expected 1 to 19"))?,
+        };
+        let concurrency = match &self.tier_concurrency {
+            None => 2,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| invalid("tier_concurrency", v, "expected 1 to 64"))?,
+        };
+        let cache_bytes = opt(
+            self.tier_cache_bytes.clone(),
+            "tier_cache_bytes",
+            256 << 20,
+            parse_size,
+        )?;
+        Ok(Some(TierConfig {
+            tier_after,
+            local_bytes_budget,
+            dir: self
+                .tier_dir
+                .as_ref()
+                .map_or_else(|| data_dir.join(".chunkbus").join("tier"), PathBuf::from),
+            s3,
+            keys: crate::tier::keys::KeyRing::new(current, old),
+            level,
+            frame_size: crate::tier::format::DEFAULT_FRAME_SIZE,
+            cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
+            concurrency,
+        }))
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`storage`]: chunk files, sidecar index, recovery, group commit.
 //! - [`http`]: routing, parameter validation, handlers, error mapping.
 //! - [`cluster`]: peers, pull replication, `min_sync_replicas`, crash pull-back.
+//! - [`tier`]: cold sealed chunks to an encrypted, compressed object store.
 //! - [`server`]: lifecycle (bind, recover, serve, graceful shutdown).
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod retention;
 pub mod server;
 pub mod storage;
 pub mod subscriptions;
+pub mod tier;
 
 /// Formats an error and its `source()` chain as one line: `error: cause: cause…`.
 #[must_use]

@@ -13,6 +13,7 @@ use crate::groups::GroupStore;
 use crate::names::Category;
 use crate::storage::Storage;
 use crate::subscriptions::Status;
+use crate::tier::Tiering;
 
 /// Label: an HTTP status code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +62,7 @@ impl Metrics {
         groups: &GroupStore,
         subscriptions: &[Status],
         cluster: Option<&Cluster>,
+        tiering: Option<&Tiering>,
     ) -> String {
         let mut reg = Registry::with_prefix("chunkbus");
         reg.register("writes", "Successful /write requests", self.writes.clone());
@@ -165,6 +167,9 @@ impl Metrics {
         if let Some(cluster) = cluster {
             register_replication(&mut reg, cluster);
         }
+        if let Some(t) = tiering {
+            register_tiering(&mut reg, t);
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
             tracing::error!(error = %e, "encoding metrics failed");
@@ -220,6 +225,57 @@ fn register_replication(reg: &mut Registry, cluster: &Cluster) {
         "pending_forwarded_acks",
         "Acks of peers' chunks waiting for their owner to be reachable",
         pending,
+    );
+}
+
+fn register_tiering(reg: &mut Registry, t: &Tiering) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (n, bytes) = t.totals();
+    let gauge = |v: u64| {
+        let g: Gauge = Gauge::default();
+        g.set(gauge_value(v));
+        g
+    };
+    let counter = |v: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        c
+    };
+    let c = &t.counters;
+    reg.register(
+        "tiered_chunks",
+        "Chunks held in the object store only",
+        gauge(n),
+    );
+    reg.register(
+        "tiered_bytes",
+        "Chunk bytes held in the object store only",
+        gauge(bytes),
+    );
+    reg.register(
+        "tier_uploads",
+        "Chunks uploaded, verified and evicted since start",
+        counter(c.uploads.load(Relaxed)),
+    );
+    reg.register(
+        "tier_uploaded_bytes",
+        "Chunk bytes tiered since start",
+        counter(c.uploaded_bytes.load(Relaxed)),
+    );
+    reg.register(
+        "tier_object_bytes",
+        "Object bytes (compressed, encrypted) written since start",
+        counter(c.object_bytes.load(Relaxed)),
+    );
+    reg.register(
+        "tier_upload_failures",
+        "Failed upload attempts (retried with backoff)",
+        counter(c.upload_failures.load(Relaxed)),
+    );
+    reg.register(
+        "tier_read_errors",
+        "Reads of tiered chunks that failed (store unreachable, corrupt object, wrong key)",
+        counter(c.read_errors.load(Relaxed)),
     );
 }
 

@@ -29,6 +29,7 @@ use crate::groups::GroupStore;
 use crate::http::{self, AppState};
 use crate::storage::{Storage, StorageError};
 use crate::subscriptions::Subscriptions;
+use crate::tier::Tiering;
 
 /// Name of the file, in the state dir, that announces a ready server.
 pub const READY_FILE: &str = "ready.json";
@@ -64,6 +65,9 @@ pub enum ServerError {
     /// Loading push subscriptions failed.
     #[error(transparent)]
     Subscriptions(#[from] crate::subscriptions::SubscriptionError),
+    /// Setting up tiering failed.
+    #[error(transparent)]
+    Tier(#[from] crate::tier::TierError),
     /// Setting up the cluster failed.
     #[error("cluster: {0}")]
     Cluster(String),
@@ -144,6 +148,26 @@ pub async fn run_with_hook(
         c.recover(&storage, config.replication_timeout).await;
         Some(c)
     };
+    let tiering = match &config.tier {
+        None => None,
+        Some(tc) => {
+            let (tc, sd, st) = (
+                tc.clone(),
+                storage.state_dir().to_path_buf(),
+                Arc::clone(&storage),
+            );
+            let t = tokio::task::spawn_blocking(move || {
+                let t = Tiering::open(tc, &sd)?;
+                let n = t.attach(&st)?;
+                Ok::<_, crate::tier::TierError>((t, n))
+            })
+            .await??;
+            tracing::info!(store = %t.0.describe_store(), tiered_chunks = t.1, "tiering on");
+            let t = Arc::new(t.0);
+            let _ = state.tiering.set(Arc::clone(&t));
+            Some(t)
+        }
+    };
     let state_dir = storage.state_dir().to_path_buf();
     let groups =
         tokio::task::spawn_blocking(move || GroupStore::open(&state_dir, groups_hook)).await??;
@@ -169,6 +193,9 @@ pub async fn run_with_hook(
         .as_ref()
         .map(|c| c.start(&storage, &groups, &token))
         .unwrap_or_default();
+    let tierer = tiering
+        .as_ref()
+        .map(|t| tokio::spawn(Arc::clone(t).run(Arc::clone(&storage), token.child_token())));
     let _ = state.storage.set(Arc::clone(&storage));
     let background = tokio::spawn(Arc::clone(&storage).run_background(token.child_token()));
 
@@ -204,6 +231,9 @@ pub async fn run_with_hook(
     subscriptions.stop().await;
     for task in replication {
         let _ = task.await;
+    }
+    if let Some(t) = tierer {
+        let _ = t.await;
     }
     storage.flush_all().await;
     storage.close().await?;

@@ -38,7 +38,7 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
                 )
                 .await?;
                 if raw.errors > 0 {
-                    bail!("{} write errors", raw.errors);
+                    bail!("{} write errors, first: {:?}", raw.errors, raw.first_error);
                 }
                 raw_w.push(raw.rate());
                 raw_server = Some((s, dir));

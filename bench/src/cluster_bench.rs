@@ -107,7 +107,11 @@ pub async fn cluster_scenarios(ctx: &mut Ctx) -> Result<()> {
         )
         .await?;
         if r.errors > 0 {
-            bail!("{} write errors during cluster ingest", r.errors);
+            bail!(
+                "{} write errors during cluster ingest, first: {:?}",
+                r.errors,
+                r.first_error
+            );
         }
         rates.push(r.rate());
         hist.add(&r.hist)?;
@@ -149,7 +153,11 @@ pub async fn cluster_scenarios(ctx: &mut Ctx) -> Result<()> {
         )
         .await?;
         if r.errors > 0 {
-            bail!("{} write errors with min_sync_replicas=1", r.errors);
+            bail!(
+                "{} write errors with min_sync_replicas=1, first: {:?}",
+                r.errors,
+                r.first_error
+            );
         }
         rates.push(r.rate());
         hist.add(&r.hist)?;

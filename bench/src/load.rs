@@ -24,6 +24,8 @@ pub struct LoadResult {
     pub hist: Histogram<u64>,
     /// Non-200 answers.
     pub errors: u64,
+    /// The first non-200 answer: status and body.
+    pub first_error: Option<(u16, String)>,
 }
 
 impl LoadResult {
@@ -62,12 +64,16 @@ pub async fn post_loop(
             let mut c = Conn::open(addr).await?;
             let mut hist = Histogram::<u64>::new(3)?;
             let (mut bytes, mut reqs, mut errors) = (0u64, 0u64, 0u64);
+            let mut first_error = None;
             loop {
                 let t = Instant::now();
                 if t >= end {
                     break;
                 }
-                let (status, _) = c.send(Method::POST, &path, body.clone()).await?;
+                let (status, reply) = c.fetch(Method::POST, &path, body.clone()).await?;
+                if status != 200 && first_error.is_none() {
+                    first_error = Some((status, String::from_utf8_lossy(&reply).trim().to_owned()));
+                }
                 if t >= start {
                     hist.record(t.elapsed().as_micros() as u64)?;
                     if status == 200 {
@@ -78,7 +84,7 @@ pub async fn post_loop(
                     }
                 }
             }
-            anyhow::Ok((bytes, reqs, errors, hist))
+            anyhow::Ok((bytes, reqs, errors, hist, first_error))
         }));
     }
     let mut out = LoadResult {
@@ -87,9 +93,13 @@ pub async fn post_loop(
         secs: dur.as_secs_f64(),
         hist: Histogram::new(3)?,
         errors: 0,
+        first_error: None,
     };
     for t in tasks {
-        let (b, r, e, h) = t.await??;
+        let (b, r, e, h, f) = t.await??;
+        if out.first_error.is_none() {
+            out.first_error = f;
+        }
         out.bytes += b;
         out.requests += r;
         out.errors += e;

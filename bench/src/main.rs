@@ -288,7 +288,11 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
         )
         .await?;
         if r.errors > 0 {
-            bail!("{} write errors during ingest", r.errors);
+            bail!(
+                "{} write errors during ingest, first: {:?}",
+                r.errors,
+                r.first_error
+            );
         }
         ingest.push(r.rate());
         hist.add(&r.hist)?;

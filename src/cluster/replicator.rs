@@ -235,8 +235,11 @@ impl Replicator {
 
     fn link_down(&self, e: &PeerError) {
         let mut s = self.status.lock();
-        if s.up || s.last_error.is_none() {
+        if s.up {
             tracing::warn!(peer = %self.shared.peer.name, error = %e, "replication from peer interrupted; retrying");
+        } else if s.last_error.is_none() {
+            // Never reached yet (peers starting together): not a warning.
+            tracing::info!(peer = %self.shared.peer.name, error = %e, "peer not reachable yet; retrying");
         }
         s.up = false;
         s.last_error = Some(e.to_string());

@@ -77,9 +77,52 @@ pub(super) async fn metrics(state: &AppState) -> Result<HttpResponse, ApiError> 
         groups,
         &subs,
         state.cluster.get().map(AsRef::as_ref),
+        state.tiering.get().map(AsRef::as_ref),
     );
     Ok(ok(
         Bytes::from(text),
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
     ))
+}
+
+#[derive(serde::Serialize)]
+struct TierStatus {
+    enabled: bool,
+    store: Option<String>,
+    tiered_chunks: u64,
+    tiered_bytes: u64,
+    uploads: u64,
+    upload_failures: u64,
+    read_errors: u64,
+    chunks: Vec<crate::tier::ChunkTierState>,
+}
+
+/// `GET /tier`: what is local, uploading, failing and tiered.
+pub(super) fn tier_status(state: &AppState) -> Result<HttpResponse, ApiError> {
+    let storage = state.storage()?;
+    let Some(t) = state.tiering.get() else {
+        return json(&TierStatus {
+            enabled: false,
+            store: None,
+            tiered_chunks: 0,
+            tiered_bytes: 0,
+            uploads: 0,
+            upload_failures: 0,
+            read_errors: 0,
+            chunks: Vec::new(),
+        });
+    };
+    let (n, bytes) = t.totals();
+    let c = &t.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    json(&TierStatus {
+        enabled: true,
+        store: Some(t.describe_store()),
+        tiered_chunks: n,
+        tiered_bytes: bytes,
+        uploads: load(&c.uploads),
+        upload_failures: load(&c.upload_failures),
+        read_errors: load(&c.read_errors),
+        chunks: t.status(storage),
+    })
 }

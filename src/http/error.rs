@@ -92,6 +92,19 @@ impl From<BodyError> for ApiError {
     }
 }
 
+impl From<crate::tier::TierError> for ApiError {
+    fn from(e: crate::tier::TierError) -> Self {
+        match e {
+            crate::tier::TierError::Storage(s) => s.into(),
+            other => {
+                let message = crate::error_chain(&other);
+                tracing::error!(error = %message, "reading a tiered chunk failed");
+                Self::new(StatusCode::BAD_GATEWAY, message)
+            }
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         let status = match &e {

@@ -69,7 +69,14 @@ pub(super) async fn ack(
             category: category.to_string(),
             name: name.to_string(),
         })?;
-    chunk.check_boundary(off)?;
+    if chunk.is_tiered() {
+        state
+            .tiering()?
+            .check_boundary(&category, &chunk, off)
+            .await?;
+    } else {
+        chunk.check_boundary(off)?;
+    }
     let acked = groups.ack(&category, &group, &name, off).await?;
     if let (Some(cluster), Acked::Moved) = (state.cluster.get(), acked) {
         cluster.group_feed.acked(&category, &group, &name, off);

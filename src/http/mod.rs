@@ -27,6 +27,7 @@ use crate::groups::GroupStore;
 use crate::metrics::{Metrics, StatusLabel};
 use crate::storage::Storage;
 use crate::subscriptions::Subscriptions;
+use crate::tier::Tiering;
 use error::ApiError;
 
 /// The response type of every handler.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub peer_storage: OnceLock<Arc<Storage>>,
     /// The cluster (peers configured); set with `peer_storage`.
     pub cluster: OnceLock<Arc<Cluster>>,
+    /// Tiering (when configured); set before `storage`.
+    pub tiering: OnceLock<Arc<Tiering>>,
     /// Consumer group positions; set together with `storage`.
     pub groups: OnceLock<Arc<GroupStore>>,
     /// Push subscriptions; set together with `storage`.
@@ -75,6 +78,7 @@ impl AppState {
             storage: OnceLock::new(),
             peer_storage: OnceLock::new(),
             cluster: OnceLock::new(),
+            tiering: OnceLock::new(),
             groups: OnceLock::new(),
             subscriptions: OnceLock::new(),
             metrics: Metrics::default(),
@@ -102,6 +106,15 @@ impl AppState {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "this server has no peers (--peers is not set)",
+            )
+        })
+    }
+
+    fn tiering(&self) -> Result<&Arc<Tiering>, ApiError> {
+        self.tiering.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "chunk is tiered but tiering is not configured on this server",
             )
         })
     }
@@ -152,8 +165,9 @@ pub async fn handle(
         ("/healthz", &Method::GET) => Ok(admin::healthz(&state)),
         ("/metrics", &Method::GET) => admin::metrics(&state).await,
         ("/peers", &Method::GET) => peer::status(&state),
+        ("/tier", &Method::GET) => admin::tier_status(&state),
         (crate::cluster::protocol::CHANGES_PATH, &Method::POST) => peer::changes(&state, req).await,
-        (crate::cluster::protocol::FETCH_PATH, &Method::GET) => peer::fetch(&state, &req),
+        (crate::cluster::protocol::FETCH_PATH, &Method::GET) => peer::fetch(&state, &req).await,
         (crate::cluster::protocol::HELD_PATH, &Method::GET) => peer::held(&state, &req),
         (crate::cluster::protocol::ACK_PATH, &Method::POST) => peer::ack(&state, &req).await,
         _ => Err(not_routed(&path, &method)),
@@ -181,7 +195,7 @@ fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/write" => "POST",
         "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/metrics" | "/peers"
-        | "/peer/fetch" | "/peer/held" => "GET",
+        | "/tier" | "/peer/fetch" | "/peer/held" => "GET",
         "/peer/changes" | "/peer/ack" => "POST",
         "/consumers" => "GET, DELETE",
         "/subscriptions" => "GET, POST, DELETE",
@@ -199,7 +213,7 @@ fn not_routed(path: &str, method: &Method) -> ApiError {
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz /metrics /peers",
+                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz /metrics /peers /tier",
                 path.chars().take(100).collect::<String>()
             ),
         ),

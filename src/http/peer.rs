@@ -145,7 +145,10 @@ fn own_changes(storage: &Storage, since: u64) -> Vec<ChunkState> {
 /// `GET /peer/fetch?category=C&chunk=N&off=O&rec=R&max_size=M`: the index
 /// records of the whole batches from `O` (record number `R`), then their
 /// bytes, at most `M` bytes (at least one batch).
-pub(super) fn fetch(state: &AppState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn fetch(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
     state.cluster()?;
     let storage = state.peer_storage()?;
     let query = Query::parse(req.uri().query());
@@ -166,6 +169,11 @@ pub(super) fn fetch(state: &AppState, req: &Request<Incoming>) -> Result<HttpRes
     let complete = s.sealed || (own && s.closed);
     let (records, data) = if off >= s.end {
         (Vec::new(), Bytes::new())
+    } else if chunk.is_tiered() {
+        state
+            .tiering()?
+            .fetch_batches(&category, &chunk, rec, off, max_size)
+            .await?
     } else {
         let records = chunk.batch_records(rec, off, max_size)?;
         let end = records.last().map_or(off, |r| r.offset + u64::from(r.len));

@@ -44,6 +44,17 @@ pub(super) async fn read(
         .category(&category)
         .and_then(|log| log.chunk(&name))
         .ok_or_else(unknown)?;
+    if chunk.is_tiered() {
+        let tiering = state.tiering()?;
+        let outcome = tiering.read(&category, &chunk, off, max_size).await?;
+        let body = match outcome {
+            ReadOutcome::Data(b) => b,
+            ReadOutcome::Empty { .. } => Bytes::new(),
+        };
+        state.metrics.reads.inc();
+        state.metrics.read_bytes.inc_by(body.len() as u64);
+        return Ok(ok(body, "application/octet-stream"));
+    }
     let s = chunk.state();
     if off > s.end && !s.sealed && name.owner() != storage.server() {
         // Past what an incomplete copy holds: no data here yet (SPEC).

@@ -708,6 +708,37 @@ impl CategoryLog {
         Ok(true)
     }
 
+    /// Registers a tiered chunk found in the tier manifest at startup (no
+    /// local files).
+    pub fn add_tiered(&self, name: &ChunkName, size: u64, messages: u64) {
+        let chunk = Arc::new(Chunk::existing(
+            name.clone(),
+            self.dir.join(name.to_string()),
+            size,
+            true,
+            std::time::SystemTime::now(),
+        ));
+        chunk.set_tiered(messages);
+        self.chunks.write().insert(name.clone(), chunk);
+        self.listed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Removes the local files of a chunk whose object is uploaded,
+    /// verified and recorded in the tier manifest. Readers switch to the
+    /// object store; those holding the old mapping keep it.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownChunk`], or removing the files failed.
+    pub fn evict_tiered(&self, name: &ChunkName, messages: u64) -> Result<(), StorageError> {
+        let chunk = self.chunk(name).ok_or_else(|| StorageError::UnknownChunk {
+            category: self.category.to_string(),
+            name: name.to_string(),
+        })?;
+        chunk.set_tiered(messages);
+        copy::remove_files(&chunk)?;
+        fsutil::fsync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))
+    }
+
     /// Makes sure own chunk indexes below `next` are never handed out
     /// (after pulling back a chunk this server had lost).
     ///

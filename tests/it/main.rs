@@ -15,3 +15,4 @@ mod recovery;
 mod security;
 mod shutdown;
 mod subscriptions;
+mod tier;

@@ -83,6 +83,10 @@ pub struct Chunk {
     /// Length to map a growing replica copy with, so reads do not remap
     /// on every append.
     map_hint: AtomicU64,
+    /// The bytes live in the object store only (tiered).
+    tiered: AtomicBool,
+    /// Messages in a tiered chunk (from the tier manifest).
+    tiered_messages: AtomicU64,
 }
 
 /// The sidecar path of a chunk file.
@@ -186,6 +190,8 @@ impl Chunk {
             copy_lock: Mutex::new(()),
             changed: AtomicU64::new(0),
             map_hint: AtomicU64::new(0),
+            tiered: AtomicBool::new(false),
+            tiered_messages: AtomicU64::new(0),
         }
     }
 
@@ -462,6 +468,20 @@ impl Chunk {
         Ok(out)
     }
 
+    /// Whether the chunk's bytes live in the object store only.
+    #[must_use]
+    pub fn is_tiered(&self) -> bool {
+        self.tiered.load(Ordering::Acquire)
+    }
+
+    /// Marks the chunk tiered (its local files are about to go): reads go
+    /// to the object store from now on.
+    pub(crate) fn set_tiered(&self, messages: u64) {
+        self.tiered_messages.store(messages, Ordering::Relaxed);
+        self.tiered.store(true, Ordering::Release);
+        *self.map.lock() = None;
+    }
+
     /// Stamps the sequence number of the chunk's last announced change.
     pub(crate) fn set_changed(&self, seq: u64) {
         self.changed.store(seq, Ordering::Release);
@@ -539,6 +559,13 @@ impl Chunk {
         let end = self.state().end;
         if from >= end {
             return Ok(0);
+        }
+        if self.is_tiered() {
+            // Counted at upload; a partly read tiered chunk is estimated
+            // in proportion to its unread bytes.
+            let total = self.tiered_messages.load(Ordering::Relaxed);
+            let left = u128::from(total) * u128::from(end - from) / u128::from(end.max(1));
+            return Ok(u64::try_from(left).unwrap_or(total));
         }
         let map = self.mapping()?;
         // SAFETY: [0, end) is published and immutable; map covers it.

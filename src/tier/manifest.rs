@@ -1,0 +1,236 @@
+//! The durable record of which chunks are tiered:
+//! `.chunkbus/tier-manifest.log`, one CRC-protected line per change,
+//! fdatasync'd before the local copy of a chunk is removed.
+//!
+//! ```text
+//! <crc32c 8 hex> + <category> <chunk> <size> <messages> <object_len> <key id hex>\n
+//! <crc32c 8 hex> - <category> <chunk>\n
+//! ```
+//! The CRC32C covers the text after the first space. Loading stops at the
+//! first torn or corrupt line (and cuts the file there).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use crate::fsutil;
+use crate::names::{Category, ChunkName};
+
+/// File name inside `.chunkbus/tier/`.
+pub const MANIFEST_FILE: &str = "tier-manifest.log";
+
+/// What is known of one tiered chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TieredChunk {
+    /// Chunk size (message bytes).
+    pub size: u64,
+    /// Messages in it.
+    pub messages: u64,
+    /// Object size in the store.
+    pub object_len: u64,
+    /// Id of the key it was written with.
+    pub key_id: [u8; 8],
+}
+
+/// Tiered chunks by (category, chunk).
+type Entries = BTreeMap<(Category, ChunkName), TieredChunk>;
+
+/// The tiered set, mirrored in the append log.
+#[derive(Debug)]
+pub struct Manifest {
+    path: PathBuf,
+    inner: Mutex<(File, Entries)>,
+}
+
+fn line(body: &str) -> String {
+    format!("{:08x} {body}\n", crc32c::crc32c(body.as_bytes()))
+}
+
+fn parse_line(l: &str) -> Option<(bool, Category, ChunkName, Option<TieredChunk>)> {
+    let (crc, body) = l.split_once(' ')?;
+    if u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(body.as_bytes()) {
+        return None;
+    }
+    let mut f = body.split(' ');
+    let op = f.next()?;
+    let cat = Category::parse(f.next()?).ok()?;
+    let chunk = ChunkName::parse(f.next()?).ok()?;
+    match op {
+        "-" => Some((false, cat, chunk, None)),
+        "+" => {
+            let size = f.next()?.parse().ok()?;
+            let messages = f.next()?.parse().ok()?;
+            let object_len = f.next()?.parse().ok()?;
+            let id = f.next()?;
+            if id.len() != 16 {
+                return None;
+            }
+            let mut key_id = [0u8; 8];
+            for (i, b) in key_id.iter_mut().enumerate() {
+                *b = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some((
+                true,
+                cat,
+                chunk,
+                Some(TieredChunk {
+                    size,
+                    messages,
+                    object_len,
+                    key_id,
+                }),
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl Manifest {
+    /// Loads (creating if missing) the manifest in `dir`.
+    ///
+    /// # Errors
+    /// I/O errors, as text naming the file.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        fsutil::create_dir_durable(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let path = dir.join(MANIFEST_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("read {}: {e}", path.display())),
+        };
+        let mut map = BTreeMap::new();
+        let mut valid = 0usize;
+        for raw in text.split_inclusive(|&b| b == b'\n') {
+            let Some(l) = raw
+                .strip_suffix(b"\n")
+                .and_then(|l| std::str::from_utf8(l).ok())
+            else {
+                break;
+            };
+            let Some((add, cat, chunk, entry)) = parse_line(l) else {
+                break;
+            };
+            match (add, entry) {
+                (true, Some(e)) => {
+                    map.insert((cat, chunk), e);
+                }
+                _ => {
+                    map.remove(&(cat, chunk));
+                }
+            }
+            valid += raw.len();
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        if valid != text.len() {
+            tracing::warn!(path = %path.display(), kept = valid, "cut torn tail of the tier manifest");
+            file.set_len(valid as u64)
+                .map_err(|e| format!("trim {}: {e}", path.display()))?;
+        }
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
+            .map_err(|e| format!("seek {}: {e}", path.display()))?;
+        Ok(Self {
+            path,
+            inner: Mutex::new((file, map)),
+        })
+    }
+
+    fn append(&self, file: &mut File, text: &str) -> Result<(), String> {
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("append to {}: {e}", self.path.display()))
+    }
+
+    /// Records a chunk as tiered, durably.
+    ///
+    /// # Errors
+    /// The append or its fdatasync failed (the chunk then stays local).
+    pub fn add(&self, cat: &Category, chunk: &ChunkName, e: TieredChunk) -> Result<(), String> {
+        let mut g = self.inner.lock();
+        let body = format!(
+            "+ {cat} {chunk} {} {} {} {}",
+            e.size,
+            e.messages,
+            e.object_len,
+            super::keys::hex(&e.key_id)
+        );
+        self.append(&mut g.0, &line(&body))?;
+        g.1.insert((cat.clone(), chunk.clone()), e);
+        Ok(())
+    }
+
+    /// Records that a tiered chunk's object was deleted.
+    ///
+    /// # Errors
+    /// The append failed (the removal is retried).
+    pub fn remove(&self, cat: &Category, chunk: &ChunkName) -> Result<(), String> {
+        let mut g = self.inner.lock();
+        self.append(&mut g.0, &line(&format!("- {cat} {chunk}")))?;
+        g.1.remove(&(cat.clone(), chunk.clone()));
+        Ok(())
+    }
+
+    /// The entry of a chunk, if tiered.
+    #[must_use]
+    pub fn get(&self, cat: &Category, chunk: &ChunkName) -> Option<TieredChunk> {
+        self.inner
+            .lock()
+            .1
+            .get(&(cat.clone(), chunk.clone()))
+            .copied()
+    }
+
+    /// Every tiered chunk.
+    #[must_use]
+    pub fn all(&self) -> Vec<(Category, ChunkName, TieredChunk)> {
+        self.inner
+            .lock()
+            .1
+            .iter()
+            .map(|((c, n), e)| (c.clone(), n.clone(), *e))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen_and_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Category::parse("c").unwrap();
+        let a = ChunkName::parse("n1-chunk000000001").unwrap();
+        let b = ChunkName::parse("n1-chunk000000002").unwrap();
+        let e = TieredChunk {
+            size: 10,
+            messages: 2,
+            object_len: 99,
+            key_id: [0xab; 8],
+        };
+        {
+            let m = Manifest::open(dir.path()).unwrap();
+            m.add(&cat, &a, e).unwrap();
+            m.add(&cat, &b, e).unwrap();
+            m.remove(&cat, &a).unwrap();
+        }
+        let path = dir.path().join(MANIFEST_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"deadbeef + c n1-chunk0000").unwrap();
+        drop(f);
+        let m = Manifest::open(dir.path()).unwrap();
+        assert_eq!(m.get(&cat, &a), None);
+        assert_eq!(m.get(&cat, &b), Some(e));
+        m.add(&cat, &a, e).unwrap();
+        let again = Manifest::open(dir.path()).unwrap();
+        assert_eq!(again.all().len(), 2);
+    }
+}
