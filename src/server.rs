@@ -177,6 +177,7 @@ pub async fn run_with_hook(
         Subscriptions::start(
             storage.state_dir(),
             Arc::clone(&storage),
+            tiering.clone(),
             Arc::clone(&groups),
             token.child_token(),
         )

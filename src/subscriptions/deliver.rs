@@ -19,6 +19,7 @@ use super::{Progress, Valid};
 use crate::groups::{GroupError, GroupStore};
 use crate::storage::chunk::{Chunk, ReadOutcome};
 use crate::storage::{Storage, StorageError};
+use crate::tier::{TierError, Tiering};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -31,6 +32,7 @@ type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>
 pub(super) struct Deliverer {
     v: Valid,
     storage: Arc<Storage>,
+    tiering: Option<Arc<Tiering>>,
     groups: Arc<GroupStore>,
     progress: Arc<Mutex<Progress>>,
     stop: CancellationToken,
@@ -48,6 +50,7 @@ impl Deliverer {
     pub(super) fn new(
         v: Valid,
         storage: Arc<Storage>,
+        tiering: Option<Arc<Tiering>>,
         groups: Arc<GroupStore>,
         progress: Arc<Mutex<Progress>>,
         stop: CancellationToken,
@@ -61,6 +64,7 @@ impl Deliverer {
         Self {
             v,
             storage,
+            tiering,
             groups,
             progress,
             stop,
@@ -74,13 +78,10 @@ impl Deliverer {
             tracing::error!(error = %crate::error_chain(&e), "cannot store the subscription's start position");
         }
         while !self.stop.is_cancelled() {
-            let next = match self.next_batch() {
+            let next = match self.next_batch().await {
                 Ok(n) => n,
                 Err(e) => {
-                    self.failed(format!(
-                        "reading the category failed: {}",
-                        crate::error_chain(&e)
-                    ));
+                    self.failed(format!("reading the category failed: {e}"));
                     self.pause(&mut backoff).await;
                     continue;
                 }
@@ -144,7 +145,7 @@ impl Deliverer {
 
     /// The first batch the group has not acked: chunks in order per owner;
     /// an owner's chunks older than its newest positioned chunk are done.
-    fn next_batch(&self) -> Result<Option<Batch>, StorageError> {
+    async fn next_batch(&self) -> Result<Option<Batch>, String> {
         let Some(log) = self.storage.category(&self.v.category) else {
             return Ok(None);
         };
@@ -174,17 +175,21 @@ impl Deliverer {
                 continue;
             }
             let max = self.v.spec.max_batch_bytes;
-            let data = match chunk.read(start, max) {
+            let data = match self.read(&chunk, start, max).await {
                 Ok(ReadOutcome::Data(d)) => d,
                 Ok(ReadOutcome::Empty { .. }) => continue,
                 // One message larger than the batch limit goes alone.
-                Err(StorageError::MaxSizeTooSmall { next_len, .. }) => {
-                    match chunk.read(start, next_len)? {
+                Err(TierError::Storage(StorageError::MaxSizeTooSmall { next_len, .. })) => {
+                    match self
+                        .read(&chunk, start, next_len)
+                        .await
+                        .map_err(|e| crate::error_chain(&e))?
+                    {
                         ReadOutcome::Data(d) => d,
                         ReadOutcome::Empty { .. } => continue,
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(crate::error_chain(&e)),
             };
             return Ok(Some(Batch {
                 chunk,
@@ -193,6 +198,14 @@ impl Deliverer {
             }));
         }
         Ok(None)
+    }
+
+    /// Reads a batch from a local or tiered chunk.
+    async fn read(&self, chunk: &Chunk, off: u64, max: u64) -> Result<ReadOutcome, TierError> {
+        match &self.tiering {
+            Some(t) if chunk.is_tiered() => t.read(&self.v.category, chunk, off, max).await,
+            _ => Ok(chunk.read(off, max)?),
+        }
     }
 
     /// Waits until new data may be there: the category's listing or an

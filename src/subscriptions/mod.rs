@@ -239,6 +239,7 @@ pub enum SubscriptionError {
 pub struct Subscriptions {
     path: PathBuf,
     storage: Arc<Storage>,
+    tiering: Option<Arc<crate::tier::Tiering>>,
     groups: Arc<GroupStore>,
     shutdown: CancellationToken,
     running: tokio::sync::Mutex<BTreeMap<(Category, GroupName), Running>>,
@@ -253,6 +254,7 @@ impl Subscriptions {
     pub async fn start(
         state_dir: &Path,
         storage: Arc<Storage>,
+        tiering: Option<Arc<crate::tier::Tiering>>,
         groups: Arc<GroupStore>,
         shutdown: CancellationToken,
     ) -> Result<Self, SubscriptionError> {
@@ -275,6 +277,7 @@ impl Subscriptions {
         let subs = Self {
             path,
             storage,
+            tiering,
             groups,
             shutdown,
             running: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -389,6 +392,7 @@ impl Subscriptions {
         let deliverer = deliver::Deliverer::new(
             valid.clone(),
             Arc::clone(&self.storage),
+            self.tiering.clone(),
             Arc::clone(&self.groups),
             Arc::clone(&progress),
             stop.clone(),

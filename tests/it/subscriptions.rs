@@ -367,3 +367,40 @@ fn subscription_api_validates_persists_and_starts_from_a_position() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(r.accepted().len(), n, "nothing delivered after delete");
 }
+
+#[test]
+fn push_delivery_reads_tiered_chunks() {
+    let b = TestBroker::start(&[
+        "--max-chunk-size",
+        "16KiB",
+        "--tier-after",
+        "1ms",
+        "--encryption-key",
+        "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    ]);
+    write_numbers(&b, "tw", 0, 20_000);
+    wait_for("chunks tiered", Duration::from_secs(30), || {
+        let (_, t) = b.get_text("/tier");
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        v["tiered_chunks"].as_u64().unwrap_or(0) >= 4
+    });
+    let r = Receiver::start(Duration::ZERO, Duration::ZERO);
+    let (s, msg) = subscribe(
+        &b,
+        &format!(
+            r#"{{"category":"tw","url":"http://{}/hook","group":"hook","max_batch_bytes":3000,"headers":{{"x-receiver-token":"s3cret"}}}}"#,
+            r.addr
+        ),
+    );
+    assert_eq!(s, 201, "{msg}");
+    wait_for(
+        "all 20000 messages delivered",
+        Duration::from_secs(60),
+        || delivered(&r) >= 20_000,
+    );
+    check_delivery(&r.accepted(), 20_000);
+    // Lag of a group that read everything, tiered chunks included, is 0.
+    let (_, groups) = b.get_text("/consumers?category=tw");
+    let v: serde_json::Value = serde_json::from_str(&groups).unwrap();
+    assert_eq!(v[0]["lag_messages"], 0, "{v}");
+}
