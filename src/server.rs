@@ -164,6 +164,8 @@ pub async fn run_with_hook(
             .await??;
             tracing::info!(store = %t.0.describe_store(), tiered_chunks = t.1, "tiering on");
             let t = Arc::new(t.0);
+            let warm = Arc::clone(&t);
+            tokio::spawn(async move { warm.warm_up().await });
             let _ = state.tiering.set(Arc::clone(&t));
             Some(t)
         }

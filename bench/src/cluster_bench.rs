@@ -212,6 +212,7 @@ pub async fn cluster_scenarios(ctx: &mut Ctx) -> Result<()> {
     for (rate, basis) in [
         (max / 2.0, "50% of single-node max"),
         (cluster_max / 2.0, "50% of 3-node max"),
+        (cluster_max / 4.0, "25% of 3-node max"),
     ] {
         lag_row(ctx, &three, rate, basis).await?;
     }

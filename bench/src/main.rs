@@ -5,7 +5,8 @@
 //!
 //! Scenarios: raw disk ceilings, nginx HTTP ceiling, async ingest, `sync=1`
 //! ingest (group commit), consume from page cache, 3-node cluster (ingest,
-//! `min_sync_replicas=1`, replication lag, catch-up), long-poll wake-up, restart
+//! `min_sync_replicas=1`, replication lag, catch-up), tiering (pipeline per
+//! core, ingest while tiering, tiered reads from S3), long-poll wake-up, restart
 //! with many chunks, server memory (ingest and idle connections).
 
 #[macro_use]
@@ -20,6 +21,7 @@ mod latency;
 mod load;
 mod report;
 mod servers;
+mod tier_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,7 +71,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     categories: usize,
     /// Run only these scenarios (comma list of: ingest, alternatives, latency,
-    /// sync, cluster, client, groups, push, wake, restart).
+    /// sync, cluster, tier, client, groups, push, wake, restart).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write results to bench/results/<date>.{json,md} (default for full runs
@@ -176,6 +178,7 @@ async fn run(args: Args) -> Result<()> {
             "latency" => latency_scenario(&mut ctx).await?,
             "sync" => sync_scenario(&mut ctx).await?,
             "cluster" => cluster_bench::cluster_scenarios(&mut ctx).await?,
+            "tier" => tier_bench::tier_scenarios(&mut ctx).await?,
             "client" => client_bench::client_scenarios(&mut ctx).await?,
             "groups" => groups_bench::groups_scenarios(&mut ctx).await?,
             "push" => groups_bench::push_scenario(&mut ctx).await?,
@@ -343,12 +346,13 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "ingest",
     "alternatives",
     "latency",
     "sync",
     "cluster",
+    "tier",
     "client",
     "groups",
     "push",

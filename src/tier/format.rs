@@ -226,14 +226,23 @@ pub fn encode(
         .ok_or_else(|| FormatError::Corrupt("too many frames".into()))?;
     let mut compressor = zstd::bulk::Compressor::new(level)
         .map_err(|e| FormatError::Corrupt(format!("zstd: {e}")))?;
-    let mut frames = Vec::with_capacity(frame_count as usize);
+    // Frames are compressed into one reused scratch buffer (fresh memory
+    // is slow to touch on this kind of machine) and staged: the header
+    // holds section offsets that depend on every compressed size, and
+    // every tag covers the header. Then each frame is copied once into
+    // the object, encrypted in place and authenticated.
+    let mut scratch: Vec<u8> =
+        Vec::with_capacity(zstd::zstd_safe::compress_bound(frame_size as usize));
+    let mut body: Vec<u8> = Vec::with_capacity(plain.len() / 2 + 4096);
+    let mut spans = Vec::with_capacity(frame_count as usize);
     for chunk in plain.chunks(frame_size as usize) {
-        let c = compressor
-            .compress(chunk)
+        compressor
+            .compress_to_buffer(chunk, &mut scratch)
             .map_err(|e| FormatError::Corrupt(format!("zstd: {e}")))?;
-        frames.push((c, chunk.len() as u32));
+        spans.push((body.len(), scratch.len(), chunk.len() as u32));
+        body.extend_from_slice(&scratch);
     }
-    let body_len: usize = frames.iter().map(|(c, _)| c.len() + TAG_LEN).sum();
+    let body_len: usize = body.len() + spans.len() * TAG_LEN;
     let records_offset = (HEADER_LEN + body_len) as u64;
     let records_len = u32::try_from(records.len())
         .map_err(|_| FormatError::Corrupt("records section over 4 GiB".into()))?;
@@ -248,17 +257,20 @@ pub fn encode(
         index_offset: records_offset + u64::from(records_len) + TAG_LEN as u64,
     };
     let h = header.encode();
-    let mut out = Vec::with_capacity(header.object_len() as usize);
+    let mut out = Vec::with_capacity(usize::try_from(header.object_len()).unwrap_or(0));
     out.extend_from_slice(&h);
     let mut index = Vec::with_capacity(frame_count as usize * ENTRY_LEN);
-    for (i, (mut c, plain_len)) in frames.into_iter().enumerate() {
+    for (i, (at, len, plain_len)) in spans.into_iter().enumerate() {
         let i = i as u32;
-        crypt(keys, &iv, i, &mut c);
-        let tag = mac(keys, &h, &i.to_le_bytes(), &c).finalize().into_bytes();
-        index.extend_from_slice(&(out.len() as u64).to_le_bytes());
-        index.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        let start = out.len();
+        out.extend_from_slice(&body[at..at + len]);
+        crypt(keys, &iv, i, &mut out[start..]);
+        let tag = mac(keys, &h, &i.to_le_bytes(), &out[start..])
+            .finalize()
+            .into_bytes();
+        index.extend_from_slice(&(start as u64).to_le_bytes());
+        index.extend_from_slice(&(len as u32).to_le_bytes());
         index.extend_from_slice(&plain_len.to_le_bytes());
-        out.extend_from_slice(&c);
         out.extend_from_slice(&tag);
     }
     let mut rec = records.to_vec();

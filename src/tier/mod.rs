@@ -181,6 +181,25 @@ impl Tiering {
         Ok(n)
     }
 
+    /// After a start: fetches the header and index of the newest tiered
+    /// chunks (up to 64 per category), so first reads of them need one
+    /// range GET, and the store's client is warmed up.
+    pub async fn warm_up(&self) {
+        let all = self.manifest.all();
+        let mut per_cat: HashMap<&Category, usize> = HashMap::new();
+        for (cat, chunk, _) in all.iter().rev() {
+            let n = per_cat.entry(cat).or_insert(0);
+            if *n >= 64 {
+                continue;
+            }
+            *n += 1;
+            let key = self.key(cat, chunk);
+            if let Err(e) = self.reader.prefetch(&key).await {
+                tracing::warn!(%key, error = %crate::error_chain(&e), "could not prefetch a tiered object's index");
+            }
+        }
+    }
+
     /// Whether a chunk is in the tiered set.
     #[must_use]
     pub fn is_tiered(&self, category: &Category, chunk: &ChunkName) -> bool {

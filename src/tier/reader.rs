@@ -96,6 +96,14 @@ impl TierReader {
         Ok(meta)
     }
 
+    /// Fetches and caches an object's header and index ahead of reads.
+    ///
+    /// # Errors
+    /// Store or format errors.
+    pub async fn prefetch(&self, key: &str) -> Result<(), TierReadError> {
+        self.meta(key).await.map(drop)
+    }
+
     /// Checks the object end to end (header, index, last frame): used to
     /// confirm an upload before the local copy is removed.
     ///
