@@ -279,7 +279,14 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
     let mut last = None;
     for rep in 0..plan.reps {
         let dir = work.join(format!("ingest-{rep}"));
-        let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
+        // Smoke runs are too short to fill a 64 MiB chunk with a debug
+        // build; the consume step needs sealed chunks.
+        let small: &[&str] = if plan.dur < Duration::from_secs(1) {
+            &["--max-chunk-size", "4MiB"]
+        } else {
+            &[]
+        };
+        let s = Chunkbus::start(&ctx.bin, &dir, small)?;
         let r = load::post_loop(
             s.addr,
             ctx.categories,
