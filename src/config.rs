@@ -118,6 +118,14 @@ pub struct RawSettings {
     /// Per category: delete the oldest sealed chunks while the category holds more than this. Bytes, or KiB/MiB/GiB. Default = unset (keep)
     #[arg(long, env = "CHUNKBUS_RETENTION_BYTES", value_name = "SIZE")]
     pub retention_bytes: Option<String>,
+    /// Bearer token required on every endpoint but /healthz (clients send Authorization: Bearer <token>; peers send it too). Default = unset (no auth)
+    #[arg(
+        long,
+        env = "CHUNKBUS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// Tier (upload to the object store, then remove locally) own sealed chunks older than this. ms/s/m/h. Default = unset (tiering off unless local_bytes_budget is set)
     #[arg(long, env = "CHUNKBUS_TIER_AFTER", value_name = "DURATION")]
     pub tier_after: Option<String>,
@@ -284,6 +292,37 @@ pub struct Config {
     pub peers: Vec<crate::cluster::Peer>,
     /// Tiering to an object store; None = off (the default).
     pub tier: Option<TierConfig>,
+    /// Bearer token required on every endpoint but `/healthz`; None = no auth.
+    pub token: Option<Token>,
+}
+
+/// A bearer token (its `Debug` never shows it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Validates a token: 1–4096 visible ASCII characters.
+    ///
+    /// # Errors
+    /// What is allowed (the value is not echoed).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 4096 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err("expected 1-4096 visible ASCII characters (no spaces)".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The token text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
 }
 
 /// Tiering settings (on when `tier_after` or `local_bytes_budget` is set).
@@ -323,6 +362,7 @@ impl Config {
             retention: RetentionConfig::default(),
             peers: Vec::new(),
             tier: None,
+            token: None,
         }
     }
 }
@@ -343,6 +383,7 @@ const FILE_KEYS: &[&str] = &[
     "retention",
     "retention_hours",
     "retention_bytes",
+    "token",
     "tier_after",
     "local_bytes_budget",
     "tier_dir",
@@ -418,6 +459,7 @@ impl RawSettings {
                 "retention" => &mut self.retention,
                 "retention_hours" => &mut self.retention_hours,
                 "retention_bytes" => &mut self.retention_bytes,
+                "token" => &mut self.token,
                 "tier_after" => &mut self.tier_after,
                 "local_bytes_budget" => &mut self.local_bytes_budget,
                 "tier_dir" => &mut self.tier_dir,
@@ -456,6 +498,17 @@ impl RawSettings {
             .clone()
             .map_or(d.data_dir.clone(), PathBuf::from);
         let tier = self.tier_config(&data_dir)?;
+        let token = self
+            .token
+            .as_deref()
+            .map(|t| {
+                Token::parse(t).map_err(|why| ConfigError::Invalid {
+                    key: "token",
+                    value: "(hidden)".into(),
+                    why,
+                })
+            })
+            .transpose()?;
         let listen = match self.listen {
             None => d.listen,
             Some(v) => v
@@ -572,6 +625,7 @@ impl RawSettings {
             retention,
             peers,
             tier,
+            token,
         })
     }
 

@@ -141,6 +141,7 @@ pub async fn run_with_hook(
             config.name.clone(),
             config.peers.clone(),
             storage.state_dir(),
+            config.token.as_ref(),
         )
         .map_err(ServerError::Cluster)?;
         let c = Arc::new(c);

@@ -83,6 +83,7 @@ pub struct Client {
     bases: Arc<[String]>,
     active: Arc<AtomicUsize>,
     http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    auth: Option<hyper::header::HeaderValue>,
 }
 
 impl Client {
@@ -121,7 +122,22 @@ impl Client {
             bases: bases.into(),
             active: Arc::new(AtomicUsize::new(0)),
             http,
+            auth: None,
         })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (servers
+    /// started with `--token`).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidToken`] when the token has characters a
+    /// header cannot carry.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ClientError::InvalidToken)?;
+        v.set_sensitive(true);
+        self.auth = Some(v);
+        Ok(self)
     }
 
     /// The address requests currently go to.
@@ -365,9 +381,11 @@ impl Client {
         } else {
             format!("{base}{path}?{query}")
         };
-        let req = Request::builder()
-            .method(method)
-            .uri(&url)
+        let mut req = Request::builder().method(method).uri(&url);
+        if let Some(auth) = &self.auth {
+            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
+        }
+        let req = req
             .body(Full::new(body))
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),

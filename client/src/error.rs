@@ -15,6 +15,9 @@ pub enum ClientError {
         /// What is wrong.
         why: String,
     },
+    /// The bearer token holds characters an HTTP header cannot carry.
+    #[error("invalid token: use visible ASCII characters only")]
+    InvalidToken,
     /// The server answered with an error status; `message` is its one-line body.
     #[error("server answered {status}: {message}")]
     Status {
@@ -58,7 +61,7 @@ impl ClientError {
         match self {
             Self::Transport { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504 | 507),
-            Self::InvalidUrl { .. } | Self::Decode { .. } => false,
+            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Decode { .. } => false,
         }
     }
 
@@ -72,7 +75,7 @@ impl ClientError {
         match self {
             Self::Transport { connect, .. } => *connect,
             Self::Status { written, .. } => self.is_retryable() && *written == Some(false),
-            Self::InvalidUrl { .. } | Self::Decode { .. } => false,
+            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Decode { .. } => false,
         }
     }
 

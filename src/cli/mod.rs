@@ -17,6 +17,9 @@ pub struct ServerArgs {
         env = "CHUNKBUS_SERVER"
     )]
     pub server: Vec<String>,
+    /// Bearer token for servers started with --token.
+    #[arg(long, env = "CHUNKBUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ServerArgs {
@@ -25,7 +28,11 @@ impl ServerArgs {
     /// # Errors
     /// An invalid URL.
     pub fn client(&self) -> Result<Client, ClientError> {
-        Client::with_servers(&self.server)
+        let c = Client::with_servers(&self.server)?;
+        match &self.token {
+            Some(t) => c.with_token(t),
+            None => Ok(c),
+        }
     }
 }
 

@@ -65,6 +65,8 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct PeerClient {
     http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    /// `Authorization` value sent to peers (the cluster token), if any.
+    auth: Option<hyper::header::HeaderValue>,
 }
 
 impl Default for PeerClient {
@@ -75,11 +77,26 @@ impl Default for PeerClient {
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self { http }
+        Self { http, auth: None }
     }
 }
 
 impl PeerClient {
+    /// A client that authenticates with the cluster `token`.
+    #[must_use]
+    pub fn with_token(token: Option<&crate::config::Token>) -> Self {
+        let auth = token.and_then(|t| {
+            let mut v =
+                hyper::header::HeaderValue::from_str(&format!("Bearer {}", t.as_str())).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
+        Self {
+            auth,
+            ..Self::default()
+        }
+    }
+
     /// Sends one request and reads the whole answer within `limit`.
     ///
     /// # Errors
@@ -99,6 +116,9 @@ impl PeerClient {
         let mut req = Request::builder().method(method).uri(url);
         if !body.is_empty() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = &self.auth {
+            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         let req = req.body(Full::new(body)).map_err(|e| PeerError::BadReply {
             peer: peer.to_owned(),

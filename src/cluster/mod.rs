@@ -76,6 +76,7 @@ impl Cluster {
         me: ServerName,
         peers: Vec<Peer>,
         state_dir: &std::path::Path,
+        token: Option<&crate::config::Token>,
     ) -> Result<Self, String> {
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -89,7 +90,7 @@ impl Cluster {
             me,
             peers,
             epoch: epoch.max(1),
-            client: PeerClient::default(),
+            client: PeerClient::with_token(token),
             progress: progress::Progress::default(),
             group_feed: group_sync::GroupFeed::default(),
             links,

@@ -150,7 +150,9 @@ pub async fn handle(
 ) -> Result<HttpResponse, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let denied = authorize(&state, &req, &path).err();
     let result = match (path.as_str(), &method) {
+        _ if denied.is_some() => Err(denied.unwrap_or_else(|| unreachable!("checked"))),
         ("/write", &Method::POST) => write::write(&state, req).await,
         ("/read", &Method::GET) => read::read(&state, &req).await,
         ("/listChunks", &Method::GET) => admin::list_chunks(&state, &req).await,
@@ -182,13 +184,45 @@ pub async fn handle(
             .inc();
         tracing::debug!(%method, %path, status = e.status.as_u16(), message = %e.message, "request refused");
         let allow = (e.status == StatusCode::METHOD_NOT_ALLOWED).then(|| allowed(&path));
+        let unauthorized = e.status == StatusCode::UNAUTHORIZED;
         let mut r = e.into_response();
+        if unauthorized {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"chunkbus\""),
+            );
+        }
         if let Some(Some(a)) = allow {
             r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(a));
         }
         r
     });
     Ok(resp)
+}
+
+/// Checks the bearer token (when one is configured) on every path but
+/// `/healthz`, comparing in constant time.
+fn authorize(state: &AppState, req: &Request<Incoming>, path: &str) -> Result<(), ApiError> {
+    use subtle::ConstantTimeEq;
+    let Some(token) = &state.config.token else {
+        return Ok(());
+    };
+    if path == "/healthz" {
+        return Ok(());
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.ct_eq(token.as_str().as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send Authorization: Bearer <token>",
+        ))
+    }
 }
 
 fn allowed(path: &str) -> Option<&'static str> {

@@ -46,15 +46,15 @@ pub(super) async fn changes(
         ));
     }
     cluster.progress.report(from.as_str(), &poll.held);
-    let since = if poll.epoch == cluster.epoch() {
-        poll.since
-    } else {
-        0
-    };
-    let groups_since = poll.groups_since.filter(|_| poll.epoch == cluster.epoch());
+    // A poll of this process run (same epoch) gets what changed after
+    // `since` (which may be 0: nothing happened yet); any other poll gets
+    // the full state at once.
+    let fresh = poll.epoch == cluster.epoch();
+    let since = poll.since;
+    let groups_since = poll.groups_since.filter(|_| fresh);
     let group_store = state.groups.get();
     let feed = storage.feed();
-    if since > 0 && groups_since.is_some() && poll.wait_ms > 0 {
+    if fresh && groups_since.is_some() && poll.wait_ms > 0 {
         let wait = Duration::from_millis(poll.wait_ms).min(MAX_POLL_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         let mut changes = feed.subscribe();
@@ -82,9 +82,10 @@ pub(super) async fn changes(
     // Read the sequence number before scanning: a change stamped later is
     // either seen now or announced above this number next time.
     let seq = feed.seq();
-    let chunks = own_changes(storage, since);
+    let full = !fresh;
+    let chunks = own_changes(storage, full, since);
     let deleted = feed
-        .tombstones_since(since)
+        .tombstones_since(full, since)
         .into_iter()
         .map(|t| Deleted {
             category: t.category.to_string(),
@@ -111,7 +112,7 @@ pub(super) async fn changes(
     })
 }
 
-fn own_changes(storage: &Storage, since: u64) -> Vec<ChunkState> {
+fn own_changes(storage: &Storage, full: bool, since: u64) -> Vec<ChunkState> {
     let mut out = Vec::new();
     for name in storage.category_names() {
         let Some(log) = Category::parse(&name)
@@ -124,7 +125,7 @@ fn own_changes(storage: &Storage, since: u64) -> Vec<ChunkState> {
             if chunk.name().owner() != storage.server() {
                 continue;
             }
-            if since > 0 && chunk.changed_seq() <= since {
+            if !full && chunk.changed_seq() <= since {
                 continue;
             }
             let s = chunk.state();

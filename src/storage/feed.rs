@@ -127,13 +127,13 @@ impl ChangeFeed {
         self.announced.subscribe()
     }
 
-    /// Tombstones with a sequence number above `since` (all for 0).
+    /// Every tombstone (`full`), or those above sequence number `since`.
     #[must_use]
-    pub fn tombstones_since(&self, since: u64) -> Vec<Tombstone> {
+    pub fn tombstones_since(&self, full: bool, since: u64) -> Vec<Tombstone> {
         let g = self.inner.lock();
         g.tombstones
             .iter()
-            .filter(|t| since == 0 || t.seq > since)
+            .filter(|t| full || t.seq > since)
             .cloned()
             .collect()
     }
@@ -182,8 +182,9 @@ mod tests {
         let cat = Category::parse("c").unwrap();
         let name = ChunkName::parse("n1-chunk000000003").unwrap();
         feed.deleted(&cat, &name).unwrap();
-        assert_eq!(feed.tombstones_since(0).len(), 1);
-        assert!(feed.tombstones_since(1).is_empty());
+        assert_eq!(feed.tombstones_since(true, 0).len(), 1);
+        assert_eq!(feed.tombstones_since(false, 0).len(), 1);
+        assert!(feed.tombstones_since(false, 1).is_empty());
         drop(feed);
         let again = ChangeFeed::open(Some(dir.path())).unwrap();
         assert!(again.is_deleted(&cat, &name));

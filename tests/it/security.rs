@@ -119,3 +119,64 @@ fn garbage_requests_do_not_kill_the_server() {
     }
     assert_eq!(b.get_text("/healthz").0, 200, "still serving");
 }
+
+#[test]
+fn bearer_token_guards_every_endpoint_but_healthz() {
+    let token = "s3cr3t-T0ken_for-tests";
+    let b = crate::harness::TestBroker::start(&["--token", token]);
+    let url = |p: &str| b.url(p);
+    let send = |req: reqwest::blocking::RequestBuilder| {
+        let r = req.send().unwrap();
+        let auth = r
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (r.status().as_u16(), auth, r.text().unwrap_or_default())
+    };
+    assert_eq!(send(b.http.get(url("/healthz"))).0, 200, "healthz is open");
+    for path in [
+        "/listCategories",
+        "/metrics",
+        "/peers",
+        "/tier",
+        "/listChunks?category=c",
+    ] {
+        let (s, auth, msg) = send(b.http.get(url(path)));
+        assert_eq!(s, 401, "{path}: {msg}");
+        assert_eq!(auth.as_deref(), Some("Bearer realm=\"chunkbus\""));
+        let (s, _, _) = send(b.http.get(url(path)).bearer_auth("wrong-token"));
+        assert_eq!(s, 401, "{path} with a wrong token");
+        let (s, _, _) = send(b.http.get(url(path)).bearer_auth(&token[..token.len() - 1]));
+        assert_eq!(s, 401, "{path} with a prefix of the token");
+    }
+    let (s, _, msg) = send(b.http.post(url("/write?category=c")).body("a\n"));
+    assert_eq!(s, 401, "{msg}");
+    let (s, _, msg) = send(
+        b.http
+            .post(url("/write?category=c"))
+            .bearer_auth(token)
+            .body("a\n"),
+    );
+    assert_eq!(s, 200, "{msg}");
+    // The CLI sends the token from --token / CHUNKBUS_TOKEN.
+    let server = format!("http://{}", b.addr);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chunkbus"))
+        .args(["consume", "--category", "c", "--server", &server])
+        .env("CHUNKBUS_TOKEN", token)
+        .env("CHUNKBUS_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"a\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chunkbus"))
+        .args(["consume", "--category", "c", "--server", &server])
+        .env("CHUNKBUS_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "without the token the CLI fails");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
