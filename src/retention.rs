@@ -59,14 +59,8 @@ pub async fn run(
 pub fn sweep(storage: &Storage, groups: &GroupStore, cfg: &RetentionConfig) -> usize {
     let now = SystemTime::now();
     let mut deleted = 0;
-    for name in storage.category_names() {
-        let Some(log) = crate::names::Category::parse(&name)
-            .ok()
-            .and_then(|c| storage.category(&c))
-        else {
-            continue;
-        };
-        let own_only = storage.is_cluster().then(|| storage.server());
+    let own_only = storage.is_cluster().then(|| storage.server());
+    for log in storage.logs() {
         deleted += sweep_category(&log, groups, cfg, now, own_only);
     }
     deleted

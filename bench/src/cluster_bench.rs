@@ -82,6 +82,50 @@ async fn drain(three: &Three, category: &str, limit: Duration) -> Result<Duratio
     }
 }
 
+/// Closed-loop ingest into node 1 of a fresh 3-node cluster per
+/// repetition: rates, reply latencies and (with `drain`) how long the
+/// replicas took to catch up after the load stopped.
+async fn ingest_reps(
+    ctx: &Ctx,
+    tag: &str,
+    path: &str,
+    drain_after: bool,
+) -> Result<(Vec<f64>, Histogram<u64>, Vec<Duration>)> {
+    let mut rates = Vec::new();
+    let mut drains = Vec::new();
+    let mut hist = Histogram::<u64>::new(3)?;
+    for rep in 0..ctx.plan.reps {
+        let three = Three::start(ctx, &format!("{tag}-{rep}"))?;
+        let r = load::post_loop(
+            three.addr(0),
+            1,
+            path,
+            ctx.body.clone(),
+            4,
+            ctx.plan.warmup,
+            ctx.plan.dur,
+        )
+        .await?;
+        if r.errors > 0 {
+            bail!(
+                "{} write errors on {path} in a 3-node cluster, first: {:?}",
+                r.errors,
+                r.first_error
+            );
+        }
+        rates.push(r.rate());
+        hist.add(&r.hist)?;
+        if drain_after {
+            drains.push(drain(&three, "bench", Duration::from_secs(120)).await?);
+        }
+        drop(three);
+        for i in 1..=3 {
+            let _ = std::fs::remove_dir_all(ctx.work.join(format!("{tag}-{rep}-n{i}")));
+        }
+    }
+    Ok((rates, hist, drains))
+}
+
 /// The cluster rows.
 pub async fn cluster_scenarios(ctx: &mut Ctx) -> Result<()> {
     let body = ctx.body.clone();
@@ -91,36 +135,7 @@ pub async fn cluster_scenarios(ctx: &mut Ctx) -> Result<()> {
         .map(|r| (r, "single-node ingest".to_owned()));
 
     // 1. Async ingest into one node while two replicas copy everything.
-    let mut rates = Vec::new();
-    let mut drains = Vec::new();
-    let mut hist = Histogram::<u64>::new(3)?;
-    for rep in 0..reps {
-        let three = Three::start(ctx, &format!("cluster-{rep}"))?;
-        let r = load::post_loop(
-            three.addr(0),
-            1,
-            "/write?category=bench",
-            body.clone(),
-            4,
-            warmup,
-            dur,
-        )
-        .await?;
-        if r.errors > 0 {
-            bail!(
-                "{} write errors during cluster ingest, first: {:?}",
-                r.errors,
-                r.first_error
-            );
-        }
-        rates.push(r.rate());
-        hist.add(&r.hist)?;
-        drains.push(drain(&three, "bench", Duration::from_secs(120)).await?);
-        drop(three);
-        for i in 1..=3 {
-            let _ = std::fs::remove_dir_all(ctx.work.join(format!("cluster-{rep}-n{i}")));
-        }
-    }
+    let (rates, hist, drains) = ingest_reps(ctx, "cluster", "/write?category=bench", true).await?;
     let rates = spread(rates);
     let cluster_max = rates[1];
     let worst_drain = drains.iter().max().copied().unwrap_or_default();
@@ -138,34 +153,13 @@ pub async fn cluster_scenarios(ctx: &mut Ctx) -> Result<()> {
     ));
 
     // 2. min_sync_replicas=1: each write waits for one replica's copy.
-    let mut rates = Vec::new();
-    let mut hist = Histogram::<u64>::new(3)?;
-    for rep in 0..reps {
-        let three = Three::start(ctx, &format!("msr-{rep}"))?;
-        let r = load::post_loop(
-            three.addr(0),
-            1,
-            "/write?category=bench&min_sync_replicas=1",
-            body.clone(),
-            4,
-            warmup,
-            dur,
-        )
-        .await?;
-        if r.errors > 0 {
-            bail!(
-                "{} write errors with min_sync_replicas=1, first: {:?}",
-                r.errors,
-                r.first_error
-            );
-        }
-        rates.push(r.rate());
-        hist.add(&r.hist)?;
-        drop(three);
-        for i in 1..=3 {
-            let _ = std::fs::remove_dir_all(ctx.work.join(format!("msr-{rep}-n{i}")));
-        }
-    }
+    let (rates, hist, _) = ingest_reps(
+        ctx,
+        "msr",
+        "/write?category=bench&min_sync_replicas=1",
+        false,
+    )
+    .await?;
     let rates = spread(rates);
     note!(
         "min_sync_replicas=1: {} (reply p99 {})",

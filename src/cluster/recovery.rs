@@ -32,13 +32,7 @@ pub async fn pull_back(
     client: &PeerClient,
     limit: Duration,
 ) -> u64 {
-    let open: usize = storage
-        .category_names()
-        .iter()
-        .filter_map(|c| Category::parse(c).ok())
-        .filter_map(|c| storage.category(&c))
-        .map(|log| log.unsealed_own().len())
-        .sum();
+    let open: usize = storage.logs().iter().map(|l| l.unsealed_own().len()).sum();
     if open == 0 {
         return 0; // clean shutdown: every own chunk is sealed
     }
@@ -193,10 +187,7 @@ async fn pull_chunk(
 /// Seals every own chunk left open (pulled back or not).
 fn seal_open(storage: &Storage) -> Result<usize, StorageError> {
     let mut n = 0;
-    for c in storage.category_names() {
-        let Some(log) = Category::parse(&c).ok().and_then(|c| storage.category(&c)) else {
-            continue;
-        };
+    for log in storage.logs() {
         for chunk in log.unsealed_own() {
             let writer = log.copy_writer(chunk.name())?;
             log.seal_copy(writer)?;

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::params::Query;
 use super::{json, ok_line, AppState, HttpResponse};
 use crate::cluster::protocol::{self, ChangesReply, ChangesRequest, ChunkState, Deleted, HeldCopy};
-use crate::names::{Category, ServerName};
+use crate::names::ServerName;
 use crate::storage::{Storage, StorageError};
 
 /// Largest changes-poll body accepted (reports of many chunks).
@@ -114,13 +114,7 @@ pub(super) async fn changes(
 
 fn own_changes(storage: &Storage, full: bool, since: u64) -> Vec<ChunkState> {
     let mut out = Vec::new();
-    for name in storage.category_names() {
-        let Some(log) = Category::parse(&name)
-            .ok()
-            .and_then(|c| storage.category(&c))
-        else {
-            continue;
-        };
+    for log in storage.logs() {
         for chunk in log.chunks() {
             if chunk.name().owner() != storage.server() {
                 continue;
@@ -133,7 +127,7 @@ fn own_changes(storage: &Storage, full: bool, since: u64) -> Vec<ChunkState> {
                 continue;
             }
             out.push(ChunkState {
-                category: name.clone(),
+                category: log.category().to_string(),
                 chunk: chunk.name().to_string(),
                 size: s.end,
                 complete: s.sealed || s.closed,
@@ -206,18 +200,12 @@ pub(super) fn held(state: &AppState, req: &Request<Incoming>) -> Result<HttpResp
     let query = Query::parse(req.uri().query());
     let owner = ServerName::parse(query.required("owner")?)?;
     let mut out = Vec::new();
-    for name in storage.category_names() {
-        let Some(log) = Category::parse(&name)
-            .ok()
-            .and_then(|c| storage.category(&c))
-        else {
-            continue;
-        };
+    for log in storage.logs() {
         for chunk in log.chunks() {
             let s = chunk.state();
             if chunk.name().owner() == &owner && s.end > 0 {
                 out.push(HeldCopy {
-                    category: name.clone(),
+                    category: log.category().to_string(),
                     chunk: chunk.name().to_string(),
                     size: s.end,
                     complete: s.sealed,

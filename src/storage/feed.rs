@@ -44,13 +44,16 @@ struct Inner {
 /// Sequence numbers of own-chunk changes, and tombstones.
 #[derive(Debug)]
 pub struct ChangeFeed {
+    /// Peers poll this feed (cluster mode); on a single node every call is
+    /// a no-op, so appends do not pay for it.
+    enabled: bool,
     inner: Mutex<Inner>,
     announced: watch::Sender<u64>,
 }
 
 impl ChangeFeed {
-    /// A feed; with `state_dir`, tombstones are loaded from and appended to
-    /// its durable log (cluster mode).
+    /// A feed; with `state_dir` (cluster mode) it is kept, and tombstones
+    /// are loaded from and appended to its durable log; without, it is off.
     ///
     /// # Errors
     /// The tombstone log cannot be read or opened.
@@ -72,6 +75,7 @@ impl ChangeFeed {
             log = Some((file, path));
         }
         Ok(Self {
+            enabled: state_dir.is_some(),
             inner: Mutex::new(Inner {
                 seq: 0,
                 tombstones,
@@ -83,6 +87,9 @@ impl ChangeFeed {
 
     /// Stamps `chunk` with the next sequence number and announces it.
     pub fn changed(&self, chunk: &Chunk) {
+        if !self.enabled {
+            return;
+        }
         let mut g = self.inner.lock();
         g.seq += 1;
         chunk.set_changed(g.seq);
@@ -97,6 +104,9 @@ impl ChangeFeed {
     /// announced (the caller has already removed the files: peers keep
     /// their copies, which is safe).
     pub fn deleted(&self, category: &Category, chunk: &ChunkName) -> Result<(), StorageError> {
+        if !self.enabled {
+            return Ok(());
+        }
         let mut g = self.inner.lock();
         if let Some((file, path)) = g.log.as_mut() {
             let line = format!("{category} {chunk}\n");

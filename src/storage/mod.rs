@@ -196,6 +196,12 @@ impl Storage {
         self.categories.read().get(category).cloned()
     }
 
+    /// Every category's log, in name order.
+    #[must_use]
+    pub fn logs(&self) -> Vec<Arc<CategoryLog>> {
+        self.categories.read().values().cloned().collect()
+    }
+
     /// Names of all categories.
     #[must_use]
     pub fn category_names(&self) -> Vec<String> {

@@ -410,13 +410,8 @@ impl Tiering {
         let failing = self.failing.lock().clone();
         let mut local_bytes = 0u64;
         let mut own: Vec<(Category, Arc<Chunk>)> = Vec::new();
-        for name in storage.category_names() {
-            let Some(cat) = Category::parse(&name).ok() else {
-                continue;
-            };
-            let Some(log) = storage.category(&cat) else {
-                continue;
-            };
+        for log in storage.logs() {
+            let cat = log.category();
             for chunk in log.chunks() {
                 if chunk.is_tiered() {
                     continue;
@@ -607,13 +602,8 @@ impl Tiering {
         let busy = self.uploading.lock().clone();
         let failing = self.failing.lock().clone();
         let mut out = Vec::new();
-        for name in storage.category_names() {
-            let Some(cat) = Category::parse(&name).ok() else {
-                continue;
-            };
-            let Some(log) = storage.category(&cat) else {
-                continue;
-            };
+        for log in storage.logs() {
+            let cat = log.category();
             for chunk in log.chunks() {
                 let s = chunk.state();
                 if s.end == 0 {
@@ -631,7 +621,7 @@ impl Tiering {
                     "local"
                 };
                 out.push(ChunkTierState {
-                    category: name.clone(),
+                    category: cat.to_string(),
                     chunk: chunk.name().to_string(),
                     size: s.end,
                     state,

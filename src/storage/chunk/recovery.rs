@@ -89,24 +89,16 @@ pub fn load(
     }
     let seal_now = owned && seal_owned;
     if seal_now && !scan.sealed {
-        seal_recovered(&data_file, data_path, &idx_path, &scan, hook)?;
+        trim_to_verified(&data_file, data_path, &idx_path, &scan, true, hook)?;
         tracing::info!(chunk = %data_path.display(), size = scan.valid_end, "sealed chunk left open by a crash");
     } else if !scan.sealed {
         // Left open (cluster recovery or a replica copy): keep exactly the
         // verified prefix so copying can continue after it.
-        trim_open(&data_file, data_path, &idx_path, &scan, hook)?;
+        trim_to_verified(&data_file, data_path, &idx_path, &scan, false, hook)?;
     } else if data_len != scan.valid_end || idx_bytes.len() != scan.index_len {
-        // Sealed, but with bytes past the seal in either file: drop them.
-        seal_recovered(
-            &data_file,
-            data_path,
-            &idx_path,
-            &Scan {
-                index_len: scan.index_len - RECORD_LEN,
-                ..scan.clone()
-            },
-            hook,
-        )?;
+        // Sealed, but with bytes past the seal in either file: drop them
+        // (the verified index ends with the seal record).
+        trim_to_verified(&data_file, data_path, &idx_path, &scan, false, hook)?;
     }
     let sealed = seal_now || scan.sealed;
     Ok(Some(Arc::new(Chunk::existing(
@@ -173,11 +165,14 @@ fn scan_against(
     }
 }
 
-fn seal_recovered(
+/// Cuts the chunk and its index to the verified prefix of `scan` and, with
+/// `seal`, appends the seal record; both files are fdatasync'd.
+fn trim_to_verified(
     data_file: &File,
     data_path: &Path,
     idx_path: &Path,
     scan: &Scan,
+    seal: bool,
     hook: &FaultHook,
 ) -> Result<(), StorageError> {
     data_file
@@ -190,31 +185,13 @@ fn seal_recovered(
         .map_err(|e| StorageError::io("open index", idx_path, e))?;
     idx.set_len(scan.index_len as u64)
         .map_err(|e| StorageError::io("trim", idx_path, e))?;
-    idx.write_all_at(
-        &Record::seal(scan.valid_end).encode(),
-        scan.index_len as u64,
-    )
-    .map_err(|e| StorageError::io("append seal record to", idx_path, e))?;
-    fsutil::sync_data(&idx, hook).map_err(|e| StorageError::io("fdatasync", idx_path, e))
-}
-
-fn trim_open(
-    data_file: &File,
-    data_path: &Path,
-    idx_path: &Path,
-    scan: &Scan,
-    hook: &FaultHook,
-) -> Result<(), StorageError> {
-    data_file
-        .set_len(scan.valid_end)
-        .map_err(|e| StorageError::io("trim", data_path, e))?;
-    fsutil::sync_data(data_file, hook).map_err(|e| StorageError::io("fdatasync", data_path, e))?;
-    let idx = OpenOptions::new()
-        .write(true)
-        .open(idx_path)
-        .map_err(|e| StorageError::io("open index", idx_path, e))?;
-    idx.set_len(scan.index_len as u64)
-        .map_err(|e| StorageError::io("trim", idx_path, e))?;
+    if seal {
+        idx.write_all_at(
+            &Record::seal(scan.valid_end).encode(),
+            scan.index_len as u64,
+        )
+        .map_err(|e| StorageError::io("append seal record to", idx_path, e))?;
+    }
     fsutil::sync_data(&idx, hook).map_err(|e| StorageError::io("fdatasync", idx_path, e))
 }
 
