@@ -12,6 +12,9 @@ use crate::client::Conn;
 use crate::servers::Chunkbus;
 use crate::{load, mbps, row, spread, Ctx};
 
+/// Category the producer measurement writes to.
+const PRODUCER_CATEGORY: &str = "prod";
+
 /// Producer vs raw POSTs, consumer vs raw reads; `reps` times each.
 pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
     let plan = &ctx.plan;
@@ -21,12 +24,16 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
         // Each write measurement gets a fresh server and data dir (a second
         // measurement on the same server ran measurably slower, whichever
         // it was), in alternating order, from a clean page cache state.
-        let mut raw_server = None;
-        for is_raw in [rep % 2 == 0, rep % 2 == 1] {
+        // The first server of a pair is stopped and its data deleted
+        // before the second starts, so both start from the same memory
+        // state (page cache growing into memory not used before is slow
+        // here); the second one's data is read by the read pair.
+        let mut kept = None;
+        for (i, is_raw) in [rep % 2 == 0, rep % 2 == 1].into_iter().enumerate() {
             settle();
             let dir = ctx.work.join(format!("client-{rep}-{is_raw}"));
             let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
-            if is_raw {
+            let category = if is_raw {
                 let raw = load::post_loop(
                     s.addr,
                     1,
@@ -41,25 +48,30 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
                     bail!("{} write errors, first: {:?}", raw.errors, raw.first_error);
                 }
                 raw_w.push(raw.rate());
-                raw_server = Some((s, dir));
+                "bench"
             } else {
                 let (rate, peak) = produce(&s, ctx.message_size, plan.dur).await?;
                 prod_w.push(rate);
                 peak_buffer = peak_buffer.max(peak);
+                PRODUCER_CATEGORY
+            };
+            if i == 1 {
+                kept = Some((s, dir, category));
+            } else {
                 drop(s);
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
-        let Some((s, dir)) = raw_server else {
-            bail!("no raw-write server");
+        let Some((s, dir, category)) = kept else {
+            bail!("no server to read from");
         };
-        // Both readers read the whole "bench" category, from page cache.
+        // Both readers read the whole category, from page cache.
         settle();
         for first in [rep % 2 == 0, rep % 2 == 1] {
             if first {
-                raw_r.push(read_raw(&s).await?);
+                raw_r.push(read_raw(&s, category).await?);
             } else {
-                cons_r.push(read_consumer(&s).await?);
+                cons_r.push(read_consumer(&s, category).await?);
             }
         }
         drop(s);
@@ -126,7 +138,7 @@ pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
 async fn produce(s: &Chunkbus, message_size: usize, dur: Duration) -> Result<(f64, usize)> {
     let client = Client::new(&format!("http://{}", s.addr))?;
     let producer = Producer::new(client, ProducerConfig::default());
-    let lane = producer.category("prod")?;
+    let lane = producer.category(PRODUCER_CATEGORY)?;
     let msg = vec![b'm'; message_size.saturating_sub(1).max(1)];
     let start = Instant::now();
     let (mut n, mut peak) = (0u64, 0usize);
@@ -142,18 +154,18 @@ async fn produce(s: &Chunkbus, message_size: usize, dur: Duration) -> Result<(f6
     Ok((bytes as f64 / start.elapsed().as_secs_f64(), peak))
 }
 
-async fn read_raw(s: &Chunkbus) -> Result<f64> {
+async fn read_raw(s: &Chunkbus, category: &str) -> Result<f64> {
     let mut c = Conn::open(s.addr).await?;
-    let chunks = c.list_chunks("bench").await?;
+    let chunks = c.list_chunks(category).await?;
     let start = Instant::now();
     let mut bytes = 0u64;
     for name in chunks.iter().filter_map(|c| c["name"].as_str()) {
-        bytes += c.read_chunk("bench", name, None).await?;
+        bytes += c.read_chunk(category, name, None).await?;
     }
     Ok(bytes as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn read_consumer(s: &Chunkbus) -> Result<f64> {
+async fn read_consumer(s: &Chunkbus, category: &str) -> Result<f64> {
     let client = Client::new(&format!("http://{}", s.addr))?;
     let config = ConsumerConfig {
         max_read_bytes: 16 << 20,
@@ -161,7 +173,7 @@ async fn read_consumer(s: &Chunkbus) -> Result<f64> {
         ..ConsumerConfig::default()
     };
     let start = Instant::now();
-    let mut consumer = Consumer::start(client, "bench", config, Positions::default())?;
+    let mut consumer = Consumer::start(client, category, config, Positions::default())?;
     let mut bytes = 0u64;
     while let Some(batch) = consumer.next().await? {
         bytes += batch.data.len() as u64;

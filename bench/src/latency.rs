@@ -28,6 +28,11 @@ const CONNS: usize = 16;
 /// Bodies queued behind busy connections before the generator reports
 /// saturation (and waits, which would hide latency).
 const MAX_QUEUED: usize = 4096;
+/// A write reply slower than this fails the run (a stuck server, a full
+/// disk) instead of hanging the bench.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How far past its scheduled end a saturated run may go before it fails.
+const OVERRUN: Duration = Duration::from_secs(60);
 
 /// Outcome of one open-loop run.
 pub struct LatencyResult {
@@ -146,7 +151,12 @@ pub async fn open_loop(
                 let Some((stamp, body)) = next else {
                     break;
                 };
-                let (status, _) = conn.send(Method::POST, &path, body).await?;
+                let answer =
+                    tokio::time::timeout(REPLY_TIMEOUT, conn.send(Method::POST, &path, body));
+                let Ok(answer) = answer.await else {
+                    bail!("no write reply within {REPLY_TIMEOUT:?}");
+                };
+                let (status, _) = answer?;
                 if status != 200 {
                     bail!("write answered {status}");
                 }
@@ -162,10 +172,19 @@ pub async fn open_loop(
     let mut sent_bytes = 0u64;
     let start = Instant::now();
     let mut k = 0u64;
+    let give_up = start + total + OVERRUN;
     loop {
         let intended = start + interval.mul_f64(k as f64);
         if intended - start >= total {
             break;
+        }
+        // A failed connection (an error status, disk full, no reply) ends
+        // the run at once instead of leaving the others to absorb the load.
+        if workers.iter().any(tokio::task::JoinHandle::is_finished) {
+            break;
+        }
+        if Instant::now() > give_up {
+            bail!("the server absorbed the scheduled load {OVERRUN:?} late: giving up");
         }
         tokio::time::sleep_until(intended.into()).await;
         let stamp = (intended - t0).as_nanos() as u64;
@@ -180,10 +199,24 @@ pub async fn open_loop(
         k += 1;
     }
     let achieved = sent_bytes as f64 / start.elapsed().as_secs_f64();
+    // Before the queue closes, a finished worker can only be a failed one.
+    let failed = workers.iter().any(tokio::task::JoinHandle::is_finished);
     drop(tx);
     let mut replies = Histogram::<u64>::new(3)?;
+    if failed {
+        // Some connection failed: do not drain the queue through the rest.
+        for w in &workers {
+            if !w.is_finished() {
+                w.abort();
+            }
+        }
+    }
     for w in workers {
-        replies.add(w.await??)?;
+        match w.await {
+            Ok(r) => replies.add(r?)?,
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     // The end marker: stored after every timed body was answered.
     let tail = stamped(&template, message_size, END_STAMP);
