@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run build test lint fmt bench bench-quick bench-deps clean
+.PHONY: run build test test-deps lint fmt bench bench-quick bench-deps clean
 
 ## Build and start a single-node broker on 127.0.0.1:8080 with ./data.
 run:
@@ -13,7 +13,7 @@ build:
 	$(CARGO) build --release --workspace
 
 ## Install what the tests need, then run lints and every test.
-test: bench-deps lint
+test: test-deps lint
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(CARGO) build --bin chunkbus
@@ -49,6 +49,14 @@ bench-deps:
 	  ( (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
 	    && (service redis-server stop >/dev/null 2>&1 || true) ) \
 	  || echo "could not install$$missing: those bench rows will be skipped"; \
+	fi
+
+## The tests also render the status page in a real headless Chromium.
+test-deps: bench-deps
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium for the status page test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	  || { echo "could not install chromium (needed by tests/it/status_page.rs)"; exit 1; }; \
 	fi
 
 clean:

@@ -126,6 +126,18 @@ pub struct RawSettings {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or tracing directives like info,chunkbus::cluster=debug (CHUNKBUS_LOG, if set, overrides it at start). Default = info
+    #[arg(long, env = "CHUNKBUS_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// PEM certificate chain: with --tls-key, the listener speaks HTTPS only (rustls, TLS 1.2/1.3). Default = unset (plain HTTP)
+    #[arg(long, env = "CHUNKBUS_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert. Default = unset
+    #[arg(long, env = "CHUNKBUS_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// PEM CA certificates that https:// peers are verified against (required for https:// peers). Default = unset
+    #[arg(long, env = "CHUNKBUS_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<String>,
     /// Tier (upload to the object store, then remove locally) own sealed chunks older than this. ms/s/m/h. Default = unset (tiering off unless local_bytes_budget is set)
     #[arg(long, env = "CHUNKBUS_TIER_AFTER", value_name = "DURATION")]
     pub tier_after: Option<String>,
@@ -294,6 +306,21 @@ pub struct Config {
     pub tier: Option<TierConfig>,
     /// Bearer token required on every endpoint but `/healthz`; None = no auth.
     pub token: Option<Token>,
+    /// Certificate and key of an HTTPS listener; None = plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// CA certificates `https://` peers are verified against.
+    pub tls_ca: Option<PathBuf>,
+    /// Log filter (tracing `EnvFilter` syntax). Default = info.
+    pub log_level: String,
+}
+
+/// PEM files of the HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 /// A bearer token (its `Debug` never shows it).
@@ -348,6 +375,21 @@ pub struct TierConfig {
     pub concurrency: usize,
 }
 
+impl TierConfig {
+    /// Whether `other` uses the same store, keys and encoding (everything
+    /// but the thresholds, which can change while running).
+    #[must_use]
+    pub fn same_store_and_keys(&self, other: &Self) -> bool {
+        self.dir == other.dir
+            && self.s3 == other.s3
+            && self.keys.ids() == other.keys.ids()
+            && self.level == other.level
+            && self.frame_size == other.frame_size
+            && self.cache_bytes == other.cache_bytes
+            && self.concurrency == other.concurrency
+    }
+}
+
 impl Config {
     /// The defaults (what `make run` uses), with a given data dir and listen address.
     #[must_use]
@@ -363,6 +405,9 @@ impl Config {
             peers: Vec::new(),
             tier: None,
             token: None,
+            tls: None,
+            tls_ca: None,
+            log_level: "info".to_owned(),
         }
     }
 }
@@ -384,6 +429,10 @@ const FILE_KEYS: &[&str] = &[
     "retention_hours",
     "retention_bytes",
     "token",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "log_level",
     "tier_after",
     "local_bytes_budget",
     "tier_dir",
@@ -460,6 +509,10 @@ impl RawSettings {
                 "retention_hours" => &mut self.retention_hours,
                 "retention_bytes" => &mut self.retention_bytes,
                 "token" => &mut self.token,
+                "tls_cert" => &mut self.tls_cert,
+                "tls_key" => &mut self.tls_key,
+                "tls_ca" => &mut self.tls_ca,
+                "log_level" => &mut self.log_level,
                 "tier_after" => &mut self.tier_after,
                 "local_bytes_budget" => &mut self.local_bytes_budget,
                 "tier_dir" => &mut self.tier_dir,
@@ -615,6 +668,39 @@ impl RawSettings {
         if retention.max_bytes == Some(0) {
             return Err(invalid("retention_bytes", "0", "must be more than 0"));
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            }),
+            (Some(_), None) => {
+                return Err(invalid("tls_key", "", "tls_cert is set: give tls_key too"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("tls_cert", "", "tls_key is set: give tls_cert too"))
+            }
+        };
+        let log_level = self
+            .log_level
+            .clone()
+            .unwrap_or_else(|| d.log_level.clone());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(invalid("log_level", &log_level, &e.to_string()));
+        }
+        let tls_ca = self.tls_ca.clone().map(PathBuf::from);
+        if tls_ca.is_none() {
+            if let Some(p) = peers.iter().find(|p| p.url.starts_with("https://")) {
+                return Err(invalid(
+                    "tls_ca",
+                    "",
+                    &format!(
+                        "peer {} is https:// ({}): give the CA certificates its certificate is verified against",
+                        p.name, p.url
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -626,6 +712,9 @@ impl RawSettings {
             peers,
             tier,
             token,
+            tls,
+            tls_ca,
+            log_level,
         })
     }
 

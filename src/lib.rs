@@ -24,11 +24,13 @@ pub mod groups;
 pub mod http;
 pub mod metrics;
 pub mod names;
+pub mod reload;
 pub mod retention;
 pub mod server;
 pub mod storage;
 pub mod subscriptions;
 pub mod tier;
+pub mod tls;
 
 /// Formats an error and its `source()` chain as one line: `error: cause: cause…`.
 #[must_use]

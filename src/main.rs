@@ -27,14 +27,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CHUNKBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,18 +40,69 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(raw) => {
-            let config = (*raw).merge_file()?.validate()?;
+            let base = *raw;
+            let config = match base.clone().merge_file().and_then(RawSettings::validate) {
+                Ok(c) => c,
+                Err(e) => {
+                    init_logging("info");
+                    return Err(e.into());
+                }
+            };
+            let log = init_logging(&config.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("chunkbus")
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(chunkbus::server::run(config, shutdown_signal()))?;
+            let reload = chunkbus::server::ReloadSource { base, log };
+            runtime.block_on(chunkbus::server::run_reloading(
+                config,
+                shutdown_signal(),
+                reload,
+            ))?;
             Ok(())
         }
-        Command::Produce(args) => client_runtime()?.block_on(chunkbus::cli::produce::run(args)),
-        Command::Consume(args) => client_runtime()?.block_on(chunkbus::cli::consume::run(args)),
+        Command::Produce(args) => {
+            init_logging("info");
+            client_runtime()?.block_on(chunkbus::cli::produce::run(args))
+        }
+        Command::Consume(args) => {
+            init_logging("info");
+            client_runtime()?.block_on(chunkbus::cli::consume::run(args))
+        }
     }
+}
+
+/// Logs to stderr with `level` (tracing filter syntax), or `CHUNKBUS_LOG`
+/// when set (it wins, at start). Returns what applies a new filter later
+/// (config reload), unless `CHUNKBUS_LOG` pinned it.
+fn init_logging(level: &str) -> Option<chunkbus::reload::LogReload> {
+    use tracing_subscriber::prelude::*;
+    let pinned = tracing_subscriber::EnvFilter::try_from_env("CHUNKBUS_LOG").ok();
+    let is_pinned = pinned.is_some();
+    let filter = pinned.unwrap_or_else(|| {
+        tracing_subscriber::EnvFilter::try_new(level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    });
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_err()
+    {
+        return None;
+    }
+    if is_pinned {
+        return None;
+    }
+    Some(Box::new(move |level: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -132,6 +132,11 @@ impl Metrics {
             "Messages a consumer group has not acked",
             lag_messages,
         );
+        reg.register(
+            "fsync_seconds",
+            "Latency of fdatasync calls on chunk, index and state files",
+            crate::fsutil::FSYNC_SECONDS.clone(),
+        );
         let deleted: Counter = Counter::default();
         deleted.inc_by(crate::retention::DELETED_CHUNKS.load(std::sync::atomic::Ordering::Relaxed));
         reg.register(

@@ -31,16 +31,15 @@ pub fn enabled(cfg: &RetentionConfig) -> bool {
     cfg.mode == RetentionMode::Acked || cfg.max_age.is_some() || cfg.max_bytes.is_some()
 }
 
-/// Runs sweeps every [`PERIOD`] until `token` is cancelled.
+/// Runs sweeps every [`PERIOD`] until `token` is cancelled, with the
+/// settings `cfg` holds at each sweep (they change on config reload; while
+/// no rule is set, nothing is swept).
 pub async fn run(
     storage: Arc<Storage>,
     groups: Arc<GroupStore>,
-    cfg: RetentionConfig,
+    cfg: tokio::sync::watch::Receiver<RetentionConfig>,
     token: CancellationToken,
 ) {
-    if !enabled(&cfg) {
-        return;
-    }
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -48,7 +47,11 @@ pub async fn run(
             () = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (s, g, c) = (Arc::clone(&storage), Arc::clone(&groups), cfg.clone());
+        let c = cfg.borrow().clone();
+        if !enabled(&c) {
+            continue;
+        }
+        let (s, g) = (Arc::clone(&storage), Arc::clone(&groups));
         if let Err(e) = tokio::task::spawn_blocking(move || sweep(&s, &g, &c)).await {
             tracing::error!(error = %e, "retention sweep failed");
         }

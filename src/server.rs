@@ -23,10 +23,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
-use crate::config::{Config, SHUTDOWN_GRACE};
+use crate::config::{Config, RawSettings, SHUTDOWN_GRACE};
 use crate::fsutil::{self, FaultHook};
 use crate::groups::GroupStore;
 use crate::http::{self, AppState};
+use crate::reload::{LogReload, Reloader};
 use crate::storage::{Storage, StorageError};
 use crate::subscriptions::Subscriptions;
 use crate::tier::Tiering;
@@ -71,6 +72,9 @@ pub enum ServerError {
     /// Setting up the cluster failed.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The TLS certificate, key or CA files are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
     /// A startup task panicked.
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -87,15 +91,37 @@ pub struct ReadyInfo {
     pub pid: u32,
 }
 
+/// Where a server's config came from, so edits of its `--config` file can
+/// be applied while it runs (see [`crate::reload`]).
+pub struct ReloadSource {
+    /// Flags and environment as given at start (without the file).
+    pub base: RawSettings,
+    /// Applies a new `log_level` to the log subscriber.
+    pub log: Option<LogReload>,
+}
+
 /// Runs a server until `shutdown` completes, then shuts down cleanly.
 ///
 /// # Errors
 /// Bind, recovery, or final sealing failures.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    run_with_hook(config, shutdown, FaultHook::default()).await
+    run_with_hook(config, shutdown, FaultHook::default(), None).await
 }
 
-/// [`run`] with a fault-injection hook for sync calls (tests).
+/// [`run`] that also applies edits of the config file while running.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_reloading(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reload: ReloadSource,
+) -> Result<(), ServerError> {
+    run_with_hook(config, shutdown, FaultHook::default(), Some(reload)).await
+}
+
+/// [`run`] with a fault-injection hook for sync calls (tests) and an
+/// optional config reload source.
 ///
 /// # Errors
 /// As [`run`].
@@ -103,8 +129,18 @@ pub async fn run_with_hook(
     config: Config,
     shutdown: impl Future<Output = ()>,
     hook: FaultHook,
+    reload: Option<ReloadSource>,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    // Unusable certificate files fail the start before anything is bound.
+    let acceptor = match &config.tls {
+        Some(f) => Some(crate::tls::acceptor(&f.cert, &f.key)?),
+        None => None,
+    };
+    let peer_tls = match &config.tls_ca {
+        Some(ca) => Some(crate::tls::peer_client_config(ca)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -118,13 +154,15 @@ pub async fn run_with_hook(
     let token = CancellationToken::new();
     let state = Arc::new(AppState::new(Arc::clone(&config), token.clone()));
     let graceful = GracefulShutdown::new();
+    let tls = acceptor.is_some();
     let accept = tokio::spawn(accept_loop(
         listener,
+        acceptor,
         Arc::clone(&state),
         graceful,
         token.clone(),
     ));
-    tracing::info!(%addr, name = %config.name, data_dir = %config.data_dir.display(), "listening; recovering storage");
+    tracing::info!(%addr, tls, name = %config.name, data_dir = %config.data_dir.display(), "listening; recovering storage");
 
     let cfg = Arc::clone(&config);
     let groups_hook = hook.clone();
@@ -142,6 +180,7 @@ pub async fn run_with_hook(
             config.peers.clone(),
             storage.state_dir(),
             config.token.as_ref(),
+            peer_tls,
         )
         .map_err(ServerError::Cluster)?;
         let c = Arc::new(c);
@@ -165,6 +204,7 @@ pub async fn run_with_hook(
             .await??;
             tracing::info!(store = %t.0.describe_store(), tiered_chunks = t.1, "tiering on");
             let t = Arc::new(t.0);
+            t.follow_thresholds(state.live.subscribe_tier_thresholds());
             let warm = Arc::clone(&t);
             tokio::spawn(async move { warm.warm_up().await });
             let _ = state.tiering.set(Arc::clone(&t));
@@ -190,7 +230,7 @@ pub async fn run_with_hook(
     let retention = tokio::spawn(crate::retention::run(
         Arc::clone(&storage),
         Arc::clone(&groups),
-        config.retention.clone(),
+        state.live.subscribe_retention(),
         token.child_token(),
     ));
     let replication = cluster
@@ -202,6 +242,19 @@ pub async fn run_with_hook(
         .map(|t| tokio::spawn(Arc::clone(t).run(Arc::clone(&storage), token.child_token())));
     let _ = state.storage.set(Arc::clone(&storage));
     let background = tokio::spawn(Arc::clone(&storage).run_background(token.child_token()));
+    let watcher = reload.map(|r| {
+        let reloader = Reloader::new(
+            r.base,
+            (*config).clone(),
+            Arc::clone(&state.live),
+            cluster.as_ref().map(|c| c.peer_auth()),
+            r.log,
+        );
+        tokio::spawn(crate::reload::watch_file(
+            Arc::new(reloader),
+            token.child_token(),
+        ))
+    });
 
     let ready_path = storage.state_dir().join(READY_FILE);
     let info = ReadyInfo {
@@ -232,6 +285,9 @@ pub async fn run_with_hook(
     }
     let _ = background.await;
     let _ = retention.await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     subscriptions.stop().await;
     for task in replication {
         let _ = task.await;
@@ -248,6 +304,7 @@ pub async fn run_with_hook(
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     graceful: GracefulShutdown,
     token: CancellationToken,
@@ -257,7 +314,7 @@ async fn accept_loop(
             () = token.cancelled() => break,
             a = listener.accept() => a,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -268,19 +325,46 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let st = Arc::clone(&state);
-        let svc = service_fn(move |req| http::handle(Arc::clone(&st), req));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(1 << 20)
-            .serve_connection(TokioIo::new(stream), svc);
-        let fut = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = fut.await {
-                tracing::debug!(error = %e, "connection ended with error");
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                tokio::spawn(serve(TokioIo::new(stream), st, watcher));
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task, bounded, so a
+                // slow or silent client never holds up the accept loop.
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        crate::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => serve(TokioIo::new(tls_stream), st, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     graceful
+}
+
+/// Serves HTTP/1.1 on one (plain or TLS) connection until it closes or the
+/// graceful shutdown ends it.
+async fn serve<I>(io: I, state: Arc<AppState>, watcher: hyper_util::server::graceful::Watcher)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| http::handle(Arc::clone(&state), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(1 << 20)
+        .serve_connection(io, svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with error");
+    }
 }

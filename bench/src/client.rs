@@ -102,6 +102,26 @@ impl Conn {
         }
     }
 
+    /// Deletes every sealed chunk of `category` with chukcha acks (on
+    /// every node of a cluster), so long runs do not fill the disk; the
+    /// open chunk stays.
+    pub async fn ack_sealed(&mut self, category: &str) -> Result<()> {
+        for c in self.list_chunks(category).await? {
+            if c["complete"] != true {
+                continue;
+            }
+            let (Some(name), Some(size)) = (c["name"].as_str(), c["size"].as_u64()) else {
+                continue;
+            };
+            let path = format!("/ack?category={category}&chunk={name}&size={size}");
+            let (st, _) = self.send(Method::GET, &path, Bytes::new()).await?;
+            if st != 200 {
+                bail!("GET {path} answered {st}");
+            }
+        }
+        Ok(())
+    }
+
     /// POST that must succeed.
     pub async fn post_ok(&mut self, path: &str, body: Bytes) -> Result<()> {
         let (s, _) = self.send(Method::POST, path, body).await?;

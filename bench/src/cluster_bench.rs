@@ -285,6 +285,11 @@ async fn lag_row(ctx: &mut Ctx, three: &Three, rate: f64, basis: &str) -> Result
             plan.dur,
         )
         .await?;
+        // Acks travel to every node: the copies go too.
+        Conn::open(three.addr(0))
+            .await?
+            .ack_sealed(&format!("lag{}r{rep}", rate as u64))
+            .await?;
         p99s.push(r.hist.value_at_quantile(0.99) as f64 / 1000.0);
         lag.add(&r.hist)?;
         saturated |= r.saturated;

@@ -230,6 +230,8 @@ async fn run(args: Args, work: &Path) -> Result<()> {
             "restart" => restart_scenario(&mut ctx).await?,
             other => bail!("unknown scenario {other}"),
         }
+        // Whatever a scenario left behind (its servers are gone now).
+        remove_contents(work);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -393,6 +395,8 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
         None,
         "mapped chunk pages not counted",
     ));
+    drop(s);
+    let _ = std::fs::remove_dir_all(work.join(format!("ingest-{}", plan.reps - 1)));
     Ok(())
 }
 
@@ -485,6 +489,7 @@ async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
     )
     .await?
     .rate();
+    Conn::open(s.addr).await?.ack_sealed("max").await?;
     ctx.latency_max = Some(max);
     note!(
         "latency: closed-loop max with {body_size} B bodies: {}",
@@ -518,6 +523,10 @@ async fn latency_scenario(ctx: &mut Ctx) -> Result<()> {
                 plan.dur,
             )
             .await?;
+            Conn::open(s.addr)
+                .await?
+                .ack_sealed(&format!("lat{pct}r{rep}"))
+                .await?;
             p99s.push(r.hist.value_at_quantile(0.99) as f64 / 1000.0);
             hist.add(&r.hist)?;
             replies.add(&r.replies)?;
@@ -886,6 +895,20 @@ fn machine(work: &Path) -> String {
         })
         .unwrap_or_default();
     format!("{cores} cores ({cpu}), {mem} GiB RAM, disk {fs}")
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn remove_contents(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
 }
 
 /// Touches (and frees) most of the available memory once, before any

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::ClientError;
@@ -82,15 +81,19 @@ pub struct WriteOptions {
 pub struct Client {
     bases: Arc<[String]>,
     active: Arc<AtomicUsize>,
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: hyper_util::client::legacy::Client<crate::tls::Connector, Full<Bytes>>,
     auth: Option<hyper::header::HeaderValue>,
+    /// CA certificates were given: `https://` servers can be verified.
+    tls: bool,
 }
 
 impl Client {
-    /// A client for the server at `base_url` (`http://host:port`).
+    /// A client for the server at `base_url` (`http://host:port`, or
+    /// `https://host:port` together with [`Client::with_ca_pem`]).
     ///
     /// # Errors
-    /// [`ClientError::InvalidUrl`] for anything but an `http://` URL.
+    /// [`ClientError::InvalidUrl`] for anything but an `http://` or
+    /// `https://` URL.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
         Self::with_servers([base_url])
     }
@@ -99,7 +102,7 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::InvalidUrl`] for an empty list or anything but
-    /// `http://` URLs.
+    /// `http://` and `https://` URLs.
     pub fn with_servers<S: AsRef<str>>(
         urls: impl IntoIterator<Item = S>,
     ) -> Result<Self, ClientError> {
@@ -113,17 +116,26 @@ impl Client {
                 why: "no server address given".to_owned(),
             });
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http =
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        let tls = crate::tls::untrusting_config().map_err(|e| ClientError::Tls(e.to_string()))?;
         Ok(Self {
             bases: bases.into(),
             active: Arc::new(AtomicUsize::new(0)),
-            http,
+            http: http_client(tls),
             auth: None,
+            tls: false,
         })
+    }
+
+    /// Verifies `https://` servers against the CA certificates in `pem`
+    /// (one or more `CERTIFICATE` blocks), and nothing else.
+    ///
+    /// # Errors
+    /// [`ClientError::Tls`] when `pem` holds no usable certificate.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        let tls = crate::tls::client_config(pem).map_err(|e| ClientError::Tls(e.to_string()))?;
+        self.http = http_client(tls);
+        self.tls = true;
+        Ok(self)
     }
 
     /// Sends `Authorization: Bearer <token>` with every request (servers
@@ -376,6 +388,11 @@ impl Client {
         query: &str,
         body: Bytes,
     ) -> Result<Bytes, ClientError> {
+        if !self.tls && base.starts_with("https://") {
+            return Err(ClientError::Tls(format!(
+                "{base} needs the CA certificates that signed its certificate (Client::with_ca_pem, CLI --ca)"
+            )));
+        }
         let url = if query.is_empty() {
             format!("{base}{path}")
         } else {
@@ -437,13 +454,21 @@ fn check_url(url: &str) -> Result<String, ClientError> {
     };
     let rest = base
         .strip_prefix("http://")
-        .ok_or_else(|| invalid("only http:// is supported"))?;
+        .or_else(|| base.strip_prefix("https://"))
+        .ok_or_else(|| invalid("use http://host:port or https://host:port"))?;
     if rest.is_empty() {
         return Err(invalid("missing host"));
     }
     base.parse::<hyper::Uri>()
         .map_err(|e| invalid(&e.to_string()))?;
     Ok(base)
+}
+
+fn http_client(
+    tls: rustls::ClientConfig,
+) -> hyper_util::client::legacy::Client<crate::tls::Connector, Full<Bytes>> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build(crate::tls::connector(tls))
 }
 
 pub(crate) fn enc(s: &str) -> String {

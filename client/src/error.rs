@@ -18,6 +18,10 @@ pub enum ClientError {
     /// The bearer token holds characters an HTTP header cannot carry.
     #[error("invalid token: use visible ASCII characters only")]
     InvalidToken,
+    /// The CA certificates for `https://` servers are unusable, or an
+    /// `https://` server was given without any.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server answered with an error status; `message` is its one-line body.
     #[error("server answered {status}: {message}")]
     Status {
@@ -61,7 +65,9 @@ impl ClientError {
         match self {
             Self::Transport { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504 | 507),
-            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Decode { .. } => false,
+            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
+                false
+            }
         }
     }
 
@@ -75,7 +81,9 @@ impl ClientError {
         match self {
             Self::Transport { connect, .. } => *connect,
             Self::Status { written, .. } => self.is_retryable() && *written == Some(false),
-            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Decode { .. } => false,
+            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
+                false
+            }
         }
     }
 

@@ -71,6 +71,21 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # TLS
+//! `https://` servers are verified against the CA certificates you give
+//! (PEM); there is no implicit trust in a system store.
+//! ```no_run
+//! use chunkbus_client::Client;
+//!
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = std::fs::read("ca.pem")?;
+//! let client = Client::new("https://broker.internal:8443")?
+//!     .with_ca_pem(&ca)?
+//!     .with_token("s3cret")?;
+//! # let _ = client;
+//! # Ok(()) }
+//! ```
+//!
 //! # Errors
 //! [`ClientError::is_retryable`] separates transient failures (connection
 //! refused, `503`, `507`) from permanent ones (`400`, `404`, `413`);
@@ -85,6 +100,7 @@ mod client;
 mod consumer;
 mod error;
 mod producer;
+pub mod tls;
 
 pub use client::{
     ChunkInfo, Client, GroupPosition, GroupStatus, WriteOptions, WriteReply, WRITTEN_HEADER,

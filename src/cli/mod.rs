@@ -20,15 +20,23 @@ pub struct ServerArgs {
     /// Bearer token for servers started with --token.
     #[arg(long, env = "CHUNKBUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificates that https:// servers are verified against.
+    #[arg(long, env = "CHUNKBUS_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
     /// A client for these servers.
     ///
     /// # Errors
-    /// An invalid URL.
+    /// An invalid URL or token, an unreadable or unusable `--ca` file.
     pub fn client(&self) -> Result<Client, ClientError> {
-        let c = Client::with_servers(&self.server)?;
+        let mut c = Client::with_servers(&self.server)?;
+        if let Some(path) = &self.ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", path.display())))?;
+            c = c.with_ca_pem(&pem)?;
+        }
         match &self.token {
             Some(t) => c.with_token(t),
             None => Ok(c),

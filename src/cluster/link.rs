@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// A failed peer request.
@@ -64,37 +63,61 @@ impl Answer {
 /// Pooled HTTP/1.1 client for peer requests.
 #[derive(Debug, Clone)]
 pub struct PeerClient {
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: hyper_util::client::legacy::Client<chunkbus_client::tls::Connector, Full<Bytes>>,
     /// `Authorization` value sent to peers (the cluster token), if any.
-    auth: Option<hyper::header::HeaderValue>,
+    auth: PeerAuth,
 }
 
-impl Default for PeerClient {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Self { http, auth: None }
-    }
-}
+/// The `Authorization` value sent to peers; shared by every clone of a
+/// [`PeerClient`] and replaced when the token is reloaded.
+#[derive(Debug, Clone, Default)]
+pub struct PeerAuth(std::sync::Arc<parking_lot::RwLock<Option<hyper::header::HeaderValue>>>);
 
-impl PeerClient {
-    /// A client that authenticates with the cluster `token`.
-    #[must_use]
-    pub fn with_token(token: Option<&crate::config::Token>) -> Self {
-        let auth = token.and_then(|t| {
+impl PeerAuth {
+    /// Sends `Authorization: Bearer <token>` from now on (None: nothing).
+    pub fn set(&self, token: Option<&crate::config::Token>) {
+        let v = token.and_then(|t| {
             let mut v =
                 hyper::header::HeaderValue::from_str(&format!("Bearer {}", t.as_str())).ok()?;
             v.set_sensitive(true);
             Some(v)
         });
-        Self {
-            auth,
-            ..Self::default()
-        }
+        *self.0.write() = v;
+    }
+
+    fn get(&self) -> Option<hyper::header::HeaderValue> {
+        self.0.read().clone()
+    }
+}
+
+impl PeerClient {
+    /// A client that authenticates with the cluster `token` and verifies
+    /// `https://` peers with `tls` (trust roots from `--tls-ca`; without
+    /// them an `https://` handshake fails, which config validation
+    /// prevents).
+    ///
+    /// # Errors
+    /// rustls refusing a configuration without trust roots (it does not).
+    pub fn new(
+        token: Option<&crate::config::Token>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, String> {
+        let auth = PeerAuth::default();
+        auth.set(token);
+        let tls = match tls {
+            Some(t) => t,
+            None => chunkbus_client::tls::untrusting_config().map_err(|e| e.to_string())?,
+        };
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(chunkbus_client::tls::connector(tls));
+        Ok(Self { http, auth })
+    }
+
+    /// The token sent with every request, replaceable at runtime.
+    #[must_use]
+    pub fn auth(&self) -> &PeerAuth {
+        &self.auth
     }
 
     /// Sends one request and reads the whole answer within `limit`.
@@ -117,8 +140,8 @@ impl PeerClient {
         if !body.is_empty() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        if let Some(auth) = &self.auth {
-            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
+        if let Some(auth) = self.auth.get() {
+            req = req.header(hyper::header::AUTHORIZATION, auth);
         }
         let req = req.body(Full::new(body)).map_err(|e| PeerError::BadReply {
             peer: peer.to_owned(),

@@ -71,12 +71,14 @@ impl Cluster {
     /// A cluster view for `me` with `peers`; loads pending acks from `state_dir`.
     ///
     /// # Errors
-    /// The pending-acks file is unreadable.
+    /// The pending-acks file is unreadable, or the peer client cannot be
+    /// built.
     pub fn new(
         me: ServerName,
         peers: Vec<Peer>,
         state_dir: &std::path::Path,
         token: Option<&crate::config::Token>,
+        tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, String> {
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -90,12 +92,18 @@ impl Cluster {
             me,
             peers,
             epoch: epoch.max(1),
-            client: PeerClient::with_token(token),
+            client: PeerClient::new(token, tls)?,
             progress: progress::Progress::default(),
             group_feed: group_sync::GroupFeed::default(),
             links,
             pending: Arc::new(PendingAcks::open(state_dir)?),
         })
+    }
+
+    /// The token this server sends to its peers (replaced on reload).
+    #[must_use]
+    pub fn peer_auth(&self) -> link::PeerAuth {
+        self.client.auth().clone()
     }
 
     /// This server's name.

@@ -46,25 +46,27 @@ pub fn parse_peers(list: &str, me: &ServerName) -> Result<Vec<Peer>, String> {
 }
 
 fn parse_url(url: &str) -> Result<String, String> {
-    if url.starts_with("https://") {
-        return Err(
-            "https peers need TLS, which this version does not support yet; use http://".into(),
-        );
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "expected http://host:port".to_owned())?;
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        ("https", rest)
+    } else {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| "expected http://host:port or https://host:port".to_owned())?;
+        ("http", rest)
+    };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
         return Err("expected http://host:port with no path".into());
     }
-    let uri: hyper::Uri = format!("http://{authority}/")
+    let uri: hyper::Uri = format!("{scheme}://{authority}/")
         .parse()
         .map_err(|e| format!("not a URL: {e}"))?;
     if uri.port_u16().is_none() {
-        return Err("give the port explicitly, e.g. http://127.0.0.1:8082".into());
+        return Err(format!(
+            "give the port explicitly, e.g. {scheme}://127.0.0.1:8082"
+        ));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 #[cfg(test)]
@@ -85,6 +87,8 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!(p[1].url, "http://127.0.0.1:8083");
         assert!(parse_peers("", &me()).unwrap().is_empty());
+        let tls = parse_peers("node2=https://127.0.0.1:8443/", &me()).unwrap();
+        assert_eq!(tls[0].url, "https://127.0.0.1:8443");
     }
 
     #[test]
@@ -97,7 +101,8 @@ mod tests {
             "node2=http://x",
             "node2=http://x:1/path",
             "no de=http://x:1",
-            "node2=https://x:1",
+            "node2=https://x",
+            "node2=https://x:1/p",
         ] {
             assert!(parse_peers(bad, &me()).is_err(), "{bad}");
         }

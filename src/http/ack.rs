@@ -86,7 +86,7 @@ pub(super) async fn ack_local(
     size: u64,
 ) -> Result<(), ApiError> {
     let (log, end) = check_ack(storage, category, name, size).await?;
-    if state.config.retention.mode == RetentionMode::Acked {
+    if state.live.retention().mode == RetentionMode::Acked {
         let groups = state.groups()?.groups(category);
         if let Some((g, at)) = crate::retention::unfinished_group(&groups, name, end) {
             return Err(ApiError::new(

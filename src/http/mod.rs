@@ -58,6 +58,9 @@ pub struct AppState {
     /// Bytes of request bodies that may be held in memory at once, across
     /// all connections (see [`body_budget_bytes`]).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Settings that change on config reload (token, retention, tiering
+    /// thresholds).
+    pub live: Arc<crate::reload::Live>,
 }
 
 /// Global bound on buffered write bodies: 64 × `max_batch_size` (256 MiB
@@ -74,6 +77,7 @@ impl AppState {
         let budget = body_budget_bytes(config.limits.max_batch_size)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
+            live: Arc::new(crate::reload::Live::new(&config)),
             config,
             storage: OnceLock::new(),
             peer_storage: OnceLock::new(),
@@ -165,6 +169,10 @@ pub async fn handle(
         ("/subscriptions", &Method::GET) => subscriptions::list(&state).await,
         ("/subscriptions", &Method::DELETE) => subscriptions::remove(&state, &req).await,
         ("/healthz", &Method::GET) => Ok(admin::healthz(&state)),
+        ("/", &Method::GET) => Ok(ok(
+            Bytes::from_static(STATUS_PAGE),
+            "text/html; charset=utf-8",
+        )),
         ("/metrics", &Method::GET) => admin::metrics(&state).await,
         ("/peers", &Method::GET) => peer::status(&state),
         ("/tier", &Method::GET) => admin::tier_status(&state),
@@ -200,14 +208,17 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// The status page: static HTML with its script and styles inline (no
+/// external assets), which reads the JSON endpoints it shows.
+const STATUS_PAGE: &[u8] = include_bytes!("status.html");
+
 /// Checks the bearer token (when one is configured) on every path but
-/// `/healthz`, comparing in constant time.
+/// `/healthz` and the static status page `/` (which holds no data; its
+/// script sends the token the operator types in), comparing in constant
+/// time.
 fn authorize(state: &AppState, req: &Request<Incoming>, path: &str) -> Result<(), ApiError> {
     use subtle::ConstantTimeEq;
-    let Some(token) = &state.config.token else {
-        return Ok(());
-    };
-    if path == "/healthz" {
+    if path == "/healthz" || (path == "/" && req.method() == Method::GET) {
         return Ok(());
     }
     let given = req
@@ -215,7 +226,11 @@ fn authorize(state: &AppState, req: &Request<Incoming>, path: &str) -> Result<()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
-    if bool::from(given.ct_eq(token.as_str().as_bytes())) {
+    let ok = state.live.with_token(|token| match token {
+        None => true,
+        Some(t) => bool::from(given.ct_eq(t.as_str().as_bytes())),
+    });
+    if ok {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -228,7 +243,7 @@ fn authorize(state: &AppState, req: &Request<Incoming>, path: &str) -> Result<()
 fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/write" => "POST",
-        "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/metrics" | "/peers"
+        "/" | "/read" | "/listChunks" | "/listCategories" | "/healthz" | "/metrics" | "/peers"
         | "/tier" | "/peer/fetch" | "/peer/held" => "GET",
         "/peer/changes" | "/peer/ack" => "POST",
         "/consumers" => "GET, DELETE",
@@ -247,7 +262,7 @@ fn not_routed(path: &str, method: &Method) -> ApiError {
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "no such endpoint {}; endpoints: /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz /metrics /peers /tier",
+                "no such endpoint {}; endpoints: / (status page) /write /read /listChunks /listCategories /ack /consumers /subscriptions /healthz /metrics /peers /tier",
                 path.chars().take(100).collect::<String>()
             ),
         ),

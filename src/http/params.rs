@@ -153,6 +153,25 @@ mod tests {
         assert_eq!(q.opt_bool("z").unwrap(), None);
     }
 
+    proptest::proptest! {
+        /// Any query string: parsing never panics, a number is only ever
+        /// what its decimal digits say, and a category is only ever a
+        /// valid name.
+        #[test]
+        fn any_query_is_parsed_or_refused(q in "[a-z=&%0-9A-F._/\\-]{0,80}|\\PC{0,60}") {
+            let query = Query::parse(Some(&q));
+            if let Ok(n) = query.u64("off") {
+                let raw = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "off").map(|(_, v)| v.into_owned());
+                proptest::prop_assert_eq!(raw.as_deref().map(str::parse::<u64>), Some(Ok(n)));
+            }
+            if let Ok(c) = query.category() {
+                proptest::prop_assert!(c.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+            }
+            let _ = query.opt_bool("sync");
+            let _ = query.chunk();
+        }
+    }
+
     #[test]
     fn encoded_traversal_is_still_rejected() {
         let q = Query::parse(Some("category=%2e%2e%2fetc"));

@@ -109,6 +109,16 @@ impl KeyRing {
         &self.current
     }
 
+    /// Ids of every key, the current one first (to compare two rings
+    /// without comparing key material).
+    #[must_use]
+    pub fn ids(&self) -> Vec<[u8; 8]> {
+        std::iter::once(&self.current)
+            .chain(&self.old)
+            .map(|k| k.id)
+            .collect()
+    }
+
     /// The key with id `id`, if configured.
     #[must_use]
     pub fn by_id(&self, id: &[u8; 8]) -> Option<&Keys> {

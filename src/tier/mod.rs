@@ -78,6 +78,9 @@ pub struct Tiering {
     pub counters: TierCounters,
     uploading: Mutex<Vec<(Category, ChunkName)>>,
     failing: Mutex<HashMap<(Category, ChunkName), Failing>>,
+    /// Live `tier_after`/`local_bytes_budget` (config reload); until set,
+    /// those of `cfg`.
+    thresholds: std::sync::OnceLock<tokio::sync::watch::Receiver<crate::reload::TierThresholds>>,
 }
 
 /// A failure of the tiering engine.
@@ -132,6 +135,7 @@ impl Tiering {
             counters: TierCounters::default(),
             uploading: Mutex::new(Vec::new()),
             failing: Mutex::new(HashMap::new()),
+            thresholds: std::sync::OnceLock::new(),
         })
     }
 
@@ -403,8 +407,27 @@ impl Tiering {
         while jobs.join_next().await.is_some() {}
     }
 
+    /// Takes `tier_after`/`local_bytes_budget` from `rx` from now on.
+    pub fn follow_thresholds(
+        &self,
+        rx: tokio::sync::watch::Receiver<crate::reload::TierThresholds>,
+    ) {
+        let _ = self.thresholds.set(rx);
+    }
+
+    fn current_thresholds(&self) -> crate::reload::TierThresholds {
+        match self.thresholds.get() {
+            Some(rx) => *rx.borrow(),
+            None => crate::reload::TierThresholds {
+                tier_after: self.cfg.tier_after,
+                local_bytes_budget: self.cfg.local_bytes_budget,
+            },
+        }
+    }
+
     /// Own sealed local chunks to tier now, oldest first.
     fn candidates(&self, storage: &Storage) -> Vec<(Category, Arc<Chunk>)> {
+        let limits = self.current_thresholds();
         let now = SystemTime::now();
         let busy = self.uploading.lock().clone();
         let failing = self.failing.lock().clone();
@@ -433,14 +456,12 @@ impl Tiering {
             }
         }
         own.sort_by_key(|(_, c)| c.created());
-        let mut excess = self
-            .cfg
+        let mut excess = limits
             .local_bytes_budget
             .map_or(0, |b| local_bytes.saturating_sub(b));
         own.into_iter()
             .filter(|(_, c)| {
-                let old = self
-                    .cfg
+                let old = limits
                     .tier_after
                     .is_some_and(|age| now.duration_since(c.created()).unwrap_or_default() >= age);
                 let over = excess > 0;

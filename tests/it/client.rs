@@ -97,6 +97,14 @@ async fn client_errors_are_typed() {
         matches!(e, ClientError::Transport { .. }) && e.is_retryable(),
         "{e:?}"
     );
-    assert!(Client::new("https://x").is_err());
+    // https:// is accepted, but without CA certificates a request is a
+    // permanent TLS error, before anything is sent.
+    let no_ca = Client::new("https://127.0.0.1:1").unwrap();
+    let e = no_ca.list_categories().await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Tls(_)) && !e.is_retryable() && !e.is_safe_to_resend(),
+        "{e:?}"
+    );
     assert!(Client::new("ftp://x").is_err());
+    assert!(Client::new("https://").is_err());
 }

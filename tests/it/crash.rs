@@ -137,7 +137,7 @@ fn well_formed(line: &str) -> bool {
 
 #[test]
 fn kill9_with_sync_writes_loses_nothing_acknowledged() {
-    kill_cycles(true, 10, &[]);
+    kill_cycles(true, 20, &[]);
 }
 
 #[test]

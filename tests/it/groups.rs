@@ -339,6 +339,13 @@ fn metrics_show_requests_chunks_and_consumer_lag() {
             "missing {line:?} in:\n{text}"
         );
     }
+    // The durable group ack above was fdatasync'd: the histogram saw it.
+    let fsyncs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("chunkbus_fsync_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no chunkbus_fsync_seconds_count in:\n{text}"));
+    assert!(fsyncs >= 1, "{fsyncs} fsyncs counted");
     assert!(
         text.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"

@@ -24,6 +24,9 @@ pub struct TestBroker {
     data_dir: PathBuf,
     args: Vec<String>,
     log: PathBuf,
+    /// Start without `CHUNKBUS_LOG`, so the `log_level` setting (and its
+    /// reload) decides what is logged.
+    log_from_settings: bool,
     pub addr: SocketAddr,
     pub http: reqwest::blocking::Client,
 }
@@ -38,10 +41,29 @@ impl TestBroker {
         b
     }
 
+    /// Starts a broker on a fresh temp dir whose log filter comes from its
+    /// `log_level` setting (`CHUNKBUS_LOG` unset).
+    pub fn start_logging_by_settings(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut b = Self::unstarted(&data_dir, args);
+        b.log_from_settings = true;
+        b.spawn();
+        b._tmp = Some(tmp);
+        b
+    }
+
     /// Starts a broker on `data_dir` (which the caller owns).
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Self {
+        let mut b = Self::unstarted(data_dir, args);
+        b.spawn();
+        b
+    }
+
+    fn unstarted(data_dir: &Path, args: &[&str]) -> Self {
         let log = data_dir.with_extension("log");
-        let mut b = Self {
+        Self {
+            log_from_settings: false,
             child: None,
             _tmp: None,
             data_dir: data_dir.to_path_buf(),
@@ -52,9 +74,7 @@ impl TestBroker {
                 .timeout(Duration::from_secs(70))
                 .build()
                 .expect("client"),
-        };
-        b.spawn();
-        b
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -74,12 +94,16 @@ impl TestBroker {
         if !self.args.iter().any(|a| a == "--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        let child = cmd
-            .args(&self.args)
-            .env(
+        if self.log_from_settings {
+            cmd.env_remove("CHUNKBUS_LOG");
+        } else {
+            cmd.env(
                 "CHUNKBUS_LOG",
                 std::env::var("TEST_CHUNKBUS_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            );
+        }
+        let child = cmd
+            .args(&self.args)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

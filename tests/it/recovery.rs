@@ -242,6 +242,7 @@ fn failed_fdatasync_is_503_over_http() {
                 let _ = rx.await;
             },
             FaultHook::fail_syncs_after(0),
+            None,
         ))
     });
     let ready = dir.join(".chunkbus/ready.json");

@@ -180,3 +180,80 @@ fn bearer_token_guards_every_endpoint_but_healthz() {
     assert!(!out.status.success(), "without the token the CLI fails");
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+/// Raises this process's open-file limit to its hard limit (the broker
+/// inherits it); returns the new soft limit.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn idle_connections_and_slowloris_do_not_starve_other_clients() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let limit = raise_fd_limit();
+    // 10,000 idle connections where the limit allows (others share it).
+    let idle_target = 10_000usize.min((limit as usize).saturating_sub(2_000) / 2);
+    let b = TestBroker::start(&[]);
+    let mut idle = Vec::with_capacity(idle_target);
+    for _ in 0..idle_target {
+        idle.push(std::net::TcpStream::connect(b.addr).unwrap());
+    }
+    // Slowloris: headers dribbled a byte at a time, never finished.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let head = b"POST /write?category=slow HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+                let _ = s.write_all(head);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(b"a").is_err() {
+                        return true; // the server closed it
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                false
+            })
+        })
+        .collect();
+    // Meanwhile, a normal client is served promptly, many times.
+    for i in 0..50 {
+        let t = Instant::now();
+        let (s, msg) = b.write("ok", format!("m{i}\n"));
+        assert_eq!(s, 200, "{msg}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "write {i} took {:?} with {idle_target} idle and 50 slow connections",
+            t.elapsed()
+        );
+    }
+    assert_eq!(b.read_all("ok").iter().filter(|&&c| c == b'\n').count(), 50);
+    // The header read timeout (30 s) closes the slow headers.
+    std::thread::sleep(Duration::from_secs(34));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let closed = slow
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .filter(|&c| c)
+        .count();
+    assert!(
+        closed >= 45,
+        "only {closed} of 50 slowloris connections closed"
+    );
+    drop(idle);
+    assert_eq!(b.get_text("/healthz").0, 200);
+}

@@ -467,3 +467,192 @@ fn local_dir_store_by_default_and_crash_between_upload_and_eviction_converges() 
     );
     assert_eq!(b.read_all("l"), data);
 }
+
+/// What the fault proxy does to the next connections.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Fault {
+    /// Forward bytes unchanged.
+    Pass = 0,
+    /// Accept, then close at once (S3 down behind a load balancer).
+    Reset = 1,
+    /// Forward, but hold every server→client read back 300 ms.
+    Slow = 2,
+    /// Forward, flipping one byte of every server→client read after the
+    /// first 400 bytes of the connection (bodies, past the headers).
+    Corrupt = 3,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of the test S3 server that injects
+/// faults between chunkbus and its object store.
+struct FaultProxy {
+    addr: SocketAddr,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    fn start(upstream: SocketAddr) -> Self {
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(Fault::Pass as u8));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let m = Arc::clone(&mode);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(proxy_one(client, upstream, Arc::clone(&m)));
+                }
+            });
+        });
+        Self {
+            addr,
+            mode,
+            _thread: thread,
+        }
+    }
+
+    fn set(&self, f: Fault) {
+        self.mode.store(f as u8, Ordering::SeqCst);
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn fault_now(mode: &std::sync::atomic::AtomicU8) -> Fault {
+    match mode.load(Ordering::SeqCst) {
+        1 => Fault::Reset,
+        2 => Fault::Slow,
+        3 => Fault::Corrupt,
+        _ => Fault::Pass,
+    }
+}
+
+/// One proxied connection; the fault is looked up per read, so pooled
+/// connections follow mode changes too.
+async fn proxy_one(
+    client: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if fault_now(&mode) == Fault::Reset {
+        drop(client);
+        return;
+    }
+    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let _ = sw.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16 << 10];
+    let mut seen = 0usize;
+    loop {
+        let n = match sr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        match fault_now(&mode) {
+            Fault::Reset => break,
+            Fault::Slow => tokio::time::sleep(Duration::from_millis(300)).await,
+            Fault::Corrupt if seen + n > 400 => {
+                let i = 400usize.saturating_sub(seen).min(n - 1);
+                buf[i] ^= 0x5a;
+            }
+            _ => {}
+        }
+        seen += n;
+        if cw.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    up.abort();
+}
+
+#[test]
+fn s3_faults_behind_a_proxy_never_lose_or_alter_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = TestS3::start(&tmp.path().join("s3"));
+    let proxy = FaultProxy::start(s3.addr);
+    let dir = tmp.path().join("data");
+    let mut args = s3_args(&s3, KEY);
+    let at = args.iter().position(|a| a == "--s3-endpoint").unwrap();
+    args[at + 1] = proxy.endpoint();
+    // 1. S3 unreachable (connections reset): nothing is evicted, every
+    //    chunk stays readable, failures are counted.
+    proxy.set(Fault::Reset);
+    let b = start(&dir, &args);
+    let data = produce(&b, "f", 16);
+    let sealed: Vec<String> = b
+        .chunks("f")
+        .into_iter()
+        .filter(|c| c.complete)
+        .map(|c| c.name)
+        .collect();
+    assert!(sealed.len() >= 3, "{sealed:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tier_status(&b)["upload_failures"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no upload failure counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        states(&b).iter().all(|(_, s)| s != "tiered"),
+        "{:?}",
+        states(&b)
+    );
+    for name in &sealed {
+        assert!(dir.join("f").join(name).exists(), "{name} kept locally");
+    }
+    assert_eq!(b.read_all("f"), data);
+    // 2. Slow S3: uploads still complete (the SDK retries), then every
+    //    sealed chunk is tiered and reads stay identical.
+    proxy.set(Fault::Slow);
+    wait_tiered(&b, sealed.len(), Duration::from_secs(120));
+    proxy.set(Fault::Pass);
+    assert_eq!(b.read_all("f"), data);
+    // 3. Corrupted bytes in transit: after a restart nothing is cached, so
+    //    reads go to S3; every answer is either the exact data or a 5xx.
+    let mut b = b;
+    b.terminate(Duration::from_secs(10));
+    proxy.set(Fault::Corrupt);
+    let b = start(&dir, &args);
+    let mut errors = 0;
+    for name in &sealed {
+        let (s, body) = b.get(&format!(
+            "/read?category=f&chunk={name}&off=0&max_size=1048576"
+        ));
+        if s == 200 {
+            let start_at = data
+                .windows(body.len().min(64))
+                .position(|w| w == &body[..body.len().min(64)]);
+            assert!(
+                start_at.is_some(),
+                "{name}: 200 with bytes that were never written"
+            );
+            let i = start_at.unwrap();
+            assert_eq!(&data[i..i + body.len()], &body[..], "{name}: altered data");
+        } else {
+            assert!(s >= 500, "{name}: {s}");
+            errors += 1;
+        }
+    }
+    assert!(errors > 0, "corruption in transit was never detected");
+    // 4. Healthy again: everything reads back identical.
+    proxy.set(Fault::Pass);
+    assert_eq!(b.read_all("f"), data);
+}

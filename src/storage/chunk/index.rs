@@ -274,6 +274,52 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any index and data bytes (valid, cut or corrupted anywhere): an
+        /// error only for a foreign header, else a prefix whose every
+        /// record verifies against the data, never a panic.
+        #[test]
+        fn scan_keeps_only_a_verified_prefix(
+            batches in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40), 0..6),
+            seal in proptest::prelude::any::<bool>(),
+            icut in 0usize..400,
+            dcut in 0usize..300,
+            flips in proptest::collection::vec((0usize..400, 1u8..=255), 0..3),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        ) {
+            let refs: Vec<&[u8]> = batches.iter().map(Vec::as_slice).collect();
+            let (mut idx, mut data) = build(&refs, seal);
+            idx.extend_from_slice(&garbage);
+            for (at, x) in &flips {
+                if *at < idx.len() { idx[*at] ^= x; } else if at - idx.len() < data.len() { let i = at - idx.len(); data[i] ^= x; }
+            }
+            let idx = &idx[..icut.min(idx.len())];
+            let data = &data[..dcut.min(data.len())];
+            match scan(idx, data) {
+                Err(IndexFormatError::BadHeader) => {
+                    proptest::prop_assert!(idx.len() >= HEADER_LEN && idx[..HEADER_LEN] != header());
+                }
+                Ok(s) => {
+                    proptest::prop_assert!(s.valid_end as usize <= data.len());
+                    proptest::prop_assert!(s.index_len <= idx.len());
+                    // Every kept record chains and verifies.
+                    let mut end = 0u64;
+                    for i in 0..s.records {
+                        let at = HEADER_LEN + i * RECORD_LEN;
+                        let mut b = [0u8; RECORD_LEN];
+                        b.copy_from_slice(&idx[at..at + RECORD_LEN]);
+                        let r = Record::decode(&b);
+                        proptest::prop_assert_eq!(r.offset, end);
+                        let e = end + u64::from(r.len);
+                        proptest::prop_assert_eq!(crc32c::crc32c(&data[end as usize..e as usize]), r.crc);
+                        end = e;
+                    }
+                    proptest::prop_assert_eq!(end, s.valid_end);
+                }
+            }
+        }
+    }
+
     #[test]
     fn zero_records_after_valid_ones_are_cut() {
         let (mut idx, data) = build(&[b"x\n"], false);
