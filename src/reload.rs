@@ -3,12 +3,13 @@
 //! change (debounced) it is read and validated again, merged under the same
 //! flags and environment as at start (they still win), and:
 //!
-//! - applied live: `token`, `retention`, `retention_hours`,
+//! - applied live: `peers` (added, removed or moved peers; a cluster
+//!   stays a cluster), `token`, `retention`, `retention_hours`,
 //!   `retention_bytes`, `tier_after`, `local_bytes_budget` (when tiering is
 //!   on), `log_level`;
 //! - reported as needing a restart (the running value is kept): every other
-//!   setting, e.g. `listen`, `data_dir`, `name`, `peers`, chunk sizes,
-//!   TLS files, S3 and key settings;
+//!   setting, e.g. `listen`, `data_dir`, `name`, chunk sizes, TLS files,
+//!   S3 and key settings, and peers of a single node (or none left);
 //! - an invalid edit is refused as a whole with one log line naming the
 //!   problem, and the running config stays as it was.
 
@@ -105,7 +106,7 @@ pub struct Reloader {
     base: RawSettings,
     running: Mutex<Config>,
     live: Arc<Live>,
-    peer_auth: Option<crate::cluster::link::PeerAuth>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     log: Option<LogReload>,
 }
 
@@ -123,14 +124,14 @@ impl Reloader {
         base: RawSettings,
         running: Config,
         live: Arc<Live>,
-        peer_auth: Option<crate::cluster::link::PeerAuth>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
         log: Option<LogReload>,
     ) -> Self {
         Self {
             base,
             running: Mutex::new(running),
             live,
-            peer_auth,
+            cluster,
             log,
         }
     }
@@ -154,7 +155,10 @@ impl Reloader {
             ("listen", old.listen != new.listen),
             ("data_dir", old.data_dir != new.data_dir),
             ("name", old.name != new.name),
-            ("peers", old.peers != new.peers),
+            (
+                "peers (to or from a single node)",
+                old.peers.is_empty() != new.peers.is_empty(),
+            ),
             ("storage settings", old.storage != new.storage),
             ("message and batch limits", old.limits != new.limits),
             (
@@ -193,10 +197,16 @@ impl Reloader {
         }
         if old.token != new.token {
             *self.live.token.write() = new.token.clone();
-            if let Some(p) = &self.peer_auth {
-                p.set(new.token.as_ref());
+            if let Some(c) = &self.cluster {
+                c.peer_auth().set(new.token.as_ref());
             }
             out.applied.push("token");
+        }
+        if old.peers != new.peers && !old.peers.is_empty() && !new.peers.is_empty() {
+            if let Some(c) = &self.cluster {
+                c.set_peers(new.peers.clone());
+                out.applied.push("peers");
+            }
         }
         if old.retention != new.retention {
             self.live.retention.send_replace(new.retention.clone());
@@ -208,6 +218,9 @@ impl Reloader {
             out.applied.push("tier_after/local_bytes_budget");
         }
         // Keep restart-only values as they run; take the live ones.
+        if !running.peers.is_empty() && !new.peers.is_empty() && self.cluster.is_some() {
+            running.peers = new.peers;
+        }
         running.token = new.token;
         running.retention = new.retention;
         running.log_level = new.log_level;

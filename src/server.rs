@@ -247,7 +247,7 @@ pub async fn run_with_hook(
             r.base,
             (*config).clone(),
             Arc::clone(&state.live),
-            cluster.as_ref().map(|c| c.peer_auth()),
+            cluster.clone(),
             r.log,
         );
         tokio::spawn(crate::reload::watch_file(
@@ -291,6 +291,9 @@ pub async fn run_with_hook(
     subscriptions.stop().await;
     for task in replication {
         let _ = task.await;
+    }
+    if let Some(c) = &cluster {
+        c.stop_replicators().await;
     }
     if let Some(t) = tierer {
         let _ = t.await;

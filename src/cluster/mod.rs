@@ -20,11 +20,11 @@ pub mod recovery;
 pub mod replicator;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::Method;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 pub use peers::Peer;
@@ -45,7 +45,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Cluster {
     me: ServerName,
-    peers: Vec<Peer>,
+    /// The peers now (the config file may change them while running).
+    peers: RwLock<Vec<Peer>>,
     /// Identifies this process run in the change feed (a restart changes it).
     epoch: u64,
     client: PeerClient,
@@ -54,8 +55,26 @@ pub struct Cluster {
     /// Consumer-group events of this server's clients, for peers.
     pub group_feed: group_sync::GroupFeed,
     /// Per peer: this server's replication of that peer's chunks.
-    links: BTreeMap<String, Arc<Mutex<LinkState>>>,
+    links: RwLock<BTreeMap<String, Arc<Mutex<LinkState>>>>,
     pending: Arc<PendingAcks>,
+    /// What replicators need, set by [`Cluster::start`].
+    running: OnceLock<Running>,
+    /// The replicator task of each peer, stoppable one by one.
+    replicators: Mutex<BTreeMap<String, RunningReplicator>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    storage: Arc<Storage>,
+    groups: Arc<GroupStore>,
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+struct RunningReplicator {
+    peer: Peer,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// How forwarding an ack to a chunk's owner went.
@@ -90,13 +109,15 @@ impl Cluster {
             .collect();
         Ok(Self {
             me,
-            peers,
+            peers: RwLock::new(peers),
             epoch: epoch.max(1),
             client: PeerClient::new(token, tls)?,
             progress: progress::Progress::default(),
             group_feed: group_sync::GroupFeed::default(),
-            links,
+            links: RwLock::new(links),
             pending: Arc::new(PendingAcks::open(state_dir)?),
+            running: OnceLock::new(),
+            replicators: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -112,10 +133,10 @@ impl Cluster {
         &self.me
     }
 
-    /// The configured peers.
+    /// The configured peers (now).
     #[must_use]
-    pub fn peers(&self) -> &[Peer] {
-        &self.peers
+    pub fn peers(&self) -> Vec<Peer> {
+        self.peers.read().clone()
     }
 
     /// This process run's epoch.
@@ -128,6 +149,7 @@ impl Cluster {
     #[must_use]
     pub fn links(&self) -> Vec<(String, LinkState)> {
         self.links
+            .read()
             .iter()
             .map(|(n, l)| (n.clone(), l.lock().clone()))
             .collect()
@@ -142,39 +164,108 @@ impl Cluster {
     /// Pulls back own bytes from replicas after a crash, then seals (see
     /// [`recovery`]).
     pub async fn recover(&self, storage: &Arc<Storage>, limit: Duration) -> u64 {
-        recovery::pull_back(storage, &self.me, &self.peers, &self.client, limit).await
+        let peers = self.peers();
+        recovery::pull_back(storage, &self.me, &peers, &self.client, limit).await
     }
 
-    /// Starts one replicator per peer and the ack forwarder.
+    /// Starts one replicator per peer and the ack forwarder (whose handle
+    /// is returned; [`Cluster::stop_replicators`] waits for the
+    /// replicators).
     pub fn start(
         self: &Arc<Self>,
         storage: &Arc<Storage>,
         groups: &Arc<GroupStore>,
         stop: &CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        for peer in &self.peers {
-            let Some(link) = self.links.get(peer.name.as_str()) else {
-                continue;
-            };
-            let local = replicator::Local {
-                me: self.me.clone(),
-                storage: Arc::clone(storage),
-                groups: Arc::clone(groups),
-                client: self.client.clone(),
-                pending: Arc::clone(&self.pending),
-            };
-            let r = Replicator::new(peer.clone(), local, Arc::clone(link), stop.child_token());
-            tasks.push(tokio::spawn(r.run()));
+        let _ = self.running.set(Running {
+            storage: Arc::clone(storage),
+            groups: Arc::clone(groups),
+            stop: stop.child_token(),
+        });
+        for peer in self.peers() {
+            self.start_replicator(peer);
         }
         let me = Arc::clone(self);
         let stop = stop.child_token();
-        tasks.push(tokio::spawn(async move { me.forward_pending(stop).await }));
-        tasks
+        vec![tokio::spawn(async move { me.forward_pending(stop).await })]
     }
 
-    fn owner_of(&self, chunk: &crate::names::ChunkName) -> Option<&Peer> {
-        self.peers.iter().find(|p| &p.name == chunk.owner())
+    fn start_replicator(&self, peer: Peer) {
+        let Some(run) = self.running.get() else {
+            return;
+        };
+        let link = Arc::clone(self.links.write().entry(peer.name.to_string()).or_default());
+        let local = replicator::Local {
+            me: self.me.clone(),
+            storage: Arc::clone(&run.storage),
+            groups: Arc::clone(&run.groups),
+            client: self.client.clone(),
+            pending: Arc::clone(&self.pending),
+        };
+        let stop = run.stop.child_token();
+        let r = Replicator::new(peer.clone(), local, link, stop.clone());
+        let task = tokio::spawn(r.run());
+        self.replicators.lock().insert(
+            peer.name.to_string(),
+            RunningReplicator { peer, stop, task },
+        );
+    }
+
+    /// Replaces the peer list while running (config reload): replicators of
+    /// removed peers stop, those of new peers start, and a peer whose URL
+    /// changed is reconnected. Returns whether anything changed.
+    pub fn set_peers(&self, peers: Vec<Peer>) -> bool {
+        if *self.peers.read() == peers {
+            return false;
+        }
+        *self.peers.write() = peers.clone();
+        let stale: Vec<RunningReplicator> = {
+            let mut running = self.replicators.lock();
+            let gone: Vec<String> = running
+                .iter()
+                .filter(|(_, r)| !peers.contains(&r.peer))
+                .map(|(n, _)| n.clone())
+                .collect();
+            gone.iter().filter_map(|n| running.remove(n)).collect()
+        };
+        for r in stale {
+            tracing::info!(peer = %r.peer.name, url = %r.peer.url, "peer removed or changed: stopping its replication");
+            r.stop.cancel();
+            if !peers.iter().any(|p| p.name == r.peer.name) {
+                self.links.write().remove(r.peer.name.as_str());
+            }
+        }
+        for peer in peers {
+            let known = self
+                .replicators
+                .lock()
+                .get(peer.name.as_str())
+                .is_some_and(|r| r.peer == peer);
+            if !known {
+                tracing::info!(peer = %peer.name, url = %peer.url, "peer added: replicating from it");
+                self.start_replicator(peer);
+            }
+        }
+        true
+    }
+
+    /// Stops every replicator and waits for them (shutdown).
+    pub async fn stop_replicators(&self) {
+        let all: Vec<RunningReplicator> = std::mem::take(&mut *self.replicators.lock())
+            .into_values()
+            .collect();
+        for r in all {
+            r.stop.cancel();
+            let _ = r.task.await;
+        }
+    }
+
+    fn owner_of(&self, chunk: &crate::names::ChunkName) -> Option<Peer> {
+        self.peers
+            .read()
+            .iter()
+            .find(|p| &p.name == chunk.owner())
+            .cloned()
     }
 
     /// Sends a chukcha ack of a peer's chunk to its owner. An unreachable
@@ -186,7 +277,7 @@ impl Cluster {
     pub async fn forward_ack(&self, ack: PendingAck) -> Result<Forwarded, PeerError> {
         let Some(owner) = crate::names::ChunkName::parse(&ack.chunk)
             .ok()
-            .and_then(|n| self.owner_of(&n).cloned())
+            .and_then(|n| self.owner_of(&n))
         else {
             // Not a configured peer's chunk: nobody else to tell.
             return Ok(Forwarded::Applied);
@@ -235,7 +326,7 @@ impl Cluster {
             for ack in self.pending.list() {
                 let Some(owner) = crate::names::ChunkName::parse(&ack.chunk)
                     .ok()
-                    .and_then(|n| self.owner_of(&n).cloned())
+                    .and_then(|n| self.owner_of(&n))
                 else {
                     self.pending.remove(&ack.category, &ack.chunk);
                     continue;

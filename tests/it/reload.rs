@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::TestBroker;
+use crate::harness::{free_port, TestBroker};
 
 /// Replaces the file the way editors do: write a new file, rename it over.
 fn write_config(path: &Path, text: &str) {
@@ -146,4 +146,83 @@ fn an_invalid_config_file_at_start_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("log_level"), "{err}");
+}
+
+/// Waits until `node` lists `chunk` of `category` with `size` bytes.
+fn wait_listed(node: &TestBroker, category: &str, chunk: &str, size: u64) {
+    wait_until(&format!("{chunk} at {size} B"), node, || {
+        node.chunks(category)
+            .iter()
+            .any(|c| c.name == chunk && c.size == size)
+    });
+}
+
+fn peers_line(entries: &[(&str, u16)]) -> String {
+    let list: Vec<String> = entries
+        .iter()
+        .map(|(n, p)| format!("{n}=http://127.0.0.1:{p}"))
+        .collect();
+    format!("peers = \"{}\"\n", list.join(","))
+}
+
+#[test]
+fn peers_added_and_removed_in_the_config_file_apply_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let file = |i: usize| tmp.path().join(format!("n{}.toml", i + 1));
+    let start = |i: usize| {
+        let (f, listen) = (
+            file(i).display().to_string(),
+            format!("127.0.0.1:{}", ports[i]),
+        );
+        let name = format!("n{}", i + 1);
+        TestBroker::start_in(
+            &tmp.path().join(&name),
+            &["--config", &f, "--name", &name, "--listen", &listen],
+        )
+    };
+    write_config(&file(0), &peers_line(&[("n2", ports[1])]));
+    write_config(&file(1), &peers_line(&[("n1", ports[0])]));
+    let n1 = start(0);
+    let n2 = start(1);
+    assert_eq!(n1.write("e", "a\n").0, 200);
+    wait_listed(&n2, "e", "n1-chunk000000000", 2);
+    // n3 joins: it knows n1 and n2, they do not know it yet.
+    write_config(&file(2), &peers_line(&[("n1", ports[0]), ("n2", ports[1])]));
+    let n3 = start(2);
+    assert_eq!(n3.write("e", "c\n").0, 200);
+    let (s, msg) = n1.post("/write?category=e&min_sync_replicas=2", "b\n");
+    assert_eq!(s, 400, "one peer only: {msg}");
+    // Add n3 on n1 and n2 by editing their files.
+    write_config(&file(0), &peers_line(&[("n2", ports[1]), ("n3", ports[2])]));
+    write_config(&file(1), &peers_line(&[("n1", ports[0]), ("n3", ports[2])]));
+    wait_listed(&n1, "e", "n3-chunk000000000", 2);
+    wait_listed(&n2, "e", "n3-chunk000000000", 2);
+    // Peers only serve servers they list: n3 can pull from n1 only now.
+    wait_listed(&n3, "e", "n1-chunk000000000", 2);
+    let (s, msg) = n1.post("/write?category=e&min_sync_replicas=2", "b\n");
+    assert_eq!(s, 200, "two peers now, both hold it: {msg}");
+    assert!(n1.get_text("/peers").1.contains("\"n3\""));
+    assert!(n1.logs().contains("peer added"), "{}", n1.logs());
+    // Remove n3 from n1 again: n1 stops pulling n3's chunk.
+    write_config(&file(0), &peers_line(&[("n2", ports[1])]));
+    wait_until("n3 removed from n1", &n1, || {
+        !n1.get_text("/peers").1.contains("\"n3\"")
+    });
+    assert_eq!(n3.write("e", "d\n").0, 200);
+    wait_listed(&n2, "e", "n3-chunk000000000", 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        n1.chunks("e")
+            .iter()
+            .any(|c| c.name == "n3-chunk000000000" && c.size == 2),
+        "n1 no longer replicates n3: {:?}",
+        n1.chunks("e")
+    );
+    // Peers cannot be removed altogether without a restart.
+    write_config(&file(0), "");
+    wait_until("restart warning", &n1, || {
+        n1.logs().contains("peers (to or from a single node)")
+    });
+    assert!(n1.get_text("/peers").1.contains("\"n2\""));
 }

@@ -481,6 +481,8 @@ enum Fault {
     /// Forward, flipping one byte of every server→client read after the
     /// first 400 bytes of the connection (bodies, past the headers).
     Corrupt = 3,
+    /// Answer every request with `500 Internal Server Error` itself.
+    Error500 = 4,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of the test S3 server that injects
@@ -535,7 +537,47 @@ fn fault_now(mode: &std::sync::atomic::AtomicU8) -> Fault {
         1 => Fault::Reset,
         2 => Fault::Slow,
         3 => Fault::Corrupt,
+        4 => Fault::Error500,
         _ => Fault::Pass,
+    }
+}
+
+/// Reads one request head (and a body announced by Content-Length) and
+/// answers 500, until the client closes.
+async fn answer_500(client: tokio::net::TcpStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::io::BufReader::new(client);
+    loop {
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            match stream.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line
+                .to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+            {
+                length = v.parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let xml = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+        let reply = format!(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+            xml.len()
+        );
+        if stream.get_mut().write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -547,9 +589,10 @@ async fn proxy_one(
     mode: Arc<std::sync::atomic::AtomicU8>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if fault_now(&mode) == Fault::Reset {
-        drop(client);
-        return;
+    match fault_now(&mode) {
+        Fault::Reset => return,
+        Fault::Error500 => return answer_500(client).await,
+        _ => {}
     }
     let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
         return;
@@ -568,7 +611,7 @@ async fn proxy_one(
             Ok(n) => n,
         };
         match fault_now(&mode) {
-            Fault::Reset => break,
+            Fault::Reset | Fault::Error500 => break,
             Fault::Slow => tokio::time::sleep(Duration::from_millis(300)).await,
             Fault::Corrupt if seen + n > 400 => {
                 let i = 400usize.saturating_sub(seen).min(n - 1);
@@ -619,13 +662,27 @@ fn s3_faults_behind_a_proxy_never_lose_or_alter_data() {
         assert!(dir.join("f").join(name).exists(), "{name} kept locally");
     }
     assert_eq!(b.read_all("f"), data);
-    // 2. Slow S3: uploads still complete (the SDK retries), then every
+    // 2. S3 answering 500 to everything: still nothing evicted.
+    let failures = tier_status(&b)["upload_failures"].as_u64().unwrap_or(0);
+    proxy.set(Fault::Error500);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tier_status(&b)["upload_failures"].as_u64().unwrap_or(0) <= failures {
+        assert!(Instant::now() < deadline, "no failure counted for 500s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        states(&b).iter().all(|(_, s)| s != "tiered"),
+        "{:?}",
+        states(&b)
+    );
+    assert_eq!(b.read_all("f"), data);
+    // 3. Slow S3: uploads still complete (the SDK retries), then every
     //    sealed chunk is tiered and reads stay identical.
     proxy.set(Fault::Slow);
     wait_tiered(&b, sealed.len(), Duration::from_secs(120));
     proxy.set(Fault::Pass);
     assert_eq!(b.read_all("f"), data);
-    // 3. Corrupted bytes in transit: after a restart nothing is cached, so
+    // 4. Corrupted bytes in transit: after a restart nothing is cached, so
     //    reads go to S3; every answer is either the exact data or a 5xx.
     let mut b = b;
     b.terminate(Duration::from_secs(10));
@@ -652,7 +709,7 @@ fn s3_faults_behind_a_proxy_never_lose_or_alter_data() {
         }
     }
     assert!(errors > 0, "corruption in transit was never detected");
-    // 4. Healthy again: everything reads back identical.
+    // 5. Healthy again: everything reads back identical.
     proxy.set(Fault::Pass);
     assert_eq!(b.read_all("f"), data);
 }
