@@ -46,6 +46,17 @@ pub struct TierThresholds {
     pub local_bytes_budget: Option<u64>,
 }
 
+impl TierThresholds {
+    /// The thresholds a tiering config starts with.
+    #[must_use]
+    pub fn of(tier: &crate::config::TierConfig) -> Self {
+        Self {
+            tier_after: tier.tier_after,
+            local_bytes_budget: tier.local_bytes_budget,
+        }
+    }
+}
+
 impl Live {
     /// The live settings as configured at start.
     #[must_use]
@@ -85,10 +96,7 @@ fn thresholds(config: &Config) -> TierThresholds {
     config
         .tier
         .as_ref()
-        .map_or_else(TierThresholds::default, |t| TierThresholds {
-            tier_after: t.tier_after,
-            local_bytes_budget: t.local_bytes_budget,
-        })
+        .map_or_else(TierThresholds::default, TierThresholds::of)
 }
 
 /// What one reload did.

@@ -395,8 +395,6 @@ async fn ingest_scenarios(ctx: &mut Ctx) -> Result<()> {
         None,
         "mapped chunk pages not counted",
     ));
-    drop(s);
-    let _ = std::fs::remove_dir_all(work.join(format!("ingest-{}", plan.reps - 1)));
     Ok(())
 }
 

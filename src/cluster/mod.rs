@@ -139,6 +139,18 @@ impl Cluster {
         self.peers.read().clone()
     }
 
+    /// How many peers are configured now (no copy of the list).
+    #[must_use]
+    pub fn peer_count(&self) -> usize {
+        self.peers.read().len()
+    }
+
+    /// Whether `name` is a configured peer now.
+    #[must_use]
+    pub fn is_peer(&self, name: &ServerName) -> bool {
+        self.peers.read().iter().any(|p| &p.name == name)
+    }
+
     /// This process run's epoch.
     #[must_use]
     pub fn epoch(&self) -> u64 {

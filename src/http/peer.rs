@@ -39,7 +39,7 @@ pub(super) async fn changes(
     let poll: ChangesRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad changes poll: {e}")))?;
     let from = ServerName::parse(&poll.from)?;
-    if !cluster.peers().iter().any(|p| p.name == from) {
+    if !cluster.is_peer(&from) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("{from} is not a configured peer of {}", cluster.me()),

@@ -43,7 +43,7 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     let category = query.category()?;
     let sync = query.opt_bool("sync")?.unwrap_or(false);
     let replicas = query.opt_u64("min_sync_replicas")?.unwrap_or(0);
-    let peers = state.cluster.get().map_or(0, |c| c.peers().len()) as u64;
+    let peers = state.cluster.get().map_or(0, |c| c.peer_count()) as u64;
     if replicas > peers {
         return Err(ApiError::bad_request(format!(
             "min_sync_replicas={replicas} but this server has {peers} peers; use at most {peers}{}",

@@ -418,10 +418,7 @@ impl Tiering {
     fn current_thresholds(&self) -> crate::reload::TierThresholds {
         match self.thresholds.get() {
             Some(rx) => *rx.borrow(),
-            None => crate::reload::TierThresholds {
-                tier_after: self.cfg.tier_after,
-                local_bytes_budget: self.cfg.local_bytes_budget,
-            },
+            None => crate::reload::TierThresholds::of(&self.cfg),
         }
     }
 
