@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;

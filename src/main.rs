@@ -41,20 +41,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(raw) => {
             let base = *raw;
-            let config = match base.clone().merge_file().and_then(RawSettings::validate) {
+            let started = match base.clone().merge_file() {
+                Ok(s) => s,
+                Err(e) => {
+                    init_logging("info");
+                    return Err(e.into());
+                }
+            };
+            let config = match started.clone().validate() {
                 Ok(c) => c,
                 Err(e) => {
                     init_logging("info");
                     return Err(e.into());
                 }
             };
-            let log = init_logging(&config.log_level);
+            let log = init_logging(&config.live.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("chunkbus")
                 .build()
                 .context("starting the async runtime")?;
-            let reload = chunkbus::server::ReloadSource { base, log };
+            let reload = chunkbus::server::ReloadSource { base, started, log };
             runtime.block_on(chunkbus::server::run_reloading(
                 config,
                 shutdown_signal(),

@@ -3,13 +3,15 @@
 //! change (debounced) it is read and validated again, merged under the same
 //! flags and environment as at start (they still win), and:
 //!
-//! - applied live: `peers` (added, removed or moved peers; a cluster
-//!   stays a cluster), `token`, `retention`, `retention_hours`,
-//!   `retention_bytes`, `tier_after`, `local_bytes_budget` (when tiering is
-//!   on), `log_level`;
-//! - reported as needing a restart (the running value is kept): every other
-//!   setting, e.g. `listen`, `data_dir`, `name`, chunk sizes, TLS files,
-//!   S3 and key settings, and peers of a single node (or none left);
+//! - applied live: the settings defined with `Applies::Live` in
+//!   [`crate::config::settings`] (`token`, `peers`, `retention*`,
+//!   `tier_after`, `local_bytes_budget`, `log_level`) — found by comparing
+//!   the running and the new [`crate::config::LiveSettings`]. Two switches
+//!   stay restart-only although made of live settings: a single node
+//!   becoming a cluster (or the reverse), and tiering on or off;
+//! - reported as needing a restart (the running value is kept): the
+//!   `Applies::Restart` settings whose value changed, when the new
+//!   [`crate::config::Startup`] differs from the running one;
 //! - an invalid edit is refused as a whole with one log line naming the
 //!   problem, and the running config stays as it was.
 
@@ -21,7 +23,10 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, RawSettings, RetentionConfig, Token};
+use crate::auth::Token;
+use crate::config::settings::Applies;
+use crate::config::{Config, ConfigError, LiveSettings, RawSettings, RetentionConfig};
+use crate::tier::TierThresholds;
 
 /// How long the file must stay quiet after a change before it is read.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -37,34 +42,14 @@ pub struct Live {
     tier_thresholds: watch::Sender<TierThresholds>,
 }
 
-/// When tiering uploads (see [`crate::config::TierConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TierThresholds {
-    /// Tier own sealed chunks older than this.
-    pub tier_after: Option<Duration>,
-    /// Tier the oldest own sealed chunks while local bytes exceed this.
-    pub local_bytes_budget: Option<u64>,
-}
-
-impl TierThresholds {
-    /// The thresholds a tiering config starts with.
-    #[must_use]
-    pub fn of(tier: &crate::config::TierConfig) -> Self {
-        Self {
-            tier_after: tier.tier_after,
-            local_bytes_budget: tier.local_bytes_budget,
-        }
-    }
-}
-
 impl Live {
     /// The live settings as configured at start.
     #[must_use]
-    pub fn new(config: &Config) -> Self {
+    pub fn new(settings: &LiveSettings) -> Self {
         Self {
-            token: RwLock::new(config.token.clone()),
-            retention: watch::Sender::new(config.retention.clone()),
-            tier_thresholds: watch::Sender::new(thresholds(config)),
+            token: RwLock::new(settings.token.clone()),
+            retention: watch::Sender::new(settings.retention.clone()),
+            tier_thresholds: watch::Sender::new(settings.tier_thresholds),
         }
     }
 
@@ -92,26 +77,28 @@ impl Live {
     }
 }
 
-fn thresholds(config: &Config) -> TierThresholds {
-    config
-        .tier
-        .as_ref()
-        .map_or_else(TierThresholds::default, TierThresholds::of)
-}
-
 /// What one reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReloadOutcome {
     /// Settings whose new value is in effect now.
     pub applied: Vec<&'static str>,
-    /// Settings that changed in the file but need a restart.
-    pub need_restart: Vec<&'static str>,
+    /// Settings that changed in the file but need a restart, each with its
+    /// section (`max_message_size (message and batch limits)`).
+    pub need_restart: Vec<String>,
 }
+
+/// Why switching between a single node and a cluster needs a restart.
+const CLUSTER_SWITCH: &str = "peers (to or from a single node)";
+/// Why switching tiering on or off needs a restart.
+const TIERING_SWITCH: &str = "tiering on/off (tier_after, local_bytes_budget)";
 
 /// Re-reads the config file and applies what can change live.
 pub struct Reloader {
     /// Flags and environment as given at start (the file not merged).
     base: RawSettings,
+    /// Flags, environment and file as merged at start: what the
+    /// restart-only settings still run with.
+    started: RawSettings,
     running: Mutex<Config>,
     live: Arc<Live>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -125,11 +112,13 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// A reloader for a server started from `base` (flags + environment)
-    /// with `running` as its validated config.
+    /// A reloader for a server started from `base` (flags + environment),
+    /// `started` (`base` with the file merged) and `running` (`started`
+    /// validated).
     #[must_use]
     pub fn new(
         base: RawSettings,
+        started: RawSettings,
         running: Config,
         live: Arc<Live>,
         cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -137,6 +126,7 @@ impl Reloader {
     ) -> Self {
         Self {
             base,
+            started,
             running: Mutex::new(running),
             live,
             cluster,
@@ -155,87 +145,79 @@ impl Reloader {
     /// # Errors
     /// The file is unreadable or invalid; nothing was changed then.
     pub fn reload(&self) -> Result<ReloadOutcome, ConfigError> {
-        let new = self.base.clone().merge_file()?.validate()?;
+        let raw = self.base.clone().merge_file()?;
+        let new = raw.clone().validate()?;
         let mut running = self.running.lock();
         let mut out = ReloadOutcome::default();
-        let old = &*running;
-        let restart_only: [(&'static str, bool); 11] = [
-            ("listen", old.listen != new.listen),
-            ("data_dir", old.data_dir != new.data_dir),
-            ("name", old.name != new.name),
-            (
-                "peers (to or from a single node)",
-                old.peers.is_empty() != new.peers.is_empty(),
-            ),
-            ("storage settings", old.storage != new.storage),
-            ("message and batch limits", old.limits != new.limits),
-            (
-                "replication_timeout",
-                old.replication_timeout != new.replication_timeout,
-            ),
-            ("tls_cert/tls_key", old.tls != new.tls),
-            ("tls_ca", old.tls_ca != new.tls_ca),
-            ("tiering on/off", old.tier.is_some() != new.tier.is_some()),
-            (
-                "tier store and keys",
-                match (&old.tier, &new.tier) {
-                    (Some(a), Some(b)) => !a.same_store_and_keys(b),
-                    _ => false,
-                },
-            ),
-        ];
-        out.need_restart = restart_only
-            .into_iter()
-            .filter_map(|(k, changed)| changed.then_some(k))
-            .collect();
+        let (old, now) = (&running.startup, &new.startup);
+        let cluster_kept = old.storage.cluster == now.storage.cluster;
+        let tiering_kept = old.tier.is_some() == now.tier.is_some();
+        if old != now {
+            if !cluster_kept {
+                out.need_restart.push(CLUSTER_SWITCH.to_owned());
+            }
+            if !tiering_kept {
+                out.need_restart.push(TIERING_SWITCH.to_owned());
+            }
+            out.need_restart.extend(
+                self.started
+                    .changed(&raw)
+                    .filter(|s| s.applies == Applies::Restart)
+                    .map(|s| format!("{} ({})", s.key, s.section)),
+            );
+        }
+        let (old, now) = (&running.live, &new.live);
         // First the one step that can still fail, so a failure changes
         // nothing (the filter itself was checked by validate()).
-        if old.log_level != new.log_level {
+        let log_level_changed = old.log_level != now.log_level;
+        if log_level_changed {
             match &self.log {
                 Some(apply) => {
-                    apply(&new.log_level).map_err(|why| ConfigError::Invalid {
-                        key: "log_level",
-                        value: new.log_level.clone(),
+                    apply(&now.log_level).map_err(|why| ConfigError::Invalid {
+                        key: crate::config::settings::LOG_LEVEL.key,
+                        value: now.log_level.clone(),
                         why,
                     })?;
                     out.applied.push("log_level");
                 }
-                None => out.need_restart.push("log_level"),
+                None => out
+                    .need_restart
+                    .push("log_level (pinned by CHUNKBUS_LOG)".to_owned()),
             }
         }
-        if old.token != new.token {
-            *self.live.token.write() = new.token.clone();
+        let mut applied = running.live.clone();
+        if old.token != now.token {
+            *self.live.token.write() = now.token.clone();
             if let Some(c) = &self.cluster {
-                c.peer_auth().set(new.token.as_ref());
+                c.peer_auth().set(now.token.as_ref());
             }
+            applied.token.clone_from(&now.token);
             out.applied.push("token");
         }
-        if old.peers != new.peers && !old.peers.is_empty() && !new.peers.is_empty() {
+        if old.peers != now.peers && cluster_kept {
             if let Some(c) = &self.cluster {
-                c.set_peers(new.peers.clone());
+                c.set_peers(now.peers.clone());
+                applied.peers.clone_from(&now.peers);
                 out.applied.push("peers");
             }
         }
-        if old.retention != new.retention {
-            self.live.retention.send_replace(new.retention.clone());
+        if old.retention != now.retention {
+            self.live.retention.send_replace(now.retention.clone());
+            applied.retention = now.retention.clone();
             out.applied.push("retention");
         }
-        let (t_old, t_new) = (thresholds(old), thresholds(&new));
-        if old.tier.is_some() && new.tier.is_some() && t_old != t_new {
-            self.live.tier_thresholds.send_replace(t_new);
+        if old.tier_thresholds != now.tier_thresholds
+            && tiering_kept
+            && now.tier_thresholds != TierThresholds::default()
+        {
+            self.live.tier_thresholds.send_replace(now.tier_thresholds);
+            applied.tier_thresholds = now.tier_thresholds;
             out.applied.push("tier_after/local_bytes_budget");
         }
-        // Keep restart-only values as they run; take the live ones.
-        if !running.peers.is_empty() && !new.peers.is_empty() && self.cluster.is_some() {
-            running.peers = new.peers;
+        if log_level_changed && self.log.is_some() {
+            applied.log_level.clone_from(&now.log_level);
         }
-        running.token = new.token;
-        running.retention = new.retention;
-        running.log_level = new.log_level;
-        if let (Some(r), Some(n)) = (running.tier.as_mut(), new.tier.as_ref()) {
-            r.tier_after = n.tier_after;
-            r.local_bytes_budget = n.local_bytes_budget;
-        }
+        running.live = applied;
         Ok(out)
     }
 }
@@ -275,8 +257,8 @@ pub async fn watch_file(reloader: Arc<Reloader>, token: CancellationToken) {
                 if !out.applied.is_empty() {
                     tracing::info!(file = %path.display(), applied = ?out.applied, "config reloaded");
                 }
-                for key in &out.need_restart {
-                    tracing::warn!(file = %path.display(), setting = key, "changed in the config file, but only takes effect after a restart; the running value is kept");
+                for setting in &out.need_restart {
+                    tracing::warn!(file = %path.display(), %setting, "changed in the config file, but only takes effect after a restart; the running value is kept");
                 }
                 if out.applied.is_empty() && out.need_restart.is_empty() {
                     tracing::debug!(file = %path.display(), "config file changed; nothing to apply");

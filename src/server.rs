@@ -96,6 +96,9 @@ pub struct ReadyInfo {
 pub struct ReloadSource {
     /// Flags and environment as given at start (without the file).
     pub base: RawSettings,
+    /// `base` with the file merged, as the running config was validated
+    /// from.
+    pub started: RawSettings,
     /// Applies a new `log_level` to the log subscriber.
     pub log: Option<LogReload>,
 }
@@ -132,23 +135,24 @@ pub async fn run_with_hook(
     reload: Option<ReloadSource>,
 ) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    let live = &config.live;
     // Unusable certificate files fail the start before anything is bound.
-    let acceptor = match &config.tls {
+    let acceptor = match &config.startup.tls {
         Some(f) => Some(crate::tls::acceptor(&f.cert, &f.key)?),
         None => None,
     };
-    let peer_tls = match &config.tls_ca {
+    let peer_tls = match &config.startup.tls_ca {
         Some(ca) => Some(crate::tls::peer_client_config(ca)?),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.startup.listen)
         .await
         .map_err(|source| ServerError::Bind {
-            addr: config.listen,
+            addr: config.startup.listen,
             source,
         })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen,
+        addr: config.startup.listen,
         source,
     })?;
     let token = CancellationToken::new();
@@ -162,33 +166,39 @@ pub async fn run_with_hook(
         graceful,
         token.clone(),
     ));
-    tracing::info!(%addr, tls, name = %config.name, data_dir = %config.data_dir.display(), "listening; recovering storage");
+    tracing::info!(%addr, tls, name = %config.startup.name, data_dir = %config.startup.data_dir.display(), "listening; recovering storage");
 
     let cfg = Arc::clone(&config);
     let groups_hook = hook.clone();
     let storage = tokio::task::spawn_blocking(move || {
-        Storage::open(&cfg.data_dir, cfg.name.clone(), cfg.storage.clone(), hook)
+        Storage::open(
+            &cfg.startup.data_dir,
+            cfg.startup.name.clone(),
+            cfg.startup.storage.clone(),
+            hook,
+        )
     })
     .await??;
     let storage = Arc::new(storage);
     let _ = state.peer_storage.set(Arc::clone(&storage));
-    let cluster = if config.peers.is_empty() {
+    let cluster = if !config.startup.storage.cluster {
         None
     } else {
         let c = Cluster::new(
-            config.name.clone(),
-            config.peers.clone(),
+            config.startup.name.clone(),
+            live.peers.clone(),
             storage.state_dir(),
-            config.token.as_ref(),
+            live.token.as_ref(),
             peer_tls,
         )
         .map_err(ServerError::Cluster)?;
         let c = Arc::new(c);
         let _ = state.cluster.set(Arc::clone(&c));
-        c.recover(&storage, config.replication_timeout).await;
+        c.recover(&storage, config.startup.replication_timeout)
+            .await;
         Some(c)
     };
-    let tiering = match &config.tier {
+    let tiering = match &config.startup.tier {
         None => None,
         Some(tc) => {
             let (tc, sd, st) = (
@@ -245,6 +255,7 @@ pub async fn run_with_hook(
     let watcher = reload.map(|r| {
         let reloader = Reloader::new(
             r.base,
+            r.started,
             (*config).clone(),
             Arc::clone(&state.live),
             cluster.clone(),
@@ -259,7 +270,7 @@ pub async fn run_with_hook(
     let ready_path = storage.state_dir().join(READY_FILE);
     let info = ReadyInfo {
         addr,
-        name: config.name.to_string(),
+        name: config.startup.name.to_string(),
         pid: std::process::id(),
     };
     let ready_json = serde_json::to_vec(&info).unwrap_or_default();

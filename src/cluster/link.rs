@@ -75,7 +75,7 @@ pub struct PeerAuth(std::sync::Arc<parking_lot::RwLock<Option<hyper::header::Hea
 
 impl PeerAuth {
     /// Sends `Authorization: Bearer <token>` from now on (None: nothing).
-    pub fn set(&self, token: Option<&crate::config::Token>) {
+    pub fn set(&self, token: Option<&crate::auth::Token>) {
         let v = token.and_then(|t| {
             let mut v =
                 hyper::header::HeaderValue::from_str(&format!("Bearer {}", t.as_str())).ok()?;
@@ -99,7 +99,7 @@ impl PeerClient {
     /// # Errors
     /// rustls refusing a configuration without trust roots (it does not).
     pub fn new(
-        token: Option<&crate::config::Token>,
+        token: Option<&crate::auth::Token>,
         tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, String> {
         let auth = PeerAuth::default();

@@ -96,7 +96,7 @@ impl Cluster {
         me: ServerName,
         peers: Vec<Peer>,
         state_dir: &std::path::Path,
-        token: Option<&crate::config::Token>,
+        token: Option<&crate::auth::Token>,
         tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, String> {
         let epoch = std::time::SystemTime::now()

@@ -74,10 +74,10 @@ impl AppState {
     /// State for a server that is still recovering.
     #[must_use]
     pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Self {
-        let budget = body_budget_bytes(config.limits.max_batch_size)
+        let budget = body_budget_bytes(config.startup.limits.max_batch_size)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
-            live: Arc::new(crate::reload::Live::new(&config)),
+            live: Arc::new(crate::reload::Live::new(&config.live)),
             config,
             storage: OnceLock::new(),
             peer_storage: OnceLock::new(),

@@ -271,7 +271,7 @@ struct ClusterStatus {
 pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
     let Some(cluster) = state.cluster.get() else {
         return json(&ClusterStatus {
-            name: state.config.name.to_string(),
+            name: state.config.startup.name.to_string(),
             epoch: 0,
             peers: Vec::new(),
             pending_acks: 0,

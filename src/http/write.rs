@@ -54,7 +54,7 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             }
         )));
     }
-    let limits = &state.config.limits;
+    let limits = &state.config.startup.limits;
     let declared = content_length(&req)?;
     if let Some(len) = declared {
         if len > limits.max_batch_size {
@@ -102,7 +102,7 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
         let name = appended.chunk.name().to_string();
         let end = appended.offset + appended.size;
         let k = usize::try_from(replicas).unwrap_or(usize::MAX);
-        let timeout = state.config.replication_timeout;
+        let timeout = state.config.startup.replication_timeout;
         cluster
             .progress
             .wait_for(

@@ -19,7 +19,10 @@ pub mod format;
 pub mod keys;
 pub mod manifest;
 pub mod reader;
+pub mod settings;
 pub mod store;
+
+pub use settings::{TierConfig, TierThresholds};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +33,6 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TierConfig;
 use crate::names::{Category, ChunkName};
 use crate::storage::chunk::{Chunk, ReadOutcome};
 use crate::storage::{Storage, StorageError};
@@ -80,7 +82,7 @@ pub struct Tiering {
     failing: Mutex<HashMap<(Category, ChunkName), Failing>>,
     /// Live `tier_after`/`local_bytes_budget` (config reload); until set,
     /// those of `cfg`.
-    thresholds: std::sync::OnceLock<tokio::sync::watch::Receiver<crate::reload::TierThresholds>>,
+    thresholds: std::sync::OnceLock<tokio::sync::watch::Receiver<TierThresholds>>,
 }
 
 /// A failure of the tiering engine.
@@ -407,18 +409,16 @@ impl Tiering {
         while jobs.join_next().await.is_some() {}
     }
 
-    /// Takes `tier_after`/`local_bytes_budget` from `rx` from now on.
-    pub fn follow_thresholds(
-        &self,
-        rx: tokio::sync::watch::Receiver<crate::reload::TierThresholds>,
-    ) {
+    /// Takes `tier_after`/`local_bytes_budget` from `rx` from now on
+    /// (until then nothing is tiered).
+    pub fn follow_thresholds(&self, rx: tokio::sync::watch::Receiver<TierThresholds>) {
         let _ = self.thresholds.set(rx);
     }
 
-    fn current_thresholds(&self) -> crate::reload::TierThresholds {
+    fn current_thresholds(&self) -> TierThresholds {
         match self.thresholds.get() {
             Some(rx) => *rx.borrow(),
-            None => crate::reload::TierThresholds::of(&self.cfg),
+            None => TierThresholds::default(),
         }
     }
 
