@@ -5,18 +5,18 @@
 //! filesystem path. Their parsers accept exactly the character sets of the
 //! SPEC (`[A-Za-z0-9_-]`), so `.`/`..`, slashes, NUL, spaces and unicode can
 //! never reach a `Path::join`. This module never touches the filesystem.
+//!
+//! The chunk-name syntax itself is the client crate's
+//! [`chunkbus_client::names`], so client and server accept the same names;
+//! [`ChunkName`] adds the typed owner.
 
 use std::fmt;
 
+use chunkbus_client::names::{parse_chunk_name, CHUNK_INFIX};
+pub use chunkbus_client::names::{CHUNK_INDEX_DIGITS, MAX_CHUNK_INDEX, MAX_SERVER_NAME_LEN};
+
 /// Longest category (and consumer group) name, in bytes.
 pub const MAX_CATEGORY_LEN: usize = 128;
-/// Longest server name, in bytes.
-pub const MAX_SERVER_NAME_LEN: usize = 64;
-/// Number of decimal digits in a chunk index.
-pub const CHUNK_INDEX_DIGITS: usize = 9;
-/// Largest chunk index representable in a chunk name.
-pub const MAX_CHUNK_INDEX: u64 = 999_999_999;
-const CHUNK_INFIX: &str = "-chunk";
 
 /// A name that failed validation; the message says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,25 +160,16 @@ impl ChunkName {
         Ok(Self { owner, index })
     }
 
-    /// Parses `<server>-chunk<9 digits>`. The server part may itself contain
-    /// `-`, so the name is split at its fixed-length suffix.
+    /// Parses `<server>-chunk<9 digits>` with the client crate's
+    /// [`parse_chunk_name`] (the server part may itself contain `-`, so the
+    /// name is split at its fixed-length suffix), then checks the owner as a
+    /// [`ServerName`].
     ///
     /// # Errors
     /// [`NameError::Chunk`] for anything else.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let err = || NameError::Chunk(truncate_for_error(s));
-        let suffix_len = CHUNK_INFIX.len() + CHUNK_INDEX_DIGITS;
-        if s.len() <= suffix_len || !s.is_ascii() {
-            return Err(err());
-        }
-        let (owner, suffix) = s.split_at(s.len() - suffix_len);
-        let digits = suffix.strip_prefix(CHUNK_INFIX).ok_or_else(err)?;
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(err());
-        }
-        let index = digits
-            .parse::<u64>()
-            .map_err(|_parse_never_fails_on_9_digits| err())?;
+        let (owner, index) = parse_chunk_name(s).ok_or_else(err)?;
         let owner = ServerName::parse(owner).map_err(|_| err())?;
         Ok(Self { owner, index })
     }
@@ -198,7 +189,13 @@ impl ChunkName {
 
 impl fmt::Display for ChunkName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{CHUNK_INFIX}{:09}", self.owner, self.index)
+        write!(
+            f,
+            "{}{CHUNK_INFIX}{:0width$}",
+            self.owner,
+            self.index,
+            width = CHUNK_INDEX_DIGITS
+        )
     }
 }
 

@@ -1,4 +1,5 @@
-//! What a run produced: rows, the Markdown table and the SVG chart.
+//! What a run produced: rows, the Markdown table and the SVG chart, and
+//! the number formats the rows' notes use. This module measures nothing.
 
 use serde::Serialize;
 
@@ -57,6 +58,20 @@ pub fn row(
         ceiling_name: ceiling.map(|c| c.1),
         notes: notes.to_owned(),
         percentiles: None,
+    }
+}
+
+/// Bytes per second as `"N MB/s"`.
+pub fn mbps(v: f64) -> String {
+    format!("{:.0} MB/s", v / 1e6)
+}
+
+/// Microseconds as `"N µs"`, or `"N.N ms"` from 1 ms up.
+pub fn us(v: u64) -> String {
+    if v >= 1000 {
+        format!("{:.1} ms", v as f64 / 1000.0)
+    } else {
+        format!("{v} µs")
     }
 }
 

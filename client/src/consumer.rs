@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{ChunkInfo, Client};
 use crate::error::{ClientError, ConsumerError};
+use crate::names::parse_chunk_name;
 
 /// Tuning of a [`Consumer`].
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ impl Default for ConsumerConfig {
 /// (and all of that owner's older chunks) has been processed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
-    /// Chunk name, `<owner>-chunk<digits>`.
+    /// Chunk name, `<owner>-chunk<9 digits>`.
     pub chunk: String,
     /// Byte offset in the chunk (a message boundary).
     pub offset: u64,
@@ -145,7 +146,7 @@ impl Consumer {
     ///
     /// # Errors
     /// [`ConsumerError::InvalidPosition`] for a position whose chunk name is
-    /// not `<owner>-chunk<digits>` or does not match its owner key.
+    /// not `<owner>-chunk<9 digits>` or does not match its owner key.
     pub fn start(
         client: Client,
         category: &str,
@@ -153,7 +154,7 @@ impl Consumer {
         from: Positions,
     ) -> Result<Self, ConsumerError> {
         for (owner, pos) in &from.0 {
-            match parse_chunk(&pos.chunk) {
+            match parse_chunk_name(&pos.chunk) {
                 Some((o, _)) if o == owner => {}
                 _ => {
                     return Err(ConsumerError::InvalidPosition(format!(
@@ -246,16 +247,6 @@ impl Drop for Consumer {
     }
 }
 
-/// `<owner>-chunk<digits>` → (owner, index).
-#[must_use]
-pub fn parse_chunk(name: &str) -> Option<(&str, u64)> {
-    let (owner, digits) = name.rsplit_once("-chunk")?;
-    if owner.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((owner, digits.parse().ok()?))
-}
-
 /// Finds owners (once without `follow`, periodically with it) and runs
 /// one reader per owner.
 async fn discover(
@@ -288,7 +279,7 @@ async fn discover(
             }
         };
         for chunk in &listing {
-            let Some((owner, _)) = parse_chunk(&chunk.name) else {
+            let Some((owner, _)) = parse_chunk_name(&chunk.name) else {
                 continue;
             };
             if known.insert(owner.to_owned()) {
@@ -298,7 +289,7 @@ async fn discover(
                     listing
                         .iter()
                         .rev()
-                        .find(|c| parse_chunk(&c.name).is_some_and(|(o, _)| o == owner))
+                        .find(|c| parse_chunk_name(&c.name).is_some_and(|(o, _)| o == owner))
                         .map(|c| (c.name.clone(), c.size))
                 };
                 readers.spawn(
@@ -349,13 +340,13 @@ async fn group_positions(
     let mut out = Positions::default();
     if let Some(g) = groups.into_iter().find(|g| g.consumer == group) {
         for p in g.positions {
-            let Some((owner, idx)) = parse_chunk(&p.chunk) else {
+            let Some((owner, idx)) = parse_chunk_name(&p.chunk) else {
                 continue;
             };
             let newer = out
                 .0
                 .get(owner)
-                .and_then(|cur| parse_chunk(&cur.chunk))
+                .and_then(|cur| parse_chunk_name(&cur.chunk))
                 .is_none_or(|(_, cur)| idx > cur);
             if newer {
                 out.0.insert(
@@ -425,7 +416,7 @@ impl OwnerReader {
         let target_idx = self
             .target
             .as_ref()
-            .and_then(|(name, _)| parse_chunk(name))
+            .and_then(|(name, _)| parse_chunk_name(name))
             .map(|(_, i)| i);
         // This owner's chunks (index, info) from the last listing.
         let mut mine: Vec<(u64, ChunkInfo)> = Vec::new();
@@ -437,7 +428,7 @@ impl OwnerReader {
         let mut cursor: Option<(u64, Arc<str>, u64)> = None;
         let mut next_idx = 0u64;
         if let Some(pos) = &self.start {
-            if let Some((_, idx)) = parse_chunk(&pos.chunk) {
+            if let Some((_, idx)) = parse_chunk_name(&pos.chunk) {
                 cursor = Some((idx, pos.chunk.as_str().into(), pos.offset));
             }
         }
@@ -459,7 +450,7 @@ impl OwnerReader {
                 };
                 mine = listing
                     .into_iter()
-                    .filter_map(|c| match parse_chunk(&c.name) {
+                    .filter_map(|c| match parse_chunk_name(&c.name) {
                         Some((o, i)) if o == &*self.owner => Some((i, c)),
                         _ => None,
                     })

@@ -156,7 +156,7 @@ pub enum ConsumerError {
         /// Bytes returned.
         len: usize,
     },
-    /// A stored position names a chunk that is not `<owner>-chunk<digits>`.
+    /// A stored position names a chunk that is not `<owner>-chunk<9 digits>`.
     #[error("invalid position: {0}")]
     InvalidPosition(String),
 }

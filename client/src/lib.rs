@@ -99,12 +99,15 @@
 mod client;
 mod consumer;
 mod error;
+pub mod names;
 mod producer;
 pub mod tls;
 
 pub use client::{
     ChunkInfo, Client, GroupPosition, GroupStatus, WriteOptions, WriteReply, WRITTEN_HEADER,
 };
-pub use consumer::{parse_chunk, Batch, Consumer, ConsumerConfig, Position, Positions};
+pub use consumer::{Batch, Consumer, ConsumerConfig, Position, Positions};
 pub use error::{ClientError, ConsumerError, ProducerError};
+/// The chunk-name parser under its older name, [`names::parse_chunk_name`].
+pub use names::parse_chunk_name as parse_chunk;
 pub use producer::{BatchAck, CategoryProducer, Producer, ProducerConfig};

@@ -11,7 +11,7 @@ use crate::storage::StorageError;
 
 /// Header on `/write` errors: `false` = nothing was appended (safe to
 /// resend), `true` = appended, but a later step (fdatasync) failed.
-pub const WRITTEN_HEADER: &str = "chunkbus-written";
+pub use chunkbus_client::WRITTEN_HEADER;
 
 /// An HTTP error response.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Tiering: the encode pipeline (zstd + AES-256-CTR + HMAC) per core,
+//! `tier`: tiering: the encode pipeline (zstd + AES-256-CTR + HMAC) per core,
 //! ingest while every sealed chunk is being tiered, and reads of a tiered
 //! 64 MiB chunk from an S3-compatible server on loopback (s3s-fs, in this
 //! process): first byte, cached re-read, full read.
@@ -10,10 +10,19 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use hyper::Method;
 
+use super::Scenario;
 use crate::client::Conn;
-use crate::report::{row, spread};
+use crate::ctx::{make_body, Ctx};
+use crate::load;
+use crate::report::{mbps, row, spread};
 use crate::servers::Chunkbus;
-use crate::{load, make_body, mbps, Ctx};
+
+/// The `tier` scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "tier",
+    about: "tiering pipeline per core, ingest while tiering, tiered reads from S3 and a local dir",
+    run: |ctx| Box::pin(run(ctx)),
+};
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const AK: &str = "AKIABENCH";
@@ -123,7 +132,7 @@ async fn tiered_count(addr: SocketAddr) -> Result<u64> {
 }
 
 /// The tiering rows.
-pub async fn tier_scenarios(ctx: &mut Ctx) -> Result<()> {
+async fn run(ctx: &mut Ctx) -> Result<()> {
     let (reps, warmup, dur) = (ctx.plan.reps, ctx.plan.warmup, ctx.plan.dur);
     let smoke = dur < Duration::from_secs(1);
 

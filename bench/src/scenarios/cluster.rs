@@ -1,4 +1,4 @@
-//! Three-node cluster on this machine: ingest with replication running,
+//! `cluster`: a three-node cluster on this machine: ingest with replication running,
 //! `min_sync_replicas=1` ingest, replication lag (produce on one node,
 //! consume on another) at 50% of the single-node maximum, and the catch-up
 //! rate of a replica that was down.
@@ -9,10 +9,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 
+use super::Scenario;
 use crate::client::Conn;
-use crate::report::{row, spread};
+use crate::ctx::{make_body, Ctx, LATENCY_BODY};
+use crate::report::{mbps, row, spread, us};
 use crate::servers::Chunkbus;
-use crate::{latency, load, make_body, mbps, us, Ctx, LATENCY_BODY};
+use crate::{latency, load};
+
+/// The `cluster` scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "cluster",
+    about: "3 nodes: ingest with replication, min_sync_replicas=1, replication lag, catch-up",
+    run: |ctx| Box::pin(run(ctx)),
+};
 
 /// Three chunkbus processes on fixed loopback ports, peers of each other.
 struct Three {
@@ -127,7 +136,7 @@ async fn ingest_reps(
 }
 
 /// The cluster rows.
-pub async fn cluster_scenarios(ctx: &mut Ctx) -> Result<()> {
+async fn run(ctx: &mut Ctx) -> Result<()> {
     let body = ctx.body.clone();
     let (reps, warmup, dur) = (ctx.plan.reps, ctx.plan.warmup, ctx.plan.dur);
     let single = ctx

@@ -1,8 +1,10 @@
-//! What a user would pick instead, measured in the same run with the same
-//! message size: Redis Streams (`XADD`, AOF `appendfsync everysec`) and
-//! NATS JetStream (file storage), both on 127.0.0.1 in temp dirs, driven by
-//! their maintained Rust clients (`redis`, `async-nats`) with pipelining /
-//! async publish windows so the client is not the bottleneck.
+//! `alternatives`: what a user would pick instead, measured in the same run
+//! with the same message size: Redis Streams (`XADD`, AOF `appendfsync
+//! everysec`) and NATS JetStream (file storage), both on 127.0.0.1 in temp
+//! dirs, driven by their maintained Rust clients (`redis`, `async-nats`)
+//! with pipelining / async publish windows so the client is not the
+//! bottleneck. A peer that is not installed is skipped (no row), never
+//! installed from here.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,11 +15,77 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 
+use super::Scenario;
+use crate::ctx::Ctx;
+use crate::report::{mbps, row, spread};
+
+/// The `alternatives` scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "alternatives",
+    about: "Redis Streams XADD and NATS JetStream publish, as ratios to chunkbus ingest",
+    run: |ctx| Box::pin(run(ctx)),
+};
+
+/// Redis Streams and NATS JetStream ingesting the same message size, as
+/// ratios to chunkbus's async ingest.
+async fn run(ctx: &mut Ctx) -> Result<()> {
+    let (plan, work, m) = (&ctx.plan, ctx.work.clone(), ctx.message_size);
+    let vs = ctx.ingest_rate.map(|r| (r, "chunkbus ingest".to_owned()));
+    let mut redis = Vec::new();
+    for rep in 0..plan.reps {
+        let dir = work.join(format!("redis-{rep}"));
+        let Some(d) = start_redis(&dir)? else {
+            break;
+        };
+        redis.push(redis_xadd(d.addr, m, 4, plan.warmup, plan.dur).await?);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if !redis.is_empty() {
+        let r = spread(redis);
+        note!("redis XADD: {}", mbps(r[1]));
+        ctx.rows.push(row(
+            &format!(
+                "Redis Streams XADD, {m}-byte messages, 4 conns × 512 pipelined, AOF everysec"
+            ),
+            r,
+            "MB/s",
+            vs.clone(),
+            &format!("{:.0} msgs/s", r[1] / m as f64),
+        ));
+    }
+    let mut nats = Vec::new();
+    for rep in 0..plan.reps {
+        let dir = work.join(format!("nats-{rep}"));
+        let Some(d) = start_nats(&dir)? else {
+            break;
+        };
+        nats.push(nats_publish(d.addr, m, 4, plan.warmup, plan.dur).await?);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if !nats.is_empty() {
+        let r = spread(nats);
+        note!("NATS JetStream publish: {}", mbps(r[1]));
+        ctx.rows.push(row(
+            &format!("NATS JetStream publish, {m}-byte messages, file storage, 4 tasks × 1024 acks in flight"),
+            r,
+            "MB/s",
+            vs,
+            &format!(
+                "{:.0} msgs/s; JetStream's default fsync interval is 2 min",
+                r[1] / m as f64
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A server process bound to 127.0.0.1; killed on drop.
-pub struct Daemon {
+struct Daemon {
     child: Child,
     /// Bound address.
-    pub addr: SocketAddr,
+    addr: SocketAddr,
 }
 
 impl Drop for Daemon {
@@ -63,7 +131,7 @@ fn spawn(mut cmd: Command, port: u16, what: &str) -> Result<Daemon> {
 
 /// `redis-server` with AOF fsync every second (the closest to chunkbus's
 /// default `flush_interval = 1s`), no RDB snapshots.
-pub fn start_redis(dir: &Path) -> Result<Option<Daemon>> {
+fn start_redis(dir: &Path) -> Result<Option<Daemon>> {
     let Some(bin) = find(&["/usr/bin/redis-server", "/usr/local/bin/redis-server"]) else {
         note!("redis-server not installed: Redis row skipped (apt-get install redis-server)");
         return Ok(None);
@@ -90,7 +158,7 @@ pub fn start_redis(dir: &Path) -> Result<Option<Daemon>> {
 }
 
 /// `nats-server` with JetStream on file storage in `dir`.
-pub fn start_nats(dir: &Path) -> Result<Option<Daemon>> {
+fn start_nats(dir: &Path) -> Result<Option<Daemon>> {
     let Some(bin) = find(&[
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
@@ -110,7 +178,7 @@ pub fn start_nats(dir: &Path) -> Result<Option<Daemon>> {
 /// `XADD bench * m <payload>` from `conns` connections, each pipelining
 /// `pipeline` commands per round trip. Returns payload bytes per second
 /// (counting `message_size` per message, like chunkbus's newline).
-pub async fn redis_xadd(
+async fn redis_xadd(
     addr: SocketAddr,
     message_size: usize,
     conns: usize,
@@ -160,7 +228,7 @@ pub async fn redis_xadd(
 /// JetStream publishes to a file-storage stream from `tasks` tasks, each
 /// keeping up to `WINDOW` acks outstanding. Returns payload bytes per
 /// second (counting `message_size` per message).
-pub async fn nats_publish(
+async fn nats_publish(
     addr: SocketAddr,
     message_size: usize,
     tasks: usize,

@@ -1,4 +1,4 @@
-//! The client crate against raw HTTP on the same server: a `Producer`
+//! `client`: the client crate against raw HTTP on the same server: a `Producer`
 //! sending 100-byte messages one `send` at a time vs sequential 1 MiB POSTs
 //! of the same messages (both one category, so one request in flight, the
 //! price of order), and a `Consumer` vs sequential raw `/read`s.
@@ -8,15 +8,25 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use chunkbus_client::{Client, Consumer, ConsumerConfig, Positions, Producer, ProducerConfig};
 
+use super::Scenario;
 use crate::client::Conn;
+use crate::ctx::Ctx;
+use crate::load;
+use crate::report::{mbps, row, spread};
 use crate::servers::Chunkbus;
-use crate::{load, mbps, row, spread, Ctx};
+
+/// The `client` scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "client",
+    about: "client Producer and Consumer vs raw POSTs and /reads on the same server",
+    run: |ctx| Box::pin(run(ctx)),
+};
 
 /// Category the producer measurement writes to.
 const PRODUCER_CATEGORY: &str = "prod";
 
 /// Producer vs raw POSTs, consumer vs raw reads; `reps` times each.
-pub async fn client_scenarios(ctx: &mut Ctx) -> Result<()> {
+async fn run(ctx: &mut Ctx) -> Result<()> {
     let plan = &ctx.plan;
     let (mut raw_w, mut prod_w, mut raw_r, mut cons_r) = (vec![], vec![], vec![], vec![]);
     let mut peak_buffer = 0usize;
@@ -184,9 +194,5 @@ async fn read_consumer(s: &Chunkbus, category: &str) -> Result<f64> {
 
 /// Writes back dirty pages so one measurement does not pay for another's.
 fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::sync();
-    }
+    rustix::fs::sync();
 }
