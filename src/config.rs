@@ -575,7 +575,7 @@ impl RawSettings {
         let peers = match &self.peers {
             None => Vec::new(),
             Some(v) => crate::cluster::peers::parse_peers(v, &name)
-                .map_err(|why| invalid("peers", v, &why))?,
+                .map_err(|why| invalid("peers", v, &why.to_string()))?,
         };
         let storage = StorageConfig {
             cluster: !peers.is_empty(),
