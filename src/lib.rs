@@ -6,6 +6,8 @@
 //! - [`config`]: flags, environment and TOML file → validated [`config::Config`].
 //! - [`names`]: validated category, server and chunk names (the only way a
 //!   user string becomes part of a path).
+//! - [`error`]: [`error::ErrorKind`], the neutral classification every
+//!   domain error gives itself, and [`error_chain`].
 //! - [`fsutil`]: fdatasync/fsync/preallocate/atomic-rewrite helpers.
 //! - [`storage`]: chunk files, sidecar index, recovery, group commit.
 //! - [`http`]: routing, parameter validation, handlers, error mapping.
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod error;
 pub mod fsutil;
 pub mod groups;
 pub mod http;
@@ -33,15 +36,4 @@ pub mod subscriptions;
 pub mod tier;
 pub mod tls;
 
-/// Formats an error and its `source()` chain as one line: `error: cause: cause…`.
-#[must_use]
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use error::error_chain;

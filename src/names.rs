@@ -38,6 +38,13 @@ pub enum NameError {
     Chunk(String),
 }
 
+impl crate::error::DomainError for NameError {
+    /// An invalid name is always the request's fault.
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::BadRequest
+    }
+}
+
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }

@@ -191,7 +191,7 @@ pub async fn run_with_hook(
             live.token.as_ref(),
             peer_tls,
         )
-        .map_err(ServerError::Cluster)?;
+        .map_err(|e| ServerError::Cluster(crate::error_chain(&e)))?;
         let c = Arc::new(c);
         let _ = state.cluster.set(Arc::clone(&c));
         c.recover(&storage, config.startup.replication_timeout)

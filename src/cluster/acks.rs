@@ -32,18 +32,53 @@ pub struct PendingAcks {
     acks: Mutex<Vec<PendingAck>>,
 }
 
+/// The pending-acks file cannot be read, parsed or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PendingAckError {
+    /// Reading the file failed.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a JSON list of acks.
+    #[error("{} is not valid", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Rewriting the file failed (the change is not recorded).
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl PendingAcks {
     /// Loads the set (empty if the file is missing).
     ///
     /// # Errors
     /// The file exists but cannot be read or parsed.
-    pub fn open(state_dir: &Path) -> Result<Self, String> {
+    pub fn open(state_dir: &Path) -> Result<Self, PendingAckError> {
         let path = state_dir.join(PENDING_ACKS_FILE);
         let acks = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| format!("{} is not valid: {e}", path.display()))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| PendingAckError::Parse {
+                path: path.clone(),
+                source,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(PendingAckError::Read { path, source }),
         };
         Ok(Self {
             path,
@@ -51,17 +86,20 @@ impl PendingAcks {
         })
     }
 
-    fn persist(&self, acks: &[PendingAck]) -> Result<(), String> {
-        let json = serde_json::to_vec(acks).map_err(|e| e.to_string())?;
-        fsutil::rewrite_atomic(&self.path, &json)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    fn persist(&self, acks: &[PendingAck]) -> Result<(), PendingAckError> {
+        let write = |source| PendingAckError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let json = serde_json::to_vec(acks).map_err(|e| write(std::io::Error::other(e)))?;
+        fsutil::rewrite_atomic(&self.path, &json).map_err(write)
     }
 
     /// Adds an ack durably.
     ///
     /// # Errors
     /// Writing the file failed (the ack is then not recorded).
-    pub fn add(&self, ack: PendingAck) -> Result<(), String> {
+    pub fn add(&self, ack: PendingAck) -> Result<(), PendingAckError> {
         let mut g = self.acks.lock();
         if g.iter()
             .any(|a| a.category == ack.category && a.chunk == ack.chunk)
@@ -83,7 +121,7 @@ impl PendingAcks {
         g.retain(|a| !(a.category == category && a.chunk == chunk));
         if g.len() != before {
             if let Err(e) = self.persist(&g) {
-                tracing::warn!(error = %e, "could not record a forwarded ack; it will be sent again");
+                tracing::warn!(error = %crate::error_chain(&e), "could not record a forwarded ack; it will be sent again");
             }
         }
     }

@@ -101,12 +101,12 @@ impl PeerClient {
     pub fn new(
         token: Option<&crate::auth::Token>,
         tls: Option<rustls::ClientConfig>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, chunkbus_client::tls::TlsError> {
         let auth = PeerAuth::default();
         auth.set(token);
         let tls = match tls {
             Some(t) => t,
-            None => chunkbus_client::tls::untrusting_config().map_err(|e| e.to_string())?,
+            None => chunkbus_client::tls::untrusting_config()?,
         };
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -163,7 +163,9 @@ impl PeerClient {
         };
         let (parts, body) = tokio::time::timeout(limit, exchange)
             .await
-            .map_err(|_| unreachable(format!("no answer within {} ms", limit.as_millis())))??;
+            .map_err(|_elapsed| {
+                unreachable(format!("no answer within {} ms", limit.as_millis()))
+            })??;
         if !parts.status.is_success() {
             return Err(PeerError::Status {
                 peer: peer.to_owned(),

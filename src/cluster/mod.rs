@@ -5,12 +5,17 @@
 //! - [`protocol`]: peer messages and the fetch-reply codec (`docs/peers.md`).
 //! - [`link`]: HTTP client for peer requests.
 //! - [`replicator`]: replica side, one task per peer.
+//! - [`fetch`]: one fetch of a peer's chunk bytes and their append to the
+//!   local copy (replicator and pull-back).
 //! - [`progress`]: owner side, what replicas hold; `min_sync_replicas` waits.
 //! - [`recovery`]: pull-back of own bytes from replicas after a crash.
 //! - [`acks`]: acks of peers' chunks still to forward to their owner.
 //! - [`group_sync`]: replication of consumer-group positions.
+//! - [`error`]: the cluster's typed errors.
 
 pub mod acks;
+pub mod error;
+pub mod fetch;
 pub mod group_sync;
 pub mod link;
 pub mod peers;
@@ -27,6 +32,7 @@ use hyper::Method;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
+pub use error::{BlockingError, ClusterError, ReplicationError};
 pub use peers::Peer;
 
 use crate::groups::GroupStore;
@@ -90,15 +96,15 @@ impl Cluster {
     /// A cluster view for `me` with `peers`; loads pending acks from `state_dir`.
     ///
     /// # Errors
-    /// The pending-acks file is unreadable, or the peer client cannot be
-    /// built.
+    /// [`ClusterError::PendingAcks`]: the pending-acks file is unreadable;
+    /// [`ClusterError::Tls`]: the peer client cannot be built.
     pub fn new(
         me: ServerName,
         peers: Vec<Peer>,
         state_dir: &std::path::Path,
         token: Option<&crate::auth::Token>,
         tls: Option<rustls::ClientConfig>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClusterError> {
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(1))
@@ -284,9 +290,10 @@ impl Cluster {
     /// owner gets it later: it is stored and retried.
     ///
     /// # Errors
-    /// The owner refused it (its status and message), or the ack could not
-    /// be stored for later.
-    pub async fn forward_ack(&self, ack: PendingAck) -> Result<Forwarded, PeerError> {
+    /// [`ClusterError::AckRefused`]: the owner refused it (its status and
+    /// message); [`ClusterError::PendingAcks`]: the ack could not be stored
+    /// for later; [`ClusterError::Peer`]: the owner's answer was unusable.
+    pub async fn forward_ack(&self, ack: PendingAck) -> Result<Forwarded, ClusterError> {
         let Some(owner) = crate::names::ChunkName::parse(&ack.chunk)
             .ok()
             .and_then(|n| self.owner_of(&n))
@@ -297,13 +304,15 @@ impl Cluster {
         match self.send_ack(&owner, &ack).await {
             Ok(()) => Ok(Forwarded::Applied),
             Err(PeerError::Unreachable { .. }) => {
-                self.pending.add(ack).map_err(|why| PeerError::BadReply {
-                    peer: owner.name.to_string(),
-                    why,
-                })?;
+                self.pending.add(ack)?;
                 Ok(Forwarded::Queued)
             }
-            Err(e) => Err(e),
+            Err(PeerError::Status { status, body, .. }) => Err(ClusterError::AckRefused {
+                owner: owner.name.to_string(),
+                status: status.as_u16(),
+                body,
+            }),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -359,13 +368,12 @@ impl Cluster {
     }
 }
 
-/// Runs blocking storage work off the async runtime, flattening errors.
+/// Runs blocking storage work off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, BlockingError> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(crate::error_chain(&e)),
-        Err(e) => Err(format!("task failed: {e}")),
+        Ok(r) => Ok(r?),
+        Err(e) => Err(BlockingError::Join(e)),
     }
 }

@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use hyper::Method;
 
+use super::fetch::{append, fetch, FetchFrom};
 use super::link::{q, PeerClient};
 use super::protocol::{self, HeldCopy};
-use super::{blocking, Peer};
+use super::replicator::FETCH_MAX;
+use super::{blocking, Peer, ReplicationError};
 use crate::names::{Category, ChunkName, ServerName};
 use crate::storage::{Storage, StorageError};
 
@@ -52,7 +54,7 @@ pub async fn pull_back(
             match pull_chunk(storage, peer, client, &copy).await {
                 Ok(n) => pulled += n,
                 Err(e) => {
-                    tracing::warn!(peer = %peer.name, chunk = %copy.chunk, error = %e, "could not pull back chunk bytes");
+                    tracing::warn!(peer = %peer.name, chunk = %copy.chunk, error = %crate::error_chain(&e), "could not pull back chunk bytes");
                 }
             }
         }
@@ -114,9 +116,9 @@ async fn pull_chunk(
     peer: &Peer,
     client: &PeerClient,
     copy: &HeldCopy,
-) -> Result<u64, String> {
-    let cat = Category::parse(&copy.category).map_err(|e| e.to_string())?;
-    let name = ChunkName::parse(&copy.chunk).map_err(|e| e.to_string())?;
+) -> Result<u64, ReplicationError> {
+    let cat = Category::parse(&copy.category)?;
+    let name = ChunkName::parse(&copy.chunk)?;
     if storage.feed().is_deleted(&cat, &name) {
         return Ok(0); // acked away here; the peer learns it from the feed
     }
@@ -139,43 +141,20 @@ async fn pull_chunk(
     let index = name.index();
     blocking(move || l.reserve_indexes_below(index + 1)).await?;
     let start = writer.end();
+    let from = FetchFrom {
+        peer,
+        category: &cat,
+        chunk: &name,
+        max_size: FETCH_MAX,
+    };
     while writer.end() < copy.size {
-        let url = format!(
-            "{}{}?category={}&chunk={}&off={}&rec={}&max_size={}",
-            peer.url,
-            protocol::FETCH_PATH,
-            q(cat.as_str()),
-            q(&name.to_string()),
-            writer.end(),
-            writer.records(),
-            super::replicator::FETCH_MAX,
-        );
-        let a = client
-            .request(
-                peer.name.as_str(),
-                Method::GET,
-                &url,
-                bytes::Bytes::new(),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let n = a.header_u64(protocol::RECORDS_HEADER).unwrap_or(0);
-        let (records, data) =
-            protocol::split_fetch_body(&a.body, usize::try_from(n).unwrap_or(usize::MAX))
-                .map_err(|e| e.to_string())?;
-        if records.is_empty() {
+        let fetched = fetch(client, from, &writer).await?;
+        if fetched.records.is_empty() {
             break;
         }
-        let l = Arc::clone(&log);
-        let (w, r) = tokio::task::spawn_blocking(move || {
-            let r = l.append_copy(&mut writer, &records, &data);
-            (writer, r)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        writer = w;
-        r.map_err(|e| crate::error_chain(&e))?;
+        writer = append(&log, writer, fetched.records, fetched.data)
+            .await
+            .map_err(|failed| failed.error)?;
     }
     let got = writer.end() - start;
     if got > 0 {

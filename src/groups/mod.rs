@@ -60,6 +60,36 @@ pub enum GroupError {
         #[source]
         source: std::io::Error,
     },
+    /// A chunk ack under `retention = "acked"` while a group has not
+    /// finished the chunk.
+    #[error(
+        "retention is \"acked\" and consumer group {group} is at offset {at} of {end} in {chunk}; \
+         the chunk is deleted once every group has acked it"
+    )]
+    Unfinished {
+        /// The first group found behind.
+        group: String,
+        /// The chunk.
+        chunk: String,
+        /// The group's position in it.
+        at: u64,
+        /// The chunk's final size.
+        end: u64,
+    },
+}
+
+impl crate::error::DomainError for GroupError {
+    /// A stale ack or an unfinished group is a `Conflict`, an unknown group
+    /// `NotFound`, a full disk `DiskFull`; other I/O failures `Internal`.
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::Behind { .. } | Self::Unfinished { .. } => ErrorKind::Conflict,
+            Self::UnknownGroup { .. } => ErrorKind::NotFound,
+            Self::Io { source, .. } if crate::fsutil::is_disk_full(source) => ErrorKind::DiskFull,
+            Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> GroupError + 'a {

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::Request;
 
 use super::error::ApiError;
 use super::params::Query;
 use super::{ok_line, AppState, HttpResponse};
 use crate::cluster::acks::PendingAck;
-use crate::cluster::link::PeerError;
-use crate::cluster::{Cluster, Forwarded};
+use crate::cluster::{Cluster, ClusterError, Forwarded};
 use crate::config::RetentionMode;
+use crate::groups::GroupError;
 use crate::names::{Category, ChunkName};
 use crate::storage::{CategoryLog, Storage, StorageError};
 
@@ -89,13 +89,13 @@ pub(super) async fn ack_local(
     if state.live.retention().mode == RetentionMode::Acked {
         let groups = state.groups()?.groups(category);
         if let Some((g, at)) = crate::retention::unfinished_group(&groups, name, end) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "retention is \"acked\" and consumer group {g} is at offset {at} of {end} in {name}; \
-                     the chunk is deleted once every group has acked it"
-                ),
-            ));
+            return Err(GroupError::Unfinished {
+                group: g.to_string(),
+                chunk: name.to_string(),
+                at,
+                end,
+            }
+            .into());
         }
     }
     log.ack_chunk(name, size)?;
@@ -124,24 +124,13 @@ async fn ack_copy(
             chunk: name.to_string(),
             size,
         })
-        .await;
-    match forwarded {
-        Ok(how) => {
-            if matches!(how, Forwarded::Queued) {
-                tracing::info!(chunk = %name, owner = %name.owner(), "owner unreachable; ack stored and forwarded when it returns");
-            }
-        }
-        Err(PeerError::Status { status, body, .. }) => {
-            return Err(ApiError::new(
-                status,
-                format!("the owner {} refused the ack: {body}", name.owner()),
-            ));
-        }
-        Err(e) => return Err(ApiError::unavailable(crate::error_chain(&e))),
+        .await?;
+    if matches!(forwarded, Forwarded::Queued) {
+        tracing::info!(chunk = %name, owner = %name.owner(), "owner unreachable; ack stored and forwarded when it returns");
     }
     let n = name.clone();
     crate::cluster::blocking(move || log.remove_copy(&n))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        .map_err(ClusterError::RemoveCopy)?;
     Ok(())
 }

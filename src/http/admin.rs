@@ -1,4 +1,5 @@
-//! Listing and health endpoints: `/listChunks`, `/listCategories`, `/healthz`.
+//! Listing, health and status endpoints: `/listChunks`, `/listCategories`,
+//! `/healthz`, `/metrics`, `/tier` and the status page `/`.
 
 use std::time::Duration;
 
@@ -7,9 +8,8 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use super::error::ApiError;
-use super::params::Query;
+use super::params::{check_wait, Query};
 use super::{json, ok, ok_line, AppState, HttpResponse};
-use crate::config::MAX_WAIT_MS;
 use crate::names::ChunkName;
 use crate::storage::ChunkInfo;
 
@@ -24,12 +24,7 @@ pub(super) async fn list_chunks(
     let query = Query::parse(req.uri().query());
     let category = query.category()?;
     let after = query.opt_chunk("after")?;
-    let wait_ms = query.opt_u64("wait_ms")?.unwrap_or(0);
-    if wait_ms > MAX_WAIT_MS {
-        return Err(ApiError::bad_request(format!(
-            "wait_ms={wait_ms} is larger than the limit of {MAX_WAIT_MS}"
-        )));
-    }
+    let wait_ms = check_wait(query.opt_u64("wait_ms")?.unwrap_or(0))?;
     let storage = state.storage()?;
     let Some(log) = storage.category(&category) else {
         return json(&Vec::<ChunkInfo>::new());
@@ -64,8 +59,17 @@ pub(super) fn list_categories(state: &AppState) -> Result<HttpResponse, ApiError
 pub(super) fn healthz(state: &AppState) -> HttpResponse {
     match state.storage() {
         Ok(_) => ok_line(),
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// The status page: static HTML with its script and styles inline (no
+/// external assets), which reads the JSON endpoints it shows.
+const STATUS_PAGE: &[u8] = include_bytes!("status.html");
+
+/// `GET /`: the status page (holds no data; needs no token).
+pub(super) fn status_page() -> HttpResponse {
+    ok(Bytes::from_static(STATUS_PAGE), "text/html; charset=utf-8")
 }
 
 pub(super) async fn metrics(state: &AppState) -> Result<HttpResponse, ApiError> {

@@ -3,12 +3,12 @@
 //! (positions and lag), `DELETE /consumers?category=C&consumer=G`.
 
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::Request;
 
 use super::error::ApiError;
 use super::params::Query;
 use super::{json, ok_line, AppState, HttpResponse};
-use crate::groups::{Acked, GroupError};
+use crate::groups::Acked;
 use crate::names::GroupName;
 use crate::storage::StorageError;
 
@@ -31,24 +31,6 @@ struct PositionOut {
 
 fn group_param(query: &Query<'_>) -> Result<GroupName, ApiError> {
     Ok(GroupName::parse(query.required("consumer")?)?)
-}
-
-impl From<GroupError> for ApiError {
-    fn from(e: GroupError) -> Self {
-        let status = match &e {
-            GroupError::Behind { .. } => StatusCode::CONFLICT,
-            GroupError::UnknownGroup { .. } => StatusCode::NOT_FOUND,
-            GroupError::Io { source, .. } if crate::fsutil::is_disk_full(source) => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let message = crate::error_chain(&e);
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %message, "consumer group storage error");
-        }
-        ApiError::new(status, message)
-    }
 }
 
 pub(super) async fn ack(

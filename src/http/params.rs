@@ -1,12 +1,144 @@
-//! Query-string parsing into validated values. Numbers are decimal
+//! Query-string parsing into validated values, and [`RequestError`]: every
+//! way a request is refused before any work. Numbers are decimal
 //! `[0-9]+` fitting a u64, booleans `1|0|true|false`; a repeated parameter is
 //! ambiguous and refused. Unknown parameters are ignored (chukcha clients
 //! send nothing else, and future clients may add hints).
 
 use std::borrow::Cow;
 
-use super::error::ApiError;
-use crate::names::{Category, ChunkName};
+use crate::config::{MAX_READ_SIZE, MAX_WAIT_MS};
+use crate::error::{DomainError, ErrorKind};
+use crate::names::{Category, ChunkName, NameError};
+
+/// A boxed body-reading error (what `http_body_util::Limited` yields).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request refused before any work: a bad query parameter, header or
+/// body. Every message names what is wrong and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// An invalid category, chunk, group or server name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A parameter given twice.
+    #[error("parameter {key} is given more than once; give it once")]
+    Repeated {
+        /// The parameter.
+        key: String,
+    },
+    /// A required parameter missing.
+    #[error("missing parameter {key}")]
+    Missing {
+        /// The parameter.
+        key: String,
+    },
+    /// Not `1|0|true|false`.
+    #[error("parameter {key}={value:?} is not a boolean; use 1, 0, true or false")]
+    NotBool {
+        /// The parameter.
+        key: String,
+        /// Its value (shortened).
+        value: String,
+    },
+    /// Not decimal digits.
+    #[error("parameter {key}={value:?} is not a decimal number; use digits 0-9 only")]
+    NotNumber {
+        /// The parameter.
+        key: String,
+        /// Its value (shortened).
+        value: String,
+    },
+    /// Digits beyond `u64::MAX`.
+    #[error("parameter {key}={value:?} does not fit in 64 bits (max 18446744073709551615)")]
+    TooBig {
+        /// The parameter.
+        key: String,
+        /// Its value (shortened).
+        value: String,
+    },
+    /// `max_size` above [`MAX_READ_SIZE`].
+    #[error("max_size={0} is larger than the limit of {MAX_READ_SIZE} bytes (16 MiB)")]
+    MaxSizeTooLarge(u64),
+    /// `wait_ms` above [`MAX_WAIT_MS`].
+    #[error("wait_ms={0} is larger than the limit of {MAX_WAIT_MS}")]
+    WaitTooLong(u64),
+    /// `min_sync_replicas` above the number of peers.
+    #[error(
+        "min_sync_replicas={asked} but this server has {peers} peers; use at most {peers}{}",
+        peers_hint(.peers)
+    )]
+    TooManyReplicas {
+        /// Replicas asked for.
+        asked: u64,
+        /// Peers configured.
+        peers: u64,
+    },
+    /// A `Content-Length` that is not a number.
+    #[error("Content-Length is not a number")]
+    BadContentLength,
+    /// The body did not arrive in time.
+    #[error("request body not received within {secs}s")]
+    BodyTimeout {
+        /// The deadline, seconds.
+        secs: u64,
+    },
+    /// The connection failed while the body was read.
+    #[error("reading request body failed")]
+    BodyUnreadable(#[source] hyper::Error),
+    /// A peer's changes poll body could not be read.
+    #[error("reading the poll body failed")]
+    PollUnreadable(#[source] BoxError),
+    /// A peer's changes poll is not the expected JSON.
+    #[error("bad changes poll")]
+    BadPoll(#[source] serde_json::Error),
+    /// A subscription body that could not be read or is too long.
+    #[error("subscription body unreadable or over {max} bytes")]
+    SpecUnreadable {
+        /// The limit, bytes.
+        max: usize,
+        /// What happened.
+        #[source]
+        source: BoxError,
+    },
+    /// A subscription body that is not a spec. The parse error sits in the
+    /// middle of the message, so it is formatted there (not a `source`).
+    #[error(
+        "invalid subscription JSON: {0}; expected {{\"category\",\"url\",\"group\"[,\"max_batch_bytes\",\"headers\",\"from\":{{\"chunk\",\"offset\"}},\"timeout_ms\"]}}"
+    )]
+    SpecJson(serde_json::Error),
+}
+
+fn peers_hint(peers: &u64) -> &'static str {
+    if *peers == 0 {
+        " or configure --peers"
+    } else {
+        ""
+    }
+}
+
+impl DomainError for RequestError {
+    /// Oversize bodies are `PayloadTooLarge`, a slow body
+    /// `RequestTimeout`, everything else `BadRequest`.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::SpecUnreadable { .. } => ErrorKind::PayloadTooLarge,
+            Self::BodyTimeout { .. } => ErrorKind::RequestTimeout,
+            _ => ErrorKind::BadRequest,
+        }
+    }
+}
+
+/// Checks a long-poll time against [`MAX_WAIT_MS`].
+///
+/// # Errors
+/// [`RequestError::WaitTooLong`].
+pub fn check_wait(wait_ms: u64) -> Result<u64, RequestError> {
+    if wait_ms > MAX_WAIT_MS {
+        return Err(RequestError::WaitTooLong(wait_ms));
+    }
+    Ok(wait_ms)
+}
 
 /// Parsed query parameters of one request.
 #[derive(Debug, Default)]
@@ -25,14 +157,14 @@ impl<'a> Query<'a> {
         }
     }
 
-    fn get(&self, key: &str) -> Result<Option<&str>, ApiError> {
+    fn get(&self, key: &str) -> Result<Option<&str>, RequestError> {
         let mut found = None;
         for (k, v) in &self.pairs {
             if k == key {
                 if found.is_some() {
-                    return Err(ApiError::bad_request(format!(
-                        "parameter {key} is given more than once; give it once"
-                    )));
+                    return Err(RequestError::Repeated {
+                        key: key.to_owned(),
+                    });
                 }
                 found = Some(v.as_ref());
             }
@@ -44,16 +176,17 @@ impl<'a> Query<'a> {
     ///
     /// # Errors
     /// 400 when missing or given twice.
-    pub fn required(&self, key: &str) -> Result<&str, ApiError> {
-        self.get(key)?
-            .ok_or_else(|| ApiError::bad_request(format!("missing parameter {key}")))
+    pub fn required(&self, key: &str) -> Result<&str, RequestError> {
+        self.get(key)?.ok_or_else(|| RequestError::Missing {
+            key: key.to_owned(),
+        })
     }
 
     /// The required `category` parameter.
     ///
     /// # Errors
     /// 400 when missing or invalid.
-    pub fn category(&self) -> Result<Category, ApiError> {
+    pub fn category(&self) -> Result<Category, RequestError> {
         Ok(Category::parse(self.required("category")?)?)
     }
 
@@ -61,7 +194,7 @@ impl<'a> Query<'a> {
     ///
     /// # Errors
     /// 400 when missing or invalid.
-    pub fn chunk(&self) -> Result<ChunkName, ApiError> {
+    pub fn chunk(&self) -> Result<ChunkName, RequestError> {
         Ok(ChunkName::parse(self.required("chunk")?)?)
     }
 
@@ -69,7 +202,7 @@ impl<'a> Query<'a> {
     ///
     /// # Errors
     /// 400 when present but invalid.
-    pub fn opt_chunk(&self, key: &str) -> Result<Option<ChunkName>, ApiError> {
+    pub fn opt_chunk(&self, key: &str) -> Result<Option<ChunkName>, RequestError> {
         Ok(self.get(key)?.map(ChunkName::parse).transpose()?)
     }
 
@@ -77,7 +210,7 @@ impl<'a> Query<'a> {
     ///
     /// # Errors
     /// 400 when missing or not a decimal u64.
-    pub fn u64(&self, key: &str) -> Result<u64, ApiError> {
+    pub fn u64(&self, key: &str) -> Result<u64, RequestError> {
         parse_u64(key, self.required(key)?)
     }
 
@@ -85,7 +218,7 @@ impl<'a> Query<'a> {
     ///
     /// # Errors
     /// 400 when present but not a decimal u64.
-    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, RequestError> {
         self.get(key)?.map(|v| parse_u64(key, v)).transpose()
     }
 
@@ -93,41 +226,43 @@ impl<'a> Query<'a> {
     ///
     /// # Errors
     /// 400 when present but not `1|0|true|false`.
-    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, RequestError> {
         self.get(key)?
             .map(|v| match v {
                 "1" | "true" => Ok(true),
                 "0" | "false" => Ok(false),
-                _ => Err(ApiError::bad_request(format!(
-                    "parameter {key}={} is not a boolean; use 1, 0, true or false",
-                    shorten(v)
-                ))),
+                _ => Err(RequestError::NotBool {
+                    key: key.to_owned(),
+                    value: shorten(v),
+                }),
             })
             .transpose()
     }
 }
 
-fn parse_u64(key: &str, v: &str) -> Result<u64, ApiError> {
+fn parse_u64(key: &str, v: &str) -> Result<u64, RequestError> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::bad_request(format!(
-            "parameter {key}={} is not a decimal number; use digits 0-9 only",
-            shorten(v)
-        )));
+        return Err(RequestError::NotNumber {
+            key: key.to_owned(),
+            value: shorten(v),
+        });
     }
-    v.parse::<u64>().map_err(|_| {
-        ApiError::bad_request(format!(
-            "parameter {key}={} does not fit in 64 bits (max 18446744073709551615)",
-            shorten(v)
-        ))
+    // Only digits: the one way left to fail is overflow, which the
+    // variant says.
+    v.parse::<u64>().map_err(|_overflow| RequestError::TooBig {
+        key: key.to_owned(),
+        value: shorten(v),
     })
 }
 
+/// At most 40 characters of `v`, with `…` when cut (messages show it
+/// quoted).
 fn shorten(v: &str) -> String {
     let mut s: String = v.chars().take(40).collect();
     if s.len() < v.len() {
         s.push('…');
     }
-    format!("{s:?}")
+    s
 }
 
 #[cfg(test)]
@@ -170,6 +305,43 @@ mod tests {
             let _ = query.opt_bool("sync");
             let _ = query.chunk();
         }
+    }
+
+    #[test]
+    fn messages_are_unchanged() {
+        let q = Query::parse(Some("a=x&b=99999999999999999999&c=1&c=2&d=maybe"));
+        let e = |r: Result<u64, RequestError>| r.unwrap_err().to_string();
+        assert_eq!(
+            e(q.u64("a")),
+            "parameter a=\"x\" is not a decimal number; use digits 0-9 only"
+        );
+        assert_eq!(
+            e(q.u64("b")),
+            "parameter b=\"99999999999999999999\" does not fit in 64 bits (max 18446744073709551615)"
+        );
+        assert_eq!(
+            e(q.u64("c")),
+            "parameter c is given more than once; give it once"
+        );
+        assert_eq!(e(q.u64("z")), "missing parameter z");
+        assert_eq!(
+            q.opt_bool("d").unwrap_err().to_string(),
+            "parameter d=\"maybe\" is not a boolean; use 1, 0, true or false"
+        );
+        let long = "9".repeat(50) + "x";
+        let raw = format!("n={long}");
+        let q = Query::parse(Some(&raw));
+        assert_eq!(
+            e(q.u64("n")),
+            format!(
+                "parameter n={:?} is not a decimal number; use digits 0-9 only",
+                "9".repeat(40) + "…"
+            )
+        );
+        assert_eq!(
+            RequestError::TooManyReplicas { asked: 1, peers: 0 }.to_string(),
+            "min_sync_replicas=1 but this server has 0 peers; use at most 0 or configure --peers"
+        );
     }
 
     #[test]

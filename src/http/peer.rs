@@ -7,13 +7,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{header, Request, Response, StatusCode};
+use hyper::{header, Request, Response};
 
 use super::body::Body;
 use super::error::ApiError;
-use super::params::Query;
+use super::params::{Query, RequestError};
 use super::{json, ok_line, AppState, HttpResponse};
 use crate::cluster::protocol::{self, ChangesReply, ChangesRequest, ChunkState, Deleted, HeldCopy};
+use crate::cluster::ClusterError;
 use crate::names::ServerName;
 use crate::storage::{Storage, StorageError};
 
@@ -34,16 +35,16 @@ pub(super) async fn changes(
     let body = http_body_util::Limited::new(req.into_body(), MAX_CHANGES_BODY)
         .collect()
         .await
-        .map_err(|e| ApiError::bad_request(format!("reading the poll body failed: {e}")))?
+        .map_err(RequestError::PollUnreadable)?
         .to_bytes();
-    let poll: ChangesRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("bad changes poll: {e}")))?;
+    let poll: ChangesRequest = serde_json::from_slice(&body).map_err(RequestError::BadPoll)?;
     let from = ServerName::parse(&poll.from)?;
     if !cluster.is_peer(&from) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("{from} is not a configured peer of {}", cluster.me()),
-        ));
+        return Err(ClusterError::NotAPeer {
+            from: from.to_string(),
+            me: cluster.me().to_string(),
+        }
+        .into());
     }
     cluster.progress.report(from.as_str(), &poll.held);
     // A poll of this process run (same epoch) gets what changed after
@@ -229,10 +230,11 @@ pub(super) async fn ack(
     let size = query.u64("size")?;
     let storage = state.storage()?;
     if name.owner() != cluster.me() {
-        return Err(ApiError::bad_request(format!(
-            "{name} is not owned by {}",
-            cluster.me()
-        )));
+        return Err(ClusterError::NotOwner {
+            chunk: name.to_string(),
+            me: cluster.me().to_string(),
+        }
+        .into());
     }
     if storage.feed().is_deleted(&category, &name) {
         return Ok(ok_line()); // already applied

@@ -9,9 +9,9 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use super::error::ApiError;
-use super::params::Query;
+use super::params::{check_wait, Query, RequestError};
 use super::{ok, AppState, HttpResponse};
-use crate::config::{MAX_READ_SIZE, MAX_WAIT_MS};
+use crate::config::MAX_READ_SIZE;
 use crate::storage::chunk::ReadOutcome;
 use crate::storage::StorageError;
 
@@ -26,15 +26,9 @@ pub(super) async fn read(
     let max_size = query.u64("max_size")?;
     let wait_ms = query.opt_u64("wait_ms")?.unwrap_or(0);
     if max_size > MAX_READ_SIZE {
-        return Err(ApiError::bad_request(format!(
-            "max_size={max_size} is larger than the limit of {MAX_READ_SIZE} bytes (16 MiB)"
-        )));
+        return Err(RequestError::MaxSizeTooLarge(max_size).into());
     }
-    if wait_ms > MAX_WAIT_MS {
-        return Err(ApiError::bad_request(format!(
-            "wait_ms={wait_ms} is larger than the limit of {MAX_WAIT_MS}"
-        )));
-    }
+    check_wait(wait_ms)?;
     let storage = state.storage()?;
     let unknown = || StorageError::UnknownChunk {
         category: category.to_string(),

@@ -8,12 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{header, Request, StatusCode};
+use hyper::{header, Request};
 
 use super::error::ApiError;
-use super::params::Query;
-use super::{json, AppState, HttpResponse};
+use super::params::{Query, RequestError};
+use super::{json, AppState, HttpResponse, ServiceError};
 use crate::cluster::progress::Need;
+use crate::cluster::ClusterError;
 use crate::storage::chunk::format::{BodyChecker, BodyError};
 
 /// How long a client may take to send a body.
@@ -45,14 +46,11 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     let replicas = query.opt_u64("min_sync_replicas")?.unwrap_or(0);
     let peers = state.cluster.get().map_or(0, |c| c.peer_count()) as u64;
     if replicas > peers {
-        return Err(ApiError::bad_request(format!(
-            "min_sync_replicas={replicas} but this server has {peers} peers; use at most {peers}{}",
-            if peers == 0 {
-                " or configure --peers"
-            } else {
-                ""
-            }
-        )));
+        return Err(RequestError::TooManyReplicas {
+            asked: replicas,
+            peers,
+        }
+        .into());
     }
     let limits = &state.config.startup.limits;
     let declared = content_length(&req)?;
@@ -73,15 +71,13 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     let _budget = Arc::clone(&state.body_budget)
         .acquire_many_owned(want)
         .await
-        .map_err(|_| ApiError::unavailable("server is shutting down"))?;
+        // Never closed: failing to acquire can only mean the process stops.
+        .map_err(|_closed| ServiceError::Stopping)?;
     let mut checker = BodyChecker::new(limits.max_message_size, limits.max_batch_size);
     let frames = tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body(), &mut checker))
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received within 60s",
-            )
+        .map_err(|_elapsed| RequestError::BodyTimeout {
+            secs: BODY_TIMEOUT.as_secs(),
         })??;
     let body = checker.finish()?;
     let durable = sync || storage.fsync_every_write();
@@ -118,13 +114,14 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             )
             .await
             .map_err(|have| {
-                ApiError::unavailable(format!(
-                    "written to {name} at offset {}, but only {have} of {k} replicas confirmed it{} within {} ms \
-                     (or the server is shutting down); the data stays written and keeps replicating",
-                    appended.offset,
-                    if durable { " on disk" } else { "" },
-                    timeout.as_millis()
-                ))
+                ApiError::from(ClusterError::NotReplicated {
+                    chunk: name.clone(),
+                    offset: appended.offset,
+                    have,
+                    want: k,
+                    durable,
+                    timeout_ms: timeout.as_millis(),
+                })
                 .with_written(true)
             })?;
     }
@@ -138,14 +135,14 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     })
 }
 
-fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
+fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, RequestError> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .map(|v| {
             v.to_str()
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
+                .ok_or(RequestError::BadContentLength)
         })
         .transpose()
 }
@@ -153,8 +150,7 @@ fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
 async fn read_body(mut body: Incoming, checker: &mut BodyChecker) -> Result<Vec<Bytes>, ApiError> {
     let mut frames = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("reading request body failed: {e}")))?;
+        let frame = frame.map_err(RequestError::BodyUnreadable)?;
         if let Ok(data) = frame.into_data() {
             checker.feed(&data)?;
             if !data.is_empty() {

@@ -140,3 +140,36 @@ impl StorageError {
         }
     }
 }
+
+impl crate::error::DomainError for StorageError {
+    /// Refusals of the request are `BadRequest`, an unknown chunk
+    /// `NotFound`, a full disk `DiskFull`, a read-only category
+    /// `Unavailable`; anything else is `Internal`.
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::DiskFull { .. } => ErrorKind::DiskFull,
+            Self::Failed { .. } => ErrorKind::Unavailable,
+            Self::UnknownChunk { .. } => ErrorKind::NotFound,
+            Self::NotSealed { .. }
+            | Self::AckTooSmall { .. }
+            | Self::OffsetBeyondEnd { .. }
+            | Self::NotBoundary { .. }
+            | Self::MaxSizeTooSmall { .. } => ErrorKind::BadRequest,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A producer body refused by the storage layer's framing check
+/// (`chunk/format.rs`): malformed is `BadRequest`, oversize
+/// `PayloadTooLarge`.
+impl crate::error::DomainError for super::chunk::format::BodyError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::Empty | Self::MissingFinalNewline => ErrorKind::BadRequest,
+            Self::MessageTooLarge { .. } | Self::BodyTooLarge { .. } => ErrorKind::PayloadTooLarge,
+        }
+    }
+}

@@ -39,6 +39,33 @@ pub(super) struct Deliverer {
     http: HttpClient,
 }
 
+/// Why one POST of a batch failed (the batch is sent again).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(super) enum DeliveryError {
+    /// The request could not be built from the subscription.
+    #[error("building the request failed")]
+    Build(#[source] hyper::http::Error),
+    /// No answer: connection refused, reset, ….
+    #[error("POST {url} failed")]
+    Send {
+        /// The receiver URL.
+        url: String,
+        /// What happened.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The receiver answered with a non-`2xx` status.
+    #[error("receiver answered {0}")]
+    Refused(hyper::StatusCode),
+    /// The receiver did not answer within the subscription's timeout.
+    #[error("receiver did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The subscription is being stopped.
+    #[error("stopped")]
+    Stopped,
+}
+
 /// The next batch to deliver.
 struct Batch {
     chunk: Arc<Chunk>,
@@ -81,7 +108,10 @@ impl Deliverer {
             let next = match self.next_batch().await {
                 Ok(n) => n,
                 Err(e) => {
-                    self.failed(format!("reading the category failed: {e}"));
+                    self.failed(format!(
+                        "reading the category failed: {}",
+                        crate::error_chain(&e)
+                    ));
                     self.pause(&mut backoff).await;
                     continue;
                 }
@@ -117,8 +147,8 @@ impl Deliverer {
                         }
                     }
                 }
-                Err(why) => {
-                    self.failed(why);
+                Err(e) => {
+                    self.failed(crate::error_chain(&e));
                     self.pause(&mut backoff).await;
                 }
             }
@@ -145,7 +175,7 @@ impl Deliverer {
 
     /// The first batch the group has not acked: chunks in order per owner;
     /// an owner's chunks older than its newest positioned chunk are done.
-    async fn next_batch(&self) -> Result<Option<Batch>, String> {
+    async fn next_batch(&self) -> Result<Option<Batch>, TierError> {
         let Some(log) = self.storage.category(&self.v.category) else {
             return Ok(None);
         };
@@ -180,16 +210,12 @@ impl Deliverer {
                 Ok(ReadOutcome::Empty { .. }) => continue,
                 // One message larger than the batch limit goes alone.
                 Err(TierError::Storage(StorageError::MaxSizeTooSmall { next_len, .. })) => {
-                    match self
-                        .read(&chunk, start, next_len)
-                        .await
-                        .map_err(|e| crate::error_chain(&e))?
-                    {
+                    match self.read(&chunk, start, next_len).await? {
                         ReadOutcome::Data(d) => d,
                         ReadOutcome::Empty { .. } => continue,
                     }
                 }
-                Err(e) => return Err(crate::error_chain(&e)),
+                Err(e) => return Err(e),
             };
             return Ok(Some(Batch {
                 chunk,
@@ -230,7 +256,7 @@ impl Deliverer {
         }
     }
 
-    async fn post(&self, batch: &Batch) -> Result<(), String> {
+    async fn post(&self, batch: &Batch) -> Result<(), DeliveryError> {
         let end = batch.offset + batch.data.len() as u64;
         let mut req = Request::post(self.v.url.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -240,32 +266,33 @@ impl Deliverer {
             .header("chunkbus-offset", batch.offset)
             .header("chunkbus-next-offset", end)
             .body(Full::new(batch.data.clone()))
-            .map_err(|e| format!("building the request failed: {e}"))?;
+            .map_err(DeliveryError::Build)?;
         for (k, v) in &self.v.headers {
             req.headers_mut().insert(k.clone(), v.clone());
         }
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                format!(
-                    "POST {} failed: {}",
-                    self.v.spec.url,
-                    crate::error_chain(&e)
-                )
-            })?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|source| DeliveryError::Send {
+                    url: self.v.spec.url.clone(),
+                    source,
+                })?;
             let status = resp.status();
             // Read the (small) answer so the connection can be reused.
             let _ = resp.into_body().collect().await;
             if status.is_success() {
                 Ok(())
             } else {
-                Err(format!("receiver answered {status}"))
+                Err(DeliveryError::Refused(status))
             }
         };
         tokio::select! {
-            r = tokio::time::timeout(self.v.timeout, exchange) => r.unwrap_or_else(|_| {
-                Err(format!("receiver did not answer within {} ms", self.v.timeout.as_millis()))
+            r = tokio::time::timeout(self.v.timeout, exchange) => r.unwrap_or_else(|_elapsed| {
+                Err(DeliveryError::Timeout(self.v.timeout))
             }),
-            () = self.stop.cancelled() => Err("stopped".to_owned()),
+            () = self.stop.cancelled() => Err(DeliveryError::Stopped),
         }
     }
 

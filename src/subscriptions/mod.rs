@@ -9,160 +9,26 @@
 //! the last acknowledged batch ended.
 
 mod deliver;
+mod spec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::fsutil;
 use crate::groups::GroupStore;
-use crate::names::{Category, ChunkName, GroupName};
+use crate::names::{Category, GroupName};
 use crate::storage::Storage;
+pub use spec::{
+    InvalidSpec, Spec, StartAt, Valid, DEFAULT_MAX_BATCH, DEFAULT_TIMEOUT_MS, MAX_BATCH_LIMIT,
+    MAX_HEADERS, MAX_TIMEOUT_MS,
+};
 
 /// File (in the state dir) holding every subscription.
 pub const FILE: &str = "subscriptions.json";
-/// Default largest batch per POST.
-pub const DEFAULT_MAX_BATCH: u64 = 1 << 20;
-/// Largest allowed `max_batch_bytes` (a read's limit).
-pub const MAX_BATCH_LIMIT: u64 = 16 << 20;
-/// Default time a receiver has to answer.
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-const MAX_HEADERS: usize = 32;
-
-/// What a client registers (`POST /subscriptions` body).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Spec {
-    /// Category to deliver.
-    pub category: String,
-    /// Receiver, `http://host:port/path`.
-    pub url: String,
-    /// Consumer group holding the delivery position.
-    pub group: String,
-    /// Largest batch per POST (whole messages; one message larger than this
-    /// is sent alone). Default 1 MiB, at most 16 MiB.
-    #[serde(default = "default_max_batch")]
-    pub max_batch_bytes: u64,
-    /// Extra request headers (e.g. the receiver's own auth token).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Where to start if the group has no position yet (default: the
-    /// beginning of every owner's oldest chunk).
-    #[serde(default)]
-    pub from: Option<StartAt>,
-    /// How long the receiver may take to answer, ms (default 30000).
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-/// A starting position.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartAt {
-    /// Chunk name.
-    pub chunk: String,
-    /// Offset (a message boundary).
-    pub offset: u64,
-}
-
-fn default_max_batch() -> u64 {
-    DEFAULT_MAX_BATCH
-}
-
-fn default_timeout_ms() -> u64 {
-    DEFAULT_TIMEOUT_MS
-}
-
-/// A checked [`Spec`].
-#[derive(Debug, Clone)]
-pub struct Valid {
-    /// The spec as given.
-    pub spec: Spec,
-    /// Category.
-    pub category: Category,
-    /// Group.
-    pub group: GroupName,
-    /// Parsed receiver URL.
-    pub url: hyper::Uri,
-    /// Parsed headers.
-    pub headers: hyper::HeaderMap,
-    /// Parsed start position.
-    pub from: Option<(ChunkName, u64)>,
-    /// Receiver timeout.
-    pub timeout: Duration,
-}
-
-impl Spec {
-    /// Validates every field.
-    ///
-    /// # Errors
-    /// A one-line reason naming the field and what is allowed.
-    pub fn validate(self) -> Result<Valid, String> {
-        let category = Category::parse(&self.category).map_err(|e| e.to_string())?;
-        let group = GroupName::parse(&self.group).map_err(|e| e.to_string())?;
-        let url: hyper::Uri = self
-            .url
-            .parse()
-            .map_err(|e| format!("invalid url {:?}: {e}", self.url))?;
-        if url.scheme_str() != Some("http") || url.authority().is_none() {
-            return Err(format!(
-                "invalid url {:?}: use http://host:port/path",
-                self.url
-            ));
-        }
-        if self.max_batch_bytes == 0 || self.max_batch_bytes > MAX_BATCH_LIMIT {
-            return Err(format!(
-                "max_batch_bytes={} must be between 1 and {MAX_BATCH_LIMIT}",
-                self.max_batch_bytes
-            ));
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
-            return Err(format!(
-                "timeout_ms={} must be between 1 and 600000",
-                self.timeout_ms
-            ));
-        }
-        if self.headers.len() > MAX_HEADERS {
-            return Err(format!("at most {MAX_HEADERS} headers"));
-        }
-        let mut headers = hyper::HeaderMap::new();
-        for (k, v) in &self.headers {
-            let name = hyper::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
-            if name.as_str().starts_with("chunkbus-")
-                || name == hyper::header::CONTENT_LENGTH
-                || name == hyper::header::HOST
-            {
-                return Err(format!("header {k:?} is set by the broker"));
-            }
-            let value = hyper::header::HeaderValue::from_str(v)
-                .map_err(|_| format!("invalid value for header {k:?}"))?;
-            headers.insert(name, value);
-        }
-        let from = self
-            .from
-            .as_ref()
-            .map(|f| {
-                ChunkName::parse(&f.chunk)
-                    .map(|c| (c, f.offset))
-                    .map_err(|e| e.to_string())
-            })
-            .transpose()?;
-        Ok(Valid {
-            category,
-            group,
-            url,
-            headers,
-            from,
-            timeout: Duration::from_millis(self.timeout_ms),
-            spec: self,
-        })
-    }
-}
 
 /// Delivery counters of one subscription.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -201,8 +67,8 @@ pub struct Status {
 #[non_exhaustive]
 pub enum SubscriptionError {
     /// Invalid spec.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidSpec),
     /// A subscription for this (category, group) exists.
     #[error(
         "a subscription for category {category} and group {group} already exists; delete it first"
@@ -232,6 +98,20 @@ pub enum SubscriptionError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl crate::error::DomainError for SubscriptionError {
+    /// An invalid spec is a `BadRequest`, a duplicate a `Conflict`, an
+    /// unknown subscription `NotFound`, a registry I/O failure `Internal`.
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::Invalid(_) => ErrorKind::BadRequest,
+            Self::Exists { .. } => ErrorKind::Conflict,
+            Self::Unknown { .. } => ErrorKind::NotFound,
+            Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Every subscription of this server, with its delivery task.
@@ -292,7 +172,8 @@ impl Subscriptions {
                         let r = subs.launch(valid);
                         running.insert(key, r);
                     }
-                    Err(why) => {
+                    Err(e) => {
+                        let why = crate::error_chain(&e);
                         tracing::error!(?spec, %why, "ignoring an invalid stored subscription");
                     }
                 }
@@ -310,7 +191,7 @@ impl Subscriptions {
     /// Invalid spec, an existing (category, group) subscription, or the
     /// registry could not be saved (then nothing changed).
     pub async fn add(&self, spec: Spec) -> Result<(), SubscriptionError> {
-        let valid = spec.validate().map_err(SubscriptionError::Invalid)?;
+        let valid = spec.validate()?;
         let key = (valid.category.clone(), valid.group.clone());
         let mut running = self.running.lock().await;
         if running.contains_key(&key) {

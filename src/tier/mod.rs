@@ -583,7 +583,7 @@ impl Tiering {
         let name = chunk.name().clone();
         crate::cluster::blocking(move || log.evict_tiered(&name, messages))
             .await
-            .map_err(|e| format!("removing the local copy: {e}"))?;
+            .map_err(|e| format!("removing the local copy: {}", crate::error_chain(&e)))?;
         Ok(entry)
     }
 
@@ -655,5 +655,16 @@ impl Tiering {
     pub fn totals(&self) -> (u64, u64) {
         let all = self.manifest.all();
         (all.len() as u64, all.iter().map(|(_, _, e)| e.size).sum())
+    }
+}
+
+impl crate::error::DomainError for TierError {
+    /// A local storage error keeps its own kind; a failure of the object
+    /// store (or of setting it up) is `BadGateway`.
+    fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            Self::Storage(s) => s.kind(),
+            _ => crate::error::ErrorKind::BadGateway,
+        }
     }
 }
