@@ -744,8 +744,8 @@ impl RawSettings {
             value: "(hidden)".into(),
             why,
         };
-        let current =
-            crate::tier::keys::Keys::parse(key).map_err(|why| secret("encryption_key", why))?;
+        let current = crate::tier::keys::Keys::parse(key)
+            .map_err(|why| secret("encryption_key", why.to_string()))?;
         let old = self
             .encryption_old_keys
             .as_deref()
@@ -753,7 +753,8 @@ impl RawSettings {
             .split(',')
             .filter(|k| !k.trim().is_empty())
             .map(|k| {
-                crate::tier::keys::Keys::parse(k).map_err(|why| secret("encryption_old_keys", why))
+                crate::tier::keys::Keys::parse(k)
+                    .map_err(|why| secret("encryption_old_keys", why.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let s3 = match self.s3_bucket.as_deref().map(str::trim) {
