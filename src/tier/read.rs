@@ -1,6 +1,6 @@
 //! Reads of tiered chunks: `/read`, the boundary check of group acks, and
 //! `/peer/fetch` batches. The rules are the local ones
-//! (`storage::chunk::window`): this file only fetches, through the cached
+//! (`storage::chunk::window` and `storage::chunk::batches`): this file only fetches, through the cached
 //! [`TierReader`](super::reader::TierReader), the bytes and index records
 //! they ask for. Never writes, never touches local chunk files.
 
@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use super::{TierError, Tiering};
 use crate::names::{Category, ChunkName};
+use crate::storage::chunk::batches::{self, BatchSelector};
 use crate::storage::chunk::index::{self, Record};
-use crate::storage::chunk::window::{self, BatchSelector, ReadRequest, Window};
+use crate::storage::chunk::window::{self, ReadRequest, Window};
 use crate::storage::chunk::{Chunk, ReadOutcome};
 
 impl Tiering {
@@ -122,7 +123,7 @@ impl Tiering {
         }
         let data = self
             .reader
-            .read_range(&key, off, window::batches_end(&out, off))
+            .read_range(&key, off, batches::batches_end(&out, off))
             .await?;
         Ok((out, data))
     }

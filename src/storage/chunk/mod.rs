@@ -5,7 +5,8 @@
 //! - `append.rs`: the appender's side (write frames and index records into a
 //!   reserved slot, report completion, wait for publication);
 //! - `read.rs`: whole-message reads of the published bytes through the
-//!   mapping, zero-copy, using the read rules of [`window`];
+//!   mapping, zero-copy, using the read rules of [`window`] and
+//!   [`batches`];
 //! - `commit.rs`: group commit (`sync_to`);
 //! - `seal.rs`: closing and durable sealing.
 //!
@@ -13,6 +14,7 @@
 //! parses HTTP and never decides where in the category it goes.
 
 mod append;
+pub mod batches;
 mod commit;
 pub mod format;
 pub mod index;

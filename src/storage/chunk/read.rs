@@ -1,7 +1,8 @@
 //! Reads of a local chunk through its mapping: whole-message windows for
 //! `/read` (zero-copy [`Bytes`] that borrow the mapping), raw batch bytes and
 //! index records for `/peer/fetch`, boundary checks and message counts.
-//! The rules themselves (what a read may return) are [`super::window`]'s;
+//! The rules themselves (what a read may return) are [`super::window`]'s
+//! and [`super::batches`]';
 //! this file only fetches the bytes they ask for. Never writes, never
 //! copies message bytes.
 
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::window::{self, BatchSelector, ReadRequest, Window};
+use super::batches::BatchSelector;
+use super::window::{self, ReadRequest, Window};
 use super::{index, to_usize, Chunk, ChunkMap, ChunkState, ReadOutcome, StorageError};
 
 impl Chunk {
