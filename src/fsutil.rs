@@ -5,7 +5,10 @@
 //! Keeping them in one place means every durable write follows the same
 //! recipe and tests can fail the n-th sync to exercise error paths. This
 //! module never decides *when* to sync; callers do.
-#![allow(unsafe_code)]
+#![expect(
+    unsafe_code,
+    reason = "posix_fallocate and sync_file_range have no safe std wrapper"
+)]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -14,8 +14,8 @@
 //! - [`cluster`]: peers, pull replication, `min_sync_replicas`, crash pull-back.
 //! - [`tier`]: cold sealed chunks to an encrypted, compressed object store.
 //! - [`server`]: lifecycle (bind, recover, serve, graceful shutdown).
-#![deny(clippy::unwrap_used)]
-#![warn(missing_docs)]
+// `unsafe_code = "deny"`, `missing_docs = "warn"` and `clippy::unwrap_used =
+// "deny"` come from `[workspace.lints]`; unit tests may unwrap.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod auth;

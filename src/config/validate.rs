@@ -146,7 +146,7 @@ impl RawSettings {
             return Ok(None);
         }
         let current = self
-            .optional(&s::ENCRYPTION_KEY, Keys::parse)?
+            .optional(&s::ENCRYPTION_KEY, |v| Keys::parse(v).map_err(|e| e.to_string()))?
             .ok_or_else(|| ConfigError::Invalid {
                 key: s::ENCRYPTION_KEY.key,
                 value: String::new(),
@@ -156,7 +156,7 @@ impl RawSettings {
             .optional(&s::ENCRYPTION_OLD_KEYS, |v| {
                 v.split(',')
                     .filter(|k| !k.trim().is_empty())
-                    .map(Keys::parse)
+                    .map(|k| Keys::parse(k).map_err(|e| e.to_string()))
                     .collect::<Result<Vec<_>, _>>()
             })?
             .unwrap_or_default();

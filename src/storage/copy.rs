@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::fsutil::{self, FaultHook};
 
-use super::chunk::index::{self, Record, HEADER_LEN, RECORD_LEN};
+use super::chunk::index::{self, Record, RECORD_LEN};
 use super::chunk::{Chunk, ChunkFiles};
 use super::StorageError;
 
@@ -181,7 +181,7 @@ impl CopyWriter {
         for r in records {
             encoded.extend_from_slice(&r.encode());
         }
-        let idx_pos = HEADER_LEN as u64 + self.records * RECORD_LEN as u64;
+        let idx_pos = self.chunk.record_pos(self.records)?;
         self.files
             .idx
             .write_all_at(&encoded, idx_pos)
@@ -218,8 +218,7 @@ impl CopyWriter {
     /// # Errors
     /// I/O errors; the chunk is marked failed.
     pub fn seal(self) -> Result<(), StorageError> {
-        let idx_pos = HEADER_LEN as u64 + self.records * RECORD_LEN as u64;
-        self.chunk.seal_blocking(self.end, idx_pos, &self.hook)
+        self.chunk.seal_blocking(self.end, self.records, &self.hook)
     }
 }
 
@@ -229,13 +228,13 @@ fn idx_records(idx: &File, path: &std::path::Path) -> Result<u64, StorageError> 
         .metadata()
         .map_err(|e| StorageError::io("stat index", path, e))?
         .len();
-    if len < HEADER_LEN as u64 {
+    if len < index::HEADER_LEN as u64 {
         // Created but never written: give it a header.
         idx.write_all_at(&index::header(), 0)
             .map_err(|e| StorageError::io("write index header to", path, e))?;
         return Ok(0);
     }
-    Ok((len - HEADER_LEN as u64) / RECORD_LEN as u64)
+    Ok(index::record_count(len))
 }
 
 /// Removes a chunk copy's files (a replica dropping a copy that diverged

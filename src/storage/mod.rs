@@ -57,6 +57,18 @@ impl Ctx {
     fn counter_path(&self, category: &Category) -> PathBuf {
         self.state_dir.join("next-chunk").join(category.as_str())
     }
+
+    /// Runs blocking background work (sealing, creating the spare chunk):
+    /// on the blocking pool, tracked so shutdown waits for it, when called
+    /// inside a tokio runtime; inline otherwise (startup and tests without
+    /// a runtime).
+    fn run_blocking(&self, job: impl FnOnce() + Send + 'static) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.tasks.spawn_blocking(job);
+        } else {
+            job();
+        }
+    }
 }
 
 /// The storage engine of one server.

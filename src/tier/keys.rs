@@ -44,6 +44,29 @@ fn derive(master: &[u8; 32], label: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// What is wrong with a master key. The value itself is never echoed: no
+/// variant holds it, and the base64 decoder's error is left out on purpose
+/// (it names the offending byte of the secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// `base64:` followed by something that is not base64.
+    #[error("the base64: key is not valid base64")]
+    NotBase64,
+    /// Neither 64 hex digits nor `base64:`.
+    #[error("expected 64 hex digits or base64: followed by base64 of 32 bytes")]
+    BadForm,
+    /// Hex digits that do not parse.
+    #[error("the key is not valid hex")]
+    NotHex(#[source] std::num::ParseIntError),
+    /// Not 32 bytes.
+    #[error("the key has {len} bytes; it must have 32")]
+    WrongLength {
+        /// Bytes given.
+        len: usize,
+    },
+}
+
 impl Keys {
     /// Derives the encryption key, MAC key and key id from `master`
     /// (HMAC-SHA-256 of fixed labels, so none reveals another).
@@ -64,26 +87,24 @@ impl Keys {
     ///
     /// # Errors
     /// What is wrong with the value (the value itself is never echoed).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
         let bytes = if let Some(b64) = text.strip_prefix("base64:") {
             base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
-                .map_err(|_| "the base64: key is not valid base64".to_owned())?
+                .map_err(|_| KeyError::NotBase64)?
         } else {
             if text.len() != 64 || !text.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(
-                    "expected 64 hex digits or base64: followed by base64 of 32 bytes".to_owned(),
-                );
+                return Err(KeyError::BadForm);
             }
             (0..32)
                 .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
                 .collect::<Result<Vec<u8>, _>>()
-                .map_err(|_| "the key is not valid hex".to_owned())?
+                .map_err(KeyError::NotHex)?
         };
         let master: [u8; 32] = bytes
             .try_into()
-            .map_err(|v: Vec<u8>| format!("the key has {} bytes; it must have 32", v.len()))?;
+            .map_err(|v: Vec<u8>| KeyError::WrongLength { len: v.len() })?;
         Ok(Self::derive(&master))
     }
 }
@@ -152,7 +173,7 @@ mod tests {
     #[test]
     fn bad_keys_are_refused_without_echoing_them() {
         for bad in ["", "abc", &"g".repeat(64), "base64:!!!", "base64:AAAA"] {
-            let e = Keys::parse(bad).unwrap_err();
+            let e = Keys::parse(bad).unwrap_err().to_string();
             assert!(bad.len() < 8 || !e.contains(bad), "{e}");
         }
     }

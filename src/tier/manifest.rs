@@ -7,7 +7,8 @@
 //! <crc32c 8 hex> - <category> <chunk>\n
 //! ```
 //! The CRC32C covers the text after the first space. Loading stops at the
-//! first torn or corrupt line (and cuts the file there).
+//! first torn or corrupt line (and cuts the file there). This module never
+//! touches chunk files or the object store.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -33,6 +34,29 @@ pub struct TieredChunk {
     pub object_len: u64,
     /// Id of the key it was written with.
     pub key_id: [u8; 8],
+}
+
+/// An I/O failure of the manifest, naming the file or directory.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}", path.display())]
+pub struct ManifestError {
+    /// What was being done.
+    pub op: &'static str,
+    /// The manifest file (or its directory).
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl ManifestError {
+    fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> Self + 'p {
+        move |source| Self {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// Tiered chunks by (category, chunk).
@@ -92,14 +116,14 @@ impl Manifest {
     /// Loads (creating if missing) the manifest in `dir`.
     ///
     /// # Errors
-    /// I/O errors, as text naming the file.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        fsutil::create_dir_durable(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    /// I/O errors, naming the file.
+    pub fn open(dir: &Path) -> Result<Self, ManifestError> {
+        fsutil::create_dir_durable(dir).map_err(ManifestError::io("create", dir))?;
         let path = dir.join(MANIFEST_FILE);
         let text = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("read {}: {e}", path.display())),
+            Err(e) => return Err(ManifestError::io("read", &path)(e)),
         };
         let mut map = BTreeMap::new();
         let mut valid = 0usize;
@@ -128,32 +152,37 @@ impl Manifest {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| format!("open {}: {e}", path.display()))?;
+            .map_err(ManifestError::io("open", &path))?;
         if valid != text.len() {
             tracing::warn!(path = %path.display(), kept = valid, "cut torn tail of the tier manifest");
             file.set_len(valid as u64)
-                .map_err(|e| format!("trim {}: {e}", path.display()))?;
+                .map_err(ManifestError::io("trim", &path))?;
         }
         let mut file = file;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
-            .map_err(|e| format!("seek {}: {e}", path.display()))?;
+            .map_err(ManifestError::io("seek", &path))?;
         Ok(Self {
             path,
             inner: Mutex::new((file, map)),
         })
     }
 
-    fn append(&self, file: &mut File, text: &str) -> Result<(), String> {
+    fn append(&self, file: &mut File, text: &str) -> Result<(), ManifestError> {
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_data())
-            .map_err(|e| format!("append to {}: {e}", self.path.display()))
+            .map_err(ManifestError::io("append to", &self.path))
     }
 
     /// Records a chunk as tiered, durably.
     ///
     /// # Errors
     /// The append or its fdatasync failed (the chunk then stays local).
-    pub fn add(&self, cat: &Category, chunk: &ChunkName, e: TieredChunk) -> Result<(), String> {
+    pub fn add(
+        &self,
+        cat: &Category,
+        chunk: &ChunkName,
+        e: TieredChunk,
+    ) -> Result<(), ManifestError> {
         let mut g = self.inner.lock();
         let body = format!(
             "+ {cat} {chunk} {} {} {} {}",
@@ -171,7 +200,7 @@ impl Manifest {
     ///
     /// # Errors
     /// The append failed (the removal is retried).
-    pub fn remove(&self, cat: &Category, chunk: &ChunkName) -> Result<(), String> {
+    pub fn remove(&self, cat: &Category, chunk: &ChunkName) -> Result<(), ManifestError> {
         let mut g = self.inner.lock();
         self.append(&mut g.0, &line(&format!("- {cat} {chunk}")))?;
         g.1.remove(&(cat.clone(), chunk.clone()));

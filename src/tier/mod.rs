@@ -8,6 +8,13 @@
 //! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores.
 //! - [`manifest`]: the durable tiered set.
 //! - [`reader`]: cached, authenticated range reads.
+//! - `upload.rs`: the upload/evict/GC loop of [`Tiering`].
+//! - `read.rs`: `/read`, group-ack and `/peer/fetch` reads of tiered
+//!   chunks, under the same rules as local reads (`storage::chunk::window`).
+//!
+//! This file holds the [`Tiering`] type: opening the store and manifest,
+//! attaching tiered chunks to storage at startup, and status. Tiering never
+//! runs on the write path.
 //!
 //! Crash story of one upload: encode → PUT → verify (size, header, index
 //! and last frame authenticate) → manifest line fdatasync'd → local files
@@ -18,33 +25,29 @@
 pub mod format;
 pub mod keys;
 pub mod manifest;
+mod read;
 pub mod reader;
 pub mod settings;
 pub mod store;
+mod upload;
 
 pub use settings::{TierConfig, TierThresholds};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use crate::names::{Category, ChunkName};
-use crate::storage::chunk::{Chunk, ReadOutcome};
 use crate::storage::{Storage, StorageError};
 use keys::KeyRing;
-use manifest::{Manifest, TieredChunk};
+use manifest::{Manifest, ManifestError};
 use reader::{TierReadError, TierReader};
-use store::{AnyStore, ObjectStore};
+use store::{AnyStore, S3SetupError};
 
-/// How often the tierer looks for work.
-const PERIOD: Duration = Duration::from_secs(1);
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub use upload::UploadError;
 
 /// Counters for `/metrics` and `GET /tier`.
 #[derive(Debug, Default)]
@@ -90,14 +93,41 @@ pub struct Tiering {
 #[non_exhaustive]
 pub enum TierError {
     /// Setting it up failed.
-    #[error("tiering: {0}")]
-    Setup(String),
+    #[error("tiering")]
+    Setup(#[source] SetupError),
     /// A read failed.
     #[error(transparent)]
     Read(#[from] TierReadError),
     /// A local storage error.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// Why the store or the manifest could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The S3 client could not be set up (no credentials).
+    #[error(transparent)]
+    S3(#[from] S3SetupError),
+    /// The local object directory could not be created.
+    #[error("tier dir {}", dir.display())]
+    LocalDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest could not be loaded.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+impl From<SetupError> for TierError {
+    fn from(e: SetupError) -> Self {
+        Self::Setup(e)
+    }
 }
 
 /// One entry of `GET /tier`.
@@ -118,16 +148,18 @@ impl Tiering {
     /// # Errors
     /// The store or manifest cannot be opened.
     pub fn open(cfg: TierConfig, state_dir: &std::path::Path) -> Result<Self, TierError> {
-        let store =
-            match &cfg.s3 {
-                Some(s3) => AnyStore::S3(store::S3Store::new(s3).map_err(TierError::Setup)?),
-                None => AnyStore::Local(store::LocalStore::open(&cfg.dir).map_err(|e| {
-                    TierError::Setup(format!("tier dir {}: {e}", cfg.dir.display()))
-                })?),
-            };
+        let store = match &cfg.s3 {
+            Some(s3) => AnyStore::S3(store::S3Store::new(s3).map_err(SetupError::from)?),
+            None => AnyStore::Local(store::LocalStore::open(&cfg.dir).map_err(|source| {
+                SetupError::LocalDir {
+                    dir: cfg.dir.clone(),
+                    source,
+                }
+            })?),
+        };
         let ring = cfg.keys.clone();
         let reader = TierReader::new(store.clone(), ring.clone(), cfg.cache_bytes);
-        let manifest = Manifest::open(state_dir).map_err(TierError::Setup)?;
+        let manifest = Manifest::open(state_dir).map_err(SetupError::from)?;
         Ok(Self {
             cfg,
             store,
@@ -212,203 +244,6 @@ impl Tiering {
         self.manifest.get(category, chunk).is_some()
     }
 
-    /// A `/read` of a tiered chunk: whole messages from `off`, at most
-    /// `max_size` bytes; same rules as a local read.
-    ///
-    /// # Errors
-    /// Store or authentication failures ([`TierError::Read`]), and the
-    /// usual offset errors ([`TierError::Storage`]).
-    pub async fn read(
-        &self,
-        category: &Category,
-        chunk: &Chunk,
-        off: u64,
-        max_size: u64,
-    ) -> Result<ReadOutcome, TierError> {
-        let end = chunk.state().end;
-        let name = chunk.name().to_string();
-        if off > end {
-            return Err(StorageError::OffsetBeyondEnd {
-                name,
-                off,
-                size: end,
-            }
-            .into());
-        }
-        if off == end {
-            return Ok(ReadOutcome::Empty { sealed: true });
-        }
-        let key = self.key(category, chunk.name());
-        let result = self.read_inner(&key, &name, off, max_size, end).await;
-        if matches!(result, Err(TierError::Read(_))) {
-            self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-
-    async fn read_inner(
-        &self,
-        key: &str,
-        name: &str,
-        off: u64,
-        max_size: u64,
-        end: u64,
-    ) -> Result<ReadOutcome, TierError> {
-        use crate::storage::chunk::format as msg;
-        // One byte before `off` tells whether it is a message boundary.
-        let from = off.saturating_sub(1);
-        let want_end = off.saturating_add(max_size).min(end);
-        let window = self.reader.read_range(key, from, want_end).await?;
-        let lead = usize::from(off > 0);
-        if off > 0 && window.first() != Some(&b'\n') {
-            return Err(StorageError::NotBoundary {
-                name: name.to_owned(),
-                off,
-            }
-            .into());
-        }
-        let body = window.slice(lead..);
-        let take = msg::last_complete_message_end(&body);
-        if take == 0 {
-            // The next message is longer than max_size: say how long.
-            let mut probe_end = want_end;
-            let next_len = loop {
-                let more = self.reader.read_range(key, off, probe_end).await?;
-                if let Some(n) = msg::first_message_len(&more) {
-                    break n as u64;
-                }
-                if probe_end >= end {
-                    break end - off;
-                }
-                probe_end = probe_end.saturating_add(1 << 20).min(end);
-            };
-            return Err(StorageError::MaxSizeTooSmall { max_size, next_len }.into());
-        }
-        Ok(ReadOutcome::Data(body.slice(..take)))
-    }
-
-    /// Whether `off` is a message boundary of a tiered chunk.
-    ///
-    /// # Errors
-    /// As [`Tiering::read`].
-    pub async fn check_boundary(
-        &self,
-        category: &Category,
-        chunk: &Chunk,
-        off: u64,
-    ) -> Result<(), TierError> {
-        let end = chunk.state().end;
-        let name = chunk.name().to_string();
-        if off > end {
-            return Err(StorageError::OffsetBeyondEnd {
-                name,
-                off,
-                size: end,
-            }
-            .into());
-        }
-        if off == 0 || off == end {
-            return Ok(());
-        }
-        let key = self.key(category, chunk.name());
-        let b = self.reader.read_range(&key, off - 1, off).await?;
-        if b.first() == Some(&b'\n') {
-            Ok(())
-        } else {
-            Err(StorageError::NotBoundary { name, off }.into())
-        }
-    }
-
-    /// The batch records and bytes of a tiered chunk from record `rec` at
-    /// offset `off`, at most `max_size` bytes (at least one batch): a
-    /// `/peer/fetch` of a tiered chunk.
-    ///
-    /// # Errors
-    /// As [`Tiering::read`], and `NotBoundary` when record `rec` does not
-    /// start at `off`.
-    pub async fn fetch_batches(
-        &self,
-        category: &Category,
-        chunk: &Chunk,
-        rec: u64,
-        off: u64,
-        max_size: u64,
-    ) -> Result<(Vec<crate::storage::chunk::index::Record>, Bytes), TierError> {
-        use crate::storage::chunk::index::{Record, RECORD_LEN};
-        let key = self.key(category, chunk.name());
-        let raw = self.reader.records(&key).await?;
-        let mut out = Vec::new();
-        let mut next = off;
-        let mut taken = 0u64;
-        let start = usize::try_from(rec)
-            .unwrap_or(usize::MAX)
-            .saturating_mul(RECORD_LEN);
-        for r in raw
-            .get(start..)
-            .unwrap_or_default()
-            .chunks_exact(RECORD_LEN)
-        {
-            let mut b = [0u8; RECORD_LEN];
-            b.copy_from_slice(r);
-            let r = Record::decode(&b);
-            if r.is_seal() || r.offset != next {
-                break;
-            }
-            if !out.is_empty() && taken + u64::from(r.len) > max_size {
-                break;
-            }
-            taken += u64::from(r.len);
-            next += u64::from(r.len);
-            out.push(r);
-        }
-        if out.is_empty() {
-            if off >= chunk.state().end {
-                return Ok((Vec::new(), Bytes::new()));
-            }
-            return Err(StorageError::NotBoundary {
-                name: chunk.name().to_string(),
-                off,
-            }
-            .into());
-        }
-        let data = self.reader.read_range(&key, off, next).await?;
-        Ok((out, data))
-    }
-
-    /// Runs the upload and cleanup loop until `stop` is cancelled.
-    pub async fn run(self: Arc<Self>, storage: Arc<Storage>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(PERIOD);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.concurrency.max(1)));
-        let mut jobs = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            while jobs.try_join_next().is_some() {}
-            self.collect_garbage(&storage).await;
-            for (cat, chunk) in self.candidates(&storage) {
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    break;
-                };
-                self.uploading
-                    .lock()
-                    .push((cat.clone(), chunk.name().clone()));
-                let (me, st) = (Arc::clone(&self), Arc::clone(&storage));
-                jobs.spawn(async move {
-                    let _permit = permit;
-                    me.upload(&st, &cat, &chunk).await;
-                    me.uploading
-                        .lock()
-                        .retain(|(c, n)| !(c == &cat && n == chunk.name()));
-                });
-            }
-        }
-        // Let uploads in flight finish: their chunk stays local if cut.
-        while jobs.join_next().await.is_some() {}
-    }
-
     /// Takes `tier_after`/`local_bytes_budget` from `rx` from now on
     /// (until then nothing is tiered).
     pub fn follow_thresholds(&self, rx: tokio::sync::watch::Receiver<TierThresholds>) {
@@ -419,198 +254,6 @@ impl Tiering {
         match self.thresholds.get() {
             Some(rx) => *rx.borrow(),
             None => TierThresholds::default(),
-        }
-    }
-
-    /// Own sealed local chunks to tier now, oldest first.
-    fn candidates(&self, storage: &Storage) -> Vec<(Category, Arc<Chunk>)> {
-        let limits = self.current_thresholds();
-        let now = SystemTime::now();
-        let busy = self.uploading.lock().clone();
-        let failing = self.failing.lock().clone();
-        let mut local_bytes = 0u64;
-        let mut own: Vec<(Category, Arc<Chunk>)> = Vec::new();
-        for log in storage.logs() {
-            let cat = log.category();
-            for chunk in log.chunks() {
-                if chunk.is_tiered() {
-                    continue;
-                }
-                let s = chunk.state();
-                local_bytes += s.end;
-                if chunk.name().owner() != storage.server() || !s.sealed || s.end == 0 {
-                    continue;
-                }
-                let key = (cat.clone(), chunk.name().clone());
-                if busy.contains(&key)
-                    || failing
-                        .get(&key)
-                        .is_some_and(|f| f.retry_at > Instant::now())
-                {
-                    continue;
-                }
-                own.push((cat.clone(), chunk));
-            }
-        }
-        own.sort_by_key(|(_, c)| c.created());
-        let mut excess = limits
-            .local_bytes_budget
-            .map_or(0, |b| local_bytes.saturating_sub(b));
-        own.into_iter()
-            .filter(|(_, c)| {
-                let old = limits
-                    .tier_after
-                    .is_some_and(|age| now.duration_since(c.created()).unwrap_or_default() >= age);
-                let over = excess > 0;
-                if old || over {
-                    excess = excess.saturating_sub(c.state().end);
-                    true
-                } else {
-                    false
-                }
-            })
-            .collect()
-    }
-
-    async fn upload(&self, storage: &Storage, cat: &Category, chunk: &Arc<Chunk>) {
-        let key = self.key(cat, chunk.name());
-        let started = Instant::now();
-        match self.try_upload(storage, cat, chunk, &key).await {
-            Ok(e) => {
-                self.failing
-                    .lock()
-                    .remove(&(cat.clone(), chunk.name().clone()));
-                self.counters.uploads.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .uploaded_bytes
-                    .fetch_add(e.size, Ordering::Relaxed);
-                self.counters
-                    .object_bytes
-                    .fetch_add(e.object_len, Ordering::Relaxed);
-                tracing::info!(category = %cat, chunk = %chunk.name(), size = e.size, object = e.object_len,
-                    ms = started.elapsed().as_millis() as u64, "tiered chunk");
-            }
-            Err(why) => {
-                self.counters
-                    .upload_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                let mut f = self.failing.lock();
-                let entry = f
-                    .entry((cat.clone(), chunk.name().clone()))
-                    .or_insert(Failing {
-                        attempts: 0,
-                        retry_at: Instant::now(),
-                        last_error: String::new(),
-                    });
-                entry.attempts += 1;
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << entry.attempts.min(9))
-                    .min(MAX_BACKOFF);
-                entry.retry_at = Instant::now() + backoff;
-                entry.last_error.clone_from(&why);
-                tracing::warn!(category = %cat, chunk = %chunk.name(), attempts = entry.attempts,
-                    retry_in_s = backoff.as_secs(), error = %why, "tiering a chunk failed; the local copy stays");
-            }
-        }
-    }
-
-    async fn try_upload(
-        &self,
-        storage: &Storage,
-        cat: &Category,
-        chunk: &Arc<Chunk>,
-        key: &str,
-    ) -> Result<TieredChunk, String> {
-        let (data_path, idx_path) = (
-            chunk.data_path().to_path_buf(),
-            chunk.idx_path().to_path_buf(),
-        );
-        let size = chunk.state().end;
-        let (level, frame, keys) = (
-            self.cfg.level,
-            self.cfg.frame_size,
-            self.ring.current().clone(),
-        );
-        let encoded = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64), String> {
-            let data = std::fs::read(&data_path)
-                .map_err(|e| format!("read {}: {e}", data_path.display()))?;
-            if data.len() as u64 != size {
-                return Err(format!(
-                    "{} has {} bytes, expected {size}",
-                    data_path.display(),
-                    data.len()
-                ));
-            }
-            let idx = std::fs::read(&idx_path)
-                .map_err(|e| format!("read {}: {e}", idx_path.display()))?;
-            let records = idx
-                .get(crate::storage::chunk::index::HEADER_LEN..)
-                .unwrap_or_default();
-            let messages = memchr::memchr_iter(b'\n', &data).count() as u64;
-            let mut iv = [0u8; 16];
-            getrandom::fill(&mut iv).map_err(|e| format!("random IV: {e}"))?;
-            let obj = format::encode(&data, records, &keys, iv, level, frame)
-                .map_err(|e| e.to_string())?;
-            Ok((obj, messages))
-        })
-        .await
-        .map_err(|e| format!("encode task: {e}"))??;
-        let (object, messages) = encoded;
-        let object_len = object.len() as u64;
-        self.store
-            .put(key, Bytes::from(object))
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
-        self.reader
-            .verify(key, object_len)
-            .await
-            .map_err(|e| format!("verification after upload: {}", crate::error_chain(&e)))?;
-        let entry = TieredChunk {
-            size,
-            messages,
-            object_len,
-            key_id: self.ring.current().id,
-        };
-        let Some(log) = storage.category(cat) else {
-            return Err("category disappeared".into());
-        };
-        if log.chunk(chunk.name()).is_none() {
-            // Acked away meanwhile: the object is garbage.
-            let _ = self.store.delete(key).await;
-            return Err("chunk was deleted during the upload".into());
-        }
-        self.manifest.add(cat, chunk.name(), entry)?;
-        let name = chunk.name().clone();
-        crate::cluster::blocking(move || log.evict_tiered(&name, messages))
-            .await
-            .map_err(|e| format!("removing the local copy: {}", crate::error_chain(&e)))?;
-        Ok(entry)
-    }
-
-    /// Deletes objects of tiered chunks that were deleted (acked, retention).
-    async fn collect_garbage(&self, storage: &Storage) {
-        for (cat, chunk, _) in self.manifest.all() {
-            let gone = storage
-                .category(&cat)
-                .and_then(|l| l.chunk(&chunk))
-                .is_none();
-            if !gone {
-                continue;
-            }
-            let key = self.key(&cat, &chunk);
-            match self.store.delete(&key).await {
-                Ok(()) => {
-                    self.reader.forget(&key);
-                    if let Err(e) = self.manifest.remove(&cat, &chunk) {
-                        tracing::warn!(error = %e, "could not record a deleted tiered object");
-                    } else {
-                        tracing::info!(category = %cat, %chunk, "deleted object of a deleted tiered chunk");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%key, error = %crate::error_chain(&e), "could not delete a tiered object; retrying");
-                }
-            }
         }
     }
 

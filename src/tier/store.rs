@@ -28,6 +28,33 @@ pub enum StoreError {
     },
 }
 
+/// Why the S3 client could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum S3SetupError {
+    /// Neither the settings, the environment nor a profile file name
+    /// credentials.
+    #[error("no S3 credentials: set them in the config, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a profile file")]
+    NoCredentials,
+    /// The credentials profile file cannot be read.
+    #[error("no S3 credentials in the config or environment, and {} cannot be read", path.display())]
+    CredentialsFile {
+        /// The profile file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The profile lacks a key id or secret.
+    #[error("profile [{profile}] in {} has no aws_access_key_id/aws_secret_access_key", path.display())]
+    ProfileIncomplete {
+        /// The profile asked for.
+        profile: String,
+        /// The profile file.
+        path: PathBuf,
+    },
+}
+
 /// What chunkbus needs from an object store.
 pub trait ObjectStore: Send + Sync {
     /// Stores `body` under `key` (replacing any object there).
@@ -170,7 +197,7 @@ impl S3Store {
     ///
     /// # Errors
     /// No credentials found.
-    pub fn new(s: &S3Settings) -> Result<Self, String> {
+    pub fn new(s: &S3Settings) -> Result<Self, S3SetupError> {
         use aws_sdk_s3::config::retry::RetryConfig;
         use aws_sdk_s3::config::timeout::TimeoutConfig;
         use aws_sdk_s3::config::{
@@ -207,7 +234,7 @@ impl S3Store {
 }
 
 /// Credentials from the standard environment variables or profile file.
-fn env_or_profile_credentials() -> Result<(String, String, Option<String>), String> {
+fn env_or_profile_credentials() -> Result<(String, String, Option<String>), S3SetupError> {
     if let (Ok(a), Ok(k)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
@@ -217,20 +244,19 @@ fn env_or_profile_credentials() -> Result<(String, String, Option<String>), Stri
     let file = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")))
-        .ok_or("no S3 credentials: set them in the config, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a profile file")?;
+        .ok_or(S3SetupError::NoCredentials)?;
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        format!(
-            "no S3 credentials in the config or environment, and {} cannot be read: {e}",
-            file.display()
-        )
-    })?;
-    parse_profile(&text, &profile).ok_or_else(|| {
-        format!(
-            "profile [{profile}] in {} has no aws_access_key_id/aws_secret_access_key",
-            file.display()
-        )
-    })
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(source) => return Err(S3SetupError::CredentialsFile { path: file, source }),
+    };
+    match parse_profile(&text, &profile) {
+        Some(c) => Ok(c),
+        None => Err(S3SetupError::ProfileIncomplete {
+            profile,
+            path: file,
+        }),
+    }
 }
 
 /// Reads one profile of an AWS credentials file (INI).

@@ -28,6 +28,41 @@ pub fn header() -> [u8; HEADER_LEN] {
     h
 }
 
+/// Byte position of record number `n` in an index file (just after the
+/// header and the `n` records before it), or `None` if it does not fit in
+/// a `u64` (a record number no index can hold).
+#[must_use]
+pub const fn record_pos(n: u64) -> Option<u64> {
+    match n.checked_mul(RECORD_LEN as u64) {
+        Some(b) => b.checked_add(HEADER_LEN as u64),
+        None => None,
+    }
+}
+
+/// Number of whole records in an index file of `len` bytes (0 for a file
+/// shorter than its header). The inverse of [`record_pos`].
+#[must_use]
+pub const fn record_count(len: u64) -> u64 {
+    len.saturating_sub(HEADER_LEN as u64) / RECORD_LEN as u64
+}
+
+/// Decodes the whole records of `raw` (records only, no header) from record
+/// number `first` on; a trailing partial record is ignored.
+pub fn records_from(raw: &[u8], first: u64) -> impl Iterator<Item = Record> + '_ {
+    let start = usize::try_from(first)
+        .ok()
+        .and_then(|n| n.checked_mul(RECORD_LEN));
+    start
+        .and_then(|s| raw.get(s..))
+        .unwrap_or_default()
+        .chunks_exact(RECORD_LEN)
+        .map(|r| {
+            let mut b = [0u8; RECORD_LEN];
+            b.copy_from_slice(r);
+            Record::decode(&b)
+        })
+}
+
 /// One index record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
@@ -318,6 +353,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn record_positions_are_checked_and_invert() {
+        assert_eq!(record_pos(0), Some(HEADER_LEN as u64));
+        assert_eq!(record_pos(3), Some((HEADER_LEN + 3 * RECORD_LEN) as u64));
+        assert_eq!(record_pos(u64::MAX), None);
+        assert_eq!(record_pos(u64::MAX / RECORD_LEN as u64), None);
+        for n in [0u64, 1, 7, 1 << 40] {
+            let pos = record_pos(n).unwrap();
+            assert_eq!(record_count(pos), n);
+            assert_eq!(record_count(pos + RECORD_LEN as u64 - 1), n);
+        }
+        assert_eq!(record_count(0), 0);
+        assert_eq!(record_count(HEADER_LEN as u64 - 1), 0);
+    }
+
+    #[test]
+    fn records_from_skips_and_ignores_partial_tail() {
+        let (idx, _) = build(&[b"a\n", b"bc\n", b"d\n"], false);
+        let raw = &idx[HEADER_LEN..];
+        let all: Vec<Record> = records_from(raw, 0).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(records_from(raw, 1).next(), Some(all[1]));
+        assert_eq!(records_from(&raw[..raw.len() - 1], 2).count(), 0);
+        assert_eq!(records_from(raw, 3).count(), 0);
+        assert_eq!(records_from(raw, u64::MAX).count(), 0);
     }
 
     #[test]

@@ -1,52 +1,114 @@
 //! The memory mapping of one chunk file, shared by its single writer and any
-//! number of readers. All `unsafe` of the storage layer lives here.
+//! number of readers. All `unsafe` of the storage layer lives here, behind a
+//! safe API whose checks uphold the one invariant it relies on.
 //!
-//! Invariants the callers uphold (and [`super::Chunk`] enforces):
-//! - only the owning writer stores bytes, and only past the published end;
-//! - readers only look at `[0, published end)`, which never changes again;
-//! - the file is never truncated below the published end while mapped
-//!   (sealing trims only the unwritten, preallocated tail).
+//! # The invariant: the published prefix is immutable
+//!
+//! Each mapping tracks its *published end* `P`: the bytes `[0, P)` never
+//! change again while the mapping lives. `P` only grows. This module
+//! enforces it on both sides:
+//!
+//! - **Readers** get `&[u8]` or zero-copy [`Bytes`] only for ranges below
+//!   `P` ([`ChunkMap::published`], [`ChunkMap::bytes`]); every range is
+//!   checked, so no reference ever covers a byte that may still be written.
+//! - **The writer** of an open chunk writes only through a [`WriteSlot`]:
+//!   a disjoint byte range handed out in order by the chunk's single
+//!   [`MapWriter`], at or past everything handed out before. A slot can
+//!   only write inside its own range, and while it is alive
+//!   [`ChunkMap::publish`] never moves `P` past its start (nor past the
+//!   next range to be handed out). So a store through the mapping can never
+//!   overlap a published byte, and a published byte is never one that a
+//!   slot may still store.
+//!
+//! What this module takes on trust, as memmap2 does of every mapping, is
+//! the file itself: chunk files are written only by this process, through a
+//! [`WriteSlot`] (appends, in both append modes) or by `CopyWriter` at its
+//! copy end (which is the published end); a read-only mapping is published
+//! only up to bytes already in the file and final; and a file is never
+//! truncated below the published end while mapped (sealing trims only the
+//! unwritten, preallocated tail, and checks [`ChunkMap::published_len`]
+//! first).
 //!
 //! `MmapRaw` is used instead of `MmapMut`/`Mmap` so no `&[u8]`/`&mut [u8]`
-//! ever spans bytes that another thread may be writing.
-#![allow(unsafe_code)]
+//! ever spans bytes that another thread may be writing. This module never
+//! decides *what* is published: `Chunk` tells it, and it only clamps.
+#![expect(
+    unsafe_code,
+    reason = "the chunk mapping is read and written through raw pointers; \
+              the published-prefix checks below make every access sound"
+)]
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+
+/// Write slots handed out by the [`MapWriter`] of a writable mapping.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Start of the next slot: every slot handed out lies below it.
+    next: usize,
+    /// Slots handed out, in order of their start; `true` once finished.
+    /// Finished slots at the front are dropped, so the front is the lowest
+    /// slot that may still be written. Bounded by the appends in flight;
+    /// its capacity is reused, so steady-state appends do not allocate.
+    open: VecDeque<(usize, bool)>,
+}
 
 /// A shared mapping of a chunk file.
 #[derive(Debug)]
 pub struct ChunkMap {
     raw: MmapRaw,
+    /// `[0, published)` is immutable. Only grows.
+    published: AtomicUsize,
+    /// `Some` for a writable mapping (it has a [`MapWriter`]).
+    slots: Option<Mutex<Slots>>,
 }
 
 impl ChunkMap {
-    /// Maps `len` bytes of `file` read-write (for the writer of an open chunk),
-    /// pre-faulting the pages so the first appends do not pay for page faults.
+    /// Maps `len` bytes of `file` read-write (for the writer of a new,
+    /// empty open chunk). Returns the shared mapping and its only writer.
     ///
     /// # Errors
     /// The mapping failed.
-    pub fn map_writable(file: &File, len: u64) -> io::Result<Self> {
+    pub(in crate::storage) fn map_writable(
+        file: &File,
+        len: u64,
+    ) -> io::Result<(Arc<Self>, MapWriter)> {
         let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        // Mapping is safe by itself; every access goes through `write_at` and
-        // `slice`, whose contracts carry the invariants of this module.
+        // Mapping is safe by itself; every access goes through the checked
+        // methods below.
         let raw = MmapOptions::new().len(len).map_raw(file)?;
-        Ok(Self { raw })
+        let map = Arc::new(Self {
+            raw,
+            published: AtomicUsize::new(0),
+            slots: Some(Mutex::new(Slots::default())),
+        });
+        let writer = MapWriter {
+            map: Arc::clone(&map),
+        };
+        Ok((map, writer))
     }
 
-    /// Maps `len` bytes of `file` read-only (sealed or recovered chunks).
+    /// Maps `len` bytes of `file` read-only (sealed, recovered or copied
+    /// chunks), with nothing published yet: see [`ChunkMap::publish`].
     ///
     /// # Errors
     /// The mapping failed.
-    pub fn map_read_only(file: &File, len: u64) -> io::Result<Self> {
+    pub(super) fn map_read_only(file: &File, len: u64) -> io::Result<Self> {
         let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        // Sealed chunk files are never written again and only removed by
-        // unlink, which keeps the mapped pages valid.
         let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
-        Ok(Self { raw })
+        Ok(Self {
+            raw,
+            published: AtomicUsize::new(0),
+            slots: None,
+        })
     }
 
     /// Mapped length in bytes.
@@ -55,61 +117,262 @@ impl ChunkMap {
         self.raw.len()
     }
 
-    /// Whether the mapping is empty.
+    /// The published end: `[0, published_len())` is immutable.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.raw.len() == 0
+    pub fn published_len(&self) -> usize {
+        self.published.load(Ordering::Acquire)
     }
 
-    /// Copies `src` to `[off, off + src.len())`.
+    /// Declares the bytes `[0, end)` final and readable; returns the
+    /// published end afterwards.
     ///
-    /// # Safety
-    /// The caller must be the chunk's only writer, the range must lie within
-    /// the mapping, and no reader may be reading it (it is past the published
-    /// end). The mapping must have been created with [`Self::map_writable`].
-    pub unsafe fn write_at(&self, off: usize, src: &[u8]) {
-        debug_assert!(off + src.len() <= self.raw.len());
-        // SAFETY: guaranteed by this function's contract: the range is in
-        // bounds, writable, and not aliased by any reference.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.raw.as_mut_ptr().add(off), src.len())
+    /// The end is clamped to the mapping and, for a writable mapping, to
+    /// the start of the lowest [`WriteSlot`] still alive and of the next
+    /// one to be handed out, so publication can never reach bytes that may
+    /// still be stored. It never moves backwards.
+    pub(super) fn publish(&self, end: u64) -> usize {
+        let end = usize::try_from(end).unwrap_or(usize::MAX).min(self.len());
+        let now = self.published.load(Ordering::Acquire);
+        if end <= now {
+            return now;
+        }
+        match &self.slots {
+            None => self.published.fetch_max(end, Ordering::AcqRel).max(end),
+            Some(slots) => {
+                // Under the slot lock: no slot can start or finish between
+                // computing the limit and publishing up to it.
+                let s = slots.lock();
+                let limit = s.open.front().map_or(s.next, |&(start, _)| start);
+                let end = end.min(limit);
+                self.published.fetch_max(end, Ordering::AcqRel).max(end)
+            }
         }
     }
 
-    /// The bytes `[start, end)`.
-    ///
-    /// # Safety
-    /// The range must lie within the published (immutable) part of the chunk.
+    /// The published bytes `[0, end)`, or `None` if `end` is past the
+    /// published end.
     #[must_use]
-    pub unsafe fn slice(&self, start: usize, end: usize) -> &[u8] {
-        debug_assert!(start <= end && end <= self.raw.len());
-        // SAFETY: by the contract these bytes are in bounds and immutable for
-        // as long as the mapping lives, which outlives the returned borrow.
-        unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(start), end - start) }
+    pub fn published(&self, end: usize) -> Option<&[u8]> {
+        if end > self.published_len() {
+            return None;
+        }
+        // SAFETY: `end <= published <= len` (publish clamps to the mapping),
+        // so the range is mapped; bytes below the published end are never
+        // written again (slots never start below it, and publication never
+        // passes a live slot), and `&self` keeps the mapping alive for the
+        // returned borrow.
+        Some(unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end) })
+    }
+
+    /// The published bytes `[start, end)` as a zero-copy [`Bytes`] that
+    /// keeps the mapping alive, or `None` unless `start <= end <=` the
+    /// published end.
+    #[must_use]
+    pub fn bytes(self: &Arc<Self>, start: usize, end: usize) -> Option<Bytes> {
+        if start > end || end > self.published_len() {
+            return None;
+        }
+        Some(Bytes::from_owner(MappedBytes {
+            map: Arc::clone(self),
+            start,
+            end,
+        }))
+    }
+
+    /// Marks the slot starting at `start` finished, dropping finished slots
+    /// from the front.
+    fn finish_slot(&self, start: usize) {
+        let Some(slots) = &self.slots else { return };
+        let mut s = slots.lock();
+        if let Ok(i) = s.open.binary_search_by_key(&start, |&(st, _)| st) {
+            s.open[i].1 = true;
+        }
+        while s.open.front().is_some_and(|&(_, done)| done) {
+            s.open.pop_front();
+        }
+    }
+}
+
+/// The only writer of a writable [`ChunkMap`]: hands out disjoint
+/// [`WriteSlot`]s in order. Not `Clone`; owned by the category writer.
+#[derive(Debug)]
+pub struct MapWriter {
+    map: Arc<ChunkMap>,
+}
+
+impl MapWriter {
+    /// The next `len` bytes of the chunk, reserved for one append; `None`
+    /// if they do not fit in the mapping.
+    pub fn slot(&mut self, len: u64) -> Option<WriteSlot> {
+        let len = usize::try_from(len).ok()?;
+        let slots = self.map.slots.as_ref()?;
+        let mut s = slots.lock();
+        let start = s.next;
+        let end = start.checked_add(len).filter(|&e| e <= self.map.len())?;
+        s.next = end;
+        s.open.push_back((start, false));
+        drop(s);
+        Some(WriteSlot {
+            map: Arc::clone(&self.map),
+            start,
+            pos: start,
+            end,
+        })
+    }
+}
+
+/// A byte range of an open chunk reserved for one append: the only way to
+/// store bytes into a mapping. While it lives, nothing at or past its start
+/// is published; dropping it finishes it.
+#[derive(Debug)]
+pub struct WriteSlot {
+    map: Arc<ChunkMap>,
+    start: usize,
+    /// Where the next write goes.
+    pos: usize,
+    end: usize,
+}
+
+impl WriteSlot {
+    /// Offset of the slot's first byte in the chunk.
+    #[must_use]
+    pub fn start(&self) -> u64 {
+        self.start as u64
+    }
+
+    /// Claims the next `n` bytes of the slot; an error if they do not fit.
+    fn advance(&mut self, n: usize) -> io::Result<usize> {
+        let at = self.pos;
+        match at.checked_add(n).filter(|&e| e <= self.end) {
+            Some(e) => {
+                self.pos = e;
+                Ok(at)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past the end of the reserved range",
+            )),
+        }
+    }
+
+    /// Stores `src` at the slot's write position through the mapping.
+    ///
+    /// # Errors
+    /// `src` does not fit in the rest of the slot (nothing is written).
+    pub fn store(&mut self, src: &[u8]) -> io::Result<()> {
+        let at = self.advance(src.len())?;
+        // SAFETY: `[at, at + len)` lies inside this slot (checked by
+        // `advance`), hence inside the writable mapping (`MapWriter::slot`
+        // checks the end against its length). Slots are disjoint and the
+        // published end stays at or below this slot's start while it lives,
+        // so no reader holds a reference to these bytes and no other thread
+        // writes them. `src` is a separate allocation, so they cannot
+        // overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.map.raw.as_mut_ptr().add(at),
+                src.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes `src` at the slot's write position through `file` (the
+    /// mapped chunk file), with `pwrite`.
+    ///
+    /// # Errors
+    /// `src` does not fit in the rest of the slot, or the OS error.
+    pub fn pwrite(&mut self, file: &File, src: &[u8]) -> io::Result<()> {
+        let at = self.advance(src.len())?;
+        file.write_all_at(src, at as u64)
+    }
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        self.map.finish_slot(self.start);
     }
 }
 
 /// An owned, immutable window of a chunk mapping, handed to hyper as the body
-/// of a read (no copy). Only built by `Chunk` for published ranges.
+/// of a read (no copy). Only built by [`ChunkMap::bytes`] for published ranges.
 #[derive(Debug)]
-pub struct MappedBytes {
+struct MappedBytes {
     map: Arc<ChunkMap>,
     start: usize,
     end: usize,
 }
 
-impl MappedBytes {
-    /// # Safety
-    /// `[start, end)` must be published (immutable) bytes of the chunk.
-    pub(super) unsafe fn new(map: Arc<ChunkMap>, start: usize, end: usize) -> Self {
-        Self { map, start, end }
+impl AsRef<[u8]> for MappedBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ChunkMap::bytes` checked `start <= end <=` the published
+        // end, which never moves back, so the range is mapped and immutable;
+        // `self.map` keeps the mapping alive for the borrow.
+        unsafe {
+            std::slice::from_raw_parts(self.map.raw.as_ptr().add(self.start), self.end - self.start)
+        }
     }
 }
 
-impl AsRef<[u8]> for MappedBytes {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: `new`'s contract: the range is published and immutable, and
-        // `self.map` keeps the mapping alive.
-        unsafe { self.map.slice(self.start, self.end) }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writable(len: u64) -> (tempfile::NamedTempFile, Arc<ChunkMap>, MapWriter) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(len).unwrap();
+        let (map, w) = ChunkMap::map_writable(f.as_file(), len).unwrap();
+        (f, map, w)
+    }
+
+    #[test]
+    fn publication_never_passes_a_live_slot() {
+        let (_f, map, mut w) = writable(64);
+        let mut a = w.slot(4).unwrap();
+        let mut b = w.slot(4).unwrap();
+        assert_eq!((a.start(), b.start()), (0, 4));
+        b.store(b"efg\n").unwrap();
+        drop(b);
+        // `a` is still open: nothing can be published.
+        assert_eq!(map.publish(8), 0);
+        assert!(map.published(1).is_none());
+        a.store(b"abc\n").unwrap();
+        drop(a);
+        assert_eq!(map.publish(8), 8);
+        assert_eq!(map.published(8), Some(&b"abc\nefg\n"[..]));
+        assert_eq!(map.bytes(4, 8).as_deref(), Some(&b"efg\n"[..]));
+        assert!(map.bytes(4, 9).is_none());
+        assert!(map.bytes(5, 4).is_none());
+        // Never past the next slot to be handed out, never backwards.
+        assert_eq!(map.publish(64), 8);
+        assert_eq!(map.publish(2), 8);
+    }
+
+    #[test]
+    fn slots_stay_inside_their_range_and_the_mapping() {
+        let (_f, map, mut w) = writable(8);
+        let mut s = w.slot(3).unwrap();
+        assert!(s.store(b"abcd").is_err());
+        s.store(b"ab").unwrap();
+        s.store(b"c").unwrap();
+        assert!(s.store(b"d").is_err());
+        assert!(w.slot(6).is_none());
+        let mut t = w.slot(5).unwrap();
+        t.pwrite(_f.as_file(), b"defgh").unwrap();
+        drop((s, t));
+        assert_eq!(map.publish(8), 8);
+        assert_eq!(map.published(8), Some(&b"abcdefgh"[..]));
+    }
+
+    #[test]
+    fn read_only_mappings_publish_up_to_their_length() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().write_all_at(b"one\ntwo\n", 0).unwrap();
+        let map = Arc::new(ChunkMap::map_read_only(f.as_file(), 16).unwrap());
+        assert!(map.published(1).is_none());
+        assert_eq!(map.publish(8), 8);
+        assert_eq!(map.publish(100), 16);
+        assert_eq!(map.bytes(4, 8).as_deref(), Some(&b"two\n"[..]));
     }
 }

@@ -1,0 +1,271 @@
+//! The chunks of one category on this server: this server's own chunks
+//! (one open for appends, the rest sealed), copies of peers' chunks, and
+//! tiered chunks whose bytes live in the object store. This file holds the
+//! type, the listing (and its long-poll channel), chukcha acks and the tier
+//! hand-over; the jobs on it live next door:
+//!
+//! - `writer.rs`: the append path (reserve → copy → publish);
+//! - `rotation.rs`: retiring full or old chunks, sealing them in the
+//!   background, and the pre-created spare chunk;
+//! - `copies.rs`: copies of peers' chunks (replication, crash pull-back).
+//!
+//! This module never parses HTTP and never talks to peers.
+
+mod copies;
+mod rotation;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::fsutil;
+use crate::names::{Category, ChunkName};
+
+use super::chunk::{Chunk, ChunkFiles, MapWriter};
+use super::copy;
+use super::{Ctx, StorageError};
+
+/// What a successful append returns.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The chunk written to.
+    pub chunk: Arc<Chunk>,
+    /// Offset of the body's first byte.
+    pub offset: u64,
+    /// Body length.
+    pub size: u64,
+}
+
+/// One entry of `listChunks`.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// Chunk file name.
+    pub name: String,
+    /// Sealed: will never grow again.
+    pub complete: bool,
+    /// Bytes of whole messages readable here now.
+    pub size: u64,
+}
+
+/// The open chunk as the writer sees it.
+#[derive(Debug)]
+struct Active {
+    chunk: Arc<Chunk>,
+    /// Hands out the write slots of the chunk's mapping.
+    slots: MapWriter,
+    files: Arc<ChunkFiles>,
+    /// Bytes handed out to appends (published or still being copied).
+    reserved: u64,
+    /// Index records handed out.
+    records: u64,
+    capacity: u64,
+    activated: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    active: Option<Active>,
+    failed: Option<String>,
+}
+
+/// All chunks of one category held by this server.
+#[derive(Debug)]
+pub struct CategoryLog {
+    category: Category,
+    dir: PathBuf,
+    ctx: Arc<Ctx>,
+    chunks: RwLock<BTreeMap<ChunkName, Arc<Chunk>>>,
+    writer: Mutex<Writer>,
+    /// Next chunk index; held while a chunk is being created.
+    creator: Mutex<u64>,
+    spare: Mutex<Option<Active>>,
+    preparing: AtomicBool,
+    /// Bumped whenever a chunk becomes listed (its first bytes published),
+    /// for `listChunks` long polls.
+    listed: tokio::sync::watch::Sender<u64>,
+}
+
+impl CategoryLog {
+    pub(super) fn new(
+        category: Category,
+        dir: PathBuf,
+        ctx: Arc<Ctx>,
+        chunks: BTreeMap<ChunkName, Arc<Chunk>>,
+        next_index: u64,
+    ) -> Self {
+        Self {
+            category,
+            dir,
+            ctx,
+            chunks: RwLock::new(chunks),
+            writer: Mutex::new(Writer::default()),
+            creator: Mutex::new(next_index),
+            spare: Mutex::new(None),
+            preparing: AtomicBool::new(false),
+            listed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Changes whenever a chunk is added to [`CategoryLog::list`].
+    #[must_use]
+    pub fn subscribe_listing(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.listed.subscribe()
+    }
+
+    /// The category.
+    #[must_use]
+    pub fn category(&self) -> &Category {
+        &self.category
+    }
+
+    /// Non-empty chunks, ordered by owner then index.
+    #[must_use]
+    pub fn list(&self) -> Vec<ChunkInfo> {
+        self.chunks
+            .read()
+            .values()
+            .filter_map(|c| {
+                let s = c.state();
+                (s.end > 0).then(|| ChunkInfo {
+                    name: c.name().to_string(),
+                    complete: s.sealed || s.closed,
+                    size: s.end,
+                })
+            })
+            .collect()
+    }
+
+    /// Every chunk this server holds (listed or not), by name.
+    #[must_use]
+    pub fn chunks(&self) -> Vec<Arc<Chunk>> {
+        self.chunks.read().values().cloned().collect()
+    }
+
+    /// How far behind `positions` (a consumer group's acked offset per
+    /// chunk; missing = 0) are: (bytes, messages) of readable data past them.
+    ///
+    /// # Errors
+    /// An I/O error mapping a chunk to count its messages.
+    pub fn lag(&self, positions: &BTreeMap<ChunkName, u64>) -> Result<(u64, u64), StorageError> {
+        let (mut bytes, mut messages) = (0u64, 0u64);
+        for chunk in self.chunks() {
+            let end = chunk.state().end;
+            let at = positions.get(chunk.name()).copied().unwrap_or(0).min(end);
+            if at < end {
+                bytes += end - at;
+                messages += chunk.count_messages(at)?;
+            }
+        }
+        Ok((bytes, messages))
+    }
+
+    /// The chunk called `name`, if this server holds it.
+    #[must_use]
+    pub fn chunk(&self, name: &ChunkName) -> Option<Arc<Chunk>> {
+        self.chunks.read().get(name).cloned()
+    }
+
+    /// The open chunk, if any.
+    pub(super) fn active_chunk(&self) -> Option<Arc<Chunk>> {
+        self.writer
+            .lock()
+            .active
+            .as_ref()
+            .map(|a| Arc::clone(&a.chunk))
+    }
+
+    /// Deletes a sealed chunk after a chukcha-style ack of at least its size.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownChunk`], [`StorageError::NotSealed`],
+    /// [`StorageError::AckTooSmall`], or I/O errors removing the files.
+    pub fn ack_chunk(&self, name: &ChunkName, size: u64) -> Result<(), StorageError> {
+        let chunk = self.chunk(name).ok_or_else(|| StorageError::UnknownChunk {
+            category: self.category.to_string(),
+            name: name.to_string(),
+        })?;
+        let state = chunk.state();
+        if !state.sealed {
+            return Err(StorageError::NotSealed {
+                name: name.to_string(),
+            });
+        }
+        if size < state.end {
+            return Err(StorageError::AckTooSmall {
+                name: name.to_string(),
+                size,
+                final_size: state.end,
+            });
+        }
+        if self.chunks.write().remove(name).is_none() {
+            return Ok(()); // a concurrent ack removed it
+        }
+        for p in [chunk.idx_path(), chunk.data_path()] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove acked chunk file", p, e)),
+            }
+        }
+        fsutil::fsync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))?;
+        if name.owner() == &self.ctx.server {
+            self.ctx.feed.deleted(&self.category, name)?;
+        }
+        tracing::info!(category = %self.category, chunk = %name, size = state.end, "deleted acked chunk");
+        Ok(())
+    }
+
+    /// Registers a tiered chunk found in the tier manifest at startup (no
+    /// local files).
+    pub fn add_tiered(&self, name: &ChunkName, size: u64, messages: u64) {
+        let chunk = Arc::new(Chunk::existing(
+            name.clone(),
+            self.dir.join(name.to_string()),
+            size,
+            true,
+            std::time::SystemTime::now(),
+        ));
+        chunk.set_tiered(messages);
+        self.chunks.write().insert(name.clone(), chunk);
+        self.listed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Removes the local files of a chunk whose object is uploaded,
+    /// verified and recorded in the tier manifest. Readers switch to the
+    /// object store; those holding the old mapping keep it.
+    ///
+    /// # Errors
+    /// [`StorageError::UnknownChunk`], or removing the files failed.
+    pub fn evict_tiered(&self, name: &ChunkName, messages: u64) -> Result<(), StorageError> {
+        let chunk = self.chunk(name).ok_or_else(|| StorageError::UnknownChunk {
+            category: self.category.to_string(),
+            name: name.to_string(),
+        })?;
+        chunk.set_tiered(messages);
+        copy::remove_files(&chunk)?;
+        fsutil::fsync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))
+    }
+
+    /// Makes sure own chunk indexes below `next` are never handed out
+    /// (after pulling back a chunk this server had lost).
+    ///
+    /// # Errors
+    /// Recording the counter failed.
+    pub fn reserve_indexes_below(&self, next: u64) -> Result<(), StorageError> {
+        let mut n = self.creator.lock();
+        if *n >= next {
+            return Ok(());
+        }
+        let counter = self.ctx.counter_path(&self.category);
+        fsutil::rewrite_atomic(&counter, next.to_string().as_bytes())
+            .map_err(|e| StorageError::io("record next chunk index in", &counter, e))?;
+        *n = next;
+        Ok(())
+    }
+}
