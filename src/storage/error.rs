@@ -1,5 +1,6 @@
 //! [`StorageError`]: everything the storage layer can refuse or fail with.
-//! The HTTP layer maps each variant to a status in `http/error.rs`.
+//! Each variant classifies itself (`DomainError::kind`, at the end of this
+//! file); `http/error.rs` turns the kind into a status.
 
 use std::io;
 use std::path::PathBuf;

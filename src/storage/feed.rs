@@ -111,7 +111,7 @@ impl ChangeFeed {
         if let Some((file, path)) = g.log.as_mut() {
             let line = format!("{category} {chunk}\n");
             file.write_all(line.as_bytes())
-                .and_then(|()| file.sync_data())
+                .and_then(|()| crate::fsutil::sync_data(file, &crate::fsutil::FaultHook::default()))
                 .map_err(|e| StorageError::io("append tombstone to", path.as_path(), e))?;
         }
         g.seq += 1;
