@@ -61,6 +61,10 @@ pub struct GroupPosition {
     pub offset: u64,
 }
 
+/// How long a request may take by default, from sending it to the last
+/// byte of the answer (long polls get their wait on top).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Durability options of a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {
@@ -85,6 +89,8 @@ pub struct Client {
     auth: Option<hyper::header::HeaderValue>,
     /// CA certificates were given: `https://` servers can be verified.
     tls: bool,
+    /// Bound on one request (see [`Client::with_request_timeout`]).
+    request_timeout: Duration,
 }
 
 impl Client {
@@ -123,6 +129,7 @@ impl Client {
             http: http_client(tls),
             auth: None,
             tls: false,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
 
@@ -152,6 +159,25 @@ impl Client {
         Ok(self)
     }
 
+    /// Bounds every request: sending it, waiting for the answer and reading
+    /// the answer together may take at most `timeout` (default
+    /// [`DEFAULT_REQUEST_TIMEOUT`]); long polls (`read` and
+    /// `list_chunks_after` with a wait) get their wait on top. A request
+    /// that runs out of time fails with [`ClientError::Timeout`], which for
+    /// a write means "maybe stored". Connecting is bounded separately
+    /// (5 s per address).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The bound on one request (see [`Client::with_request_timeout`]).
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The address requests currently go to.
     #[must_use]
     pub fn active_server(&self) -> &str {
@@ -179,7 +205,8 @@ impl Client {
         if opts.min_sync_replicas > 0 {
             q.push_str(&format!("&min_sync_replicas={}", opts.min_sync_replicas));
         }
-        self.json(Method::POST, "/write", &q, body.into()).await
+        self.json(Method::POST, "/write", &q, body.into(), Duration::ZERO)
+            .await
     }
 
     /// Whole messages of `chunk` from `off`, at most `max_size` bytes. An
@@ -202,10 +229,13 @@ impl Client {
             enc(category),
             enc(chunk)
         );
+        let mut extra = Duration::ZERO;
         if let Some(w) = wait {
-            q.push_str(&format!("&wait_ms={}", w.as_millis().min(60_000)));
+            extra = w.min(MAX_WAIT);
+            q.push_str(&format!("&wait_ms={}", extra.as_millis()));
         }
-        self.call(Method::GET, "/read", &q, Bytes::new()).await
+        self.call(Method::GET, "/read", &q, Bytes::new(), extra)
+            .await
     }
 
     /// Every non-empty chunk of `category` the server holds, oldest first
@@ -219,6 +249,7 @@ impl Client {
             "/listChunks",
             &format!("category={}", enc(category)),
             Bytes::new(),
+            Duration::ZERO,
         )
         .await
     }
@@ -235,13 +266,14 @@ impl Client {
         after: &str,
         wait: Duration,
     ) -> Result<Vec<ChunkInfo>, ClientError> {
+        let wait = wait.min(MAX_WAIT);
         let q = format!(
             "category={}&after={}&wait_ms={}",
             enc(category),
             enc(after),
-            wait.as_millis().min(60_000)
+            wait.as_millis()
         );
-        self.json(Method::GET, "/listChunks", &q, Bytes::new())
+        self.json(Method::GET, "/listChunks", &q, Bytes::new(), wait)
             .await
     }
 
@@ -250,8 +282,14 @@ impl Client {
     /// # Errors
     /// A transport or decode error.
     pub async fn list_categories(&self) -> Result<Vec<String>, ClientError> {
-        self.json(Method::GET, "/listCategories", "", Bytes::new())
-            .await
+        self.json(
+            Method::GET,
+            "/listCategories",
+            "",
+            Bytes::new(),
+            Duration::ZERO,
+        )
+        .await
     }
 
     /// Deletes a sealed chunk that has been processed up to `size` (its
@@ -270,7 +308,7 @@ impl Client {
             enc(category),
             enc(chunk)
         );
-        self.call(Method::GET, "/ack", &q, Bytes::new())
+        self.call(Method::GET, "/ack", &q, Bytes::new(), Duration::ZERO)
             .await
             .map(drop)
     }
@@ -295,7 +333,7 @@ impl Client {
             enc(group),
             enc(chunk)
         );
-        self.call(Method::POST, "/ack", &q, Bytes::new())
+        self.call(Method::POST, "/ack", &q, Bytes::new(), Duration::ZERO)
             .await
             .map(drop)
     }
@@ -310,6 +348,7 @@ impl Client {
             "/consumers",
             &format!("category={}", enc(category)),
             Bytes::new(),
+            Duration::ZERO,
         )
         .await
     }
@@ -320,9 +359,15 @@ impl Client {
     /// [`ClientError::Status`] 404 for an unknown group.
     pub async fn delete_group(&self, category: &str, group: &str) -> Result<(), ClientError> {
         let q = format!("category={}&consumer={}", enc(category), enc(group));
-        self.call(Method::DELETE, "/consumers", &q, Bytes::new())
-            .await
-            .map(drop)
+        self.call(
+            Method::DELETE,
+            "/consumers",
+            &q,
+            Bytes::new(),
+            Duration::ZERO,
+        )
+        .await
+        .map(drop)
     }
 
     async fn json<T: serde::de::DeserializeOwned>(
@@ -331,8 +376,9 @@ impl Client {
         path: &str,
         query: &str,
         body: Bytes,
+        extra: Duration,
     ) -> Result<T, ClientError> {
-        let bytes = self.call(method, path, query, body).await?;
+        let bytes = self.call(method, path, query, body, extra).await?;
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
             url: format!("{}{path}", self.active_server()),
             source,
@@ -340,20 +386,29 @@ impl Client {
     }
 
     /// Sends the request to the active server; on a connect failure moves
-    /// on to the next address, trying each at most once.
+    /// on to the next address, trying each at most once. Each attempt may
+    /// take the request timeout plus `extra` (a long poll's wait).
     async fn call(
         &self,
         method: Method,
         path: &str,
         query: &str,
         body: Bytes,
+        extra: Duration,
     ) -> Result<Bytes, ClientError> {
         let start = self.active.load(Ordering::Relaxed);
         let mut last_err = None;
         for step in 0..self.bases.len() {
             let idx = (start + step) % self.bases.len();
             match self
-                .call_one(&self.bases[idx], method.clone(), path, query, body.clone())
+                .call_one(
+                    &self.bases[idx],
+                    method.clone(),
+                    path,
+                    query,
+                    body.clone(),
+                    self.request_timeout.saturating_add(extra),
+                )
                 .await
             {
                 Err(e @ ClientError::Transport { connect: true, .. }) => {
@@ -387,6 +442,7 @@ impl Client {
         path: &str,
         query: &str,
         body: Bytes,
+        timeout: Duration,
     ) -> Result<Bytes, ClientError> {
         if !self.tls && base.starts_with("https://") {
             return Err(ClientError::Tls(format!(
@@ -409,31 +465,41 @@ impl Client {
                 connect: false,
                 source: Box::new(e),
             })?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                connect: e.is_connect(),
-                source: Box::new(e),
-            })?;
-        let status = resp.status().as_u16();
-        let written = resp
-            .headers()
-            .get(WRITTEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<bool>().ok());
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                connect: false,
-                source: Box::new(e),
-            })?
-            .to_bytes();
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    connect: e.is_connect(),
+                    source: Box::new(e),
+                })?;
+            let status = resp.status().as_u16();
+            let written = resp
+                .headers()
+                .get(WRITTEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<bool>().ok());
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    connect: false,
+                    source: Box::new(e),
+                })?
+                .to_bytes();
+            Ok::<_, ClientError>((status, written, bytes))
+        };
+        let (status, written, bytes) =
+            tokio::time::timeout(timeout, exchange)
+                .await
+                .map_err(|_elapsed| ClientError::Timeout {
+                    url: url.clone(),
+                    after: timeout,
+                })??;
         if status == 200 {
             Ok(bytes)
         } else {
@@ -470,6 +536,9 @@ fn http_client(
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build(crate::tls::connector(tls))
 }
+
+/// Longest long-poll wait the server accepts (SPEC: `wait_ms` ≤ 60000).
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()

@@ -44,6 +44,16 @@ pub enum ClientError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The request did not complete in time ([`Client::with_request_timeout`](crate::Client::with_request_timeout)):
+    /// the server accepted it but answered too slowly or not at all. A
+    /// write may have been stored.
+    #[error("request to {url} timed out after {after:?}")]
+    Timeout {
+        /// The request URL.
+        url: String,
+        /// The bound that ran out.
+        after: std::time::Duration,
+    },
     /// The server's answer was not the expected JSON.
     #[error("unexpected answer from {url}")]
     Decode {
@@ -63,7 +73,7 @@ impl ClientError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504 | 507),
             Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
                 false
@@ -80,6 +90,7 @@ impl ClientError {
     pub fn is_safe_to_resend(&self) -> bool {
         match self {
             Self::Transport { connect, .. } => *connect,
+            Self::Timeout { .. } => false,
             Self::Status { written, .. } => self.is_retryable() && *written == Some(false),
             Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
                 false
@@ -109,7 +120,7 @@ pub enum ProducerError {
     /// message is ever stored after a lost one.
     #[error(
         "batch of {count} messages from #{first_seq} of category {category:?} failed \
-         ({}): {source}",
+         ({})",
         if *.maybe_stored { "it may have been stored" } else { "it was not stored" }
     )]
     BatchFailed {

@@ -23,6 +23,10 @@ pub struct ServerArgs {
     /// PEM CA certificates that https:// servers are verified against.
     #[arg(long, env = "CHUNKBUS_CA", value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// Bound on each request (sending it and reading the whole answer); a
+    /// write that times out may have been stored. ms/s/m/h.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 impl ServerArgs {
@@ -31,7 +35,7 @@ impl ServerArgs {
     /// # Errors
     /// An invalid URL or token, an unreadable or unusable `--ca` file.
     pub fn client(&self) -> Result<Client, ClientError> {
-        let mut c = Client::with_servers(&self.server)?;
+        let mut c = Client::with_servers(&self.server)?.with_request_timeout(self.timeout);
         if let Some(path) = &self.ca {
             let pem = std::fs::read(path)
                 .map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", path.display())))?;

@@ -5,6 +5,7 @@
 
 mod api;
 mod client;
+mod client_faults;
 mod cluster;
 mod crash;
 mod disk_full;
