@@ -214,7 +214,8 @@ impl Reloader {
             applied.tier_thresholds = now.tier_thresholds;
             out.applied.push("tier_after/local_bytes_budget");
         }
-        if log_level_changed && self.log.is_some() {
+        // Pinned (no reload handle): reported once, not at every edit.
+        if log_level_changed {
             applied.log_level.clone_from(&now.log_level);
         }
         running.live = applied;

@@ -144,6 +144,25 @@ mod tests {
         assert!(err.contains("token") && !err.contains("has space"), "{err}");
     }
 
+    #[test]
+    fn numbers_ignore_whitespace_names_and_secrets_do_not() {
+        let c = RawSettings::default()
+            .with(&settings::MAX_CHUNK_SIZE, " 1MiB ")
+            .with(&settings::FSYNC_EVERY_WRITE, "true\n")
+            .validate()
+            .unwrap();
+        assert_eq!(c.startup.storage.max_chunk_size, 1 << 20);
+        assert!(c.startup.storage.fsync_every_write);
+        for (s, v) in [
+            (&settings::TOKEN, "abc "),
+            (&settings::NAME, " n1"),
+            (&settings::LISTEN, "127.0.0.1:1 "),
+        ] {
+            let err = RawSettings::default().with(s, v).validate().unwrap_err();
+            assert!(err.to_string().contains(s.key), "{err}");
+        }
+    }
+
     /// A config using every setting, so that each one matters.
     fn everything_on() -> RawSettings {
         [

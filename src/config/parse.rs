@@ -1,5 +1,7 @@
 //! Value parsers for settings: sizes (`256KiB`), durations (`500ms`),
-//! hours, booleans and the enum-valued settings. Pure functions over `&str`
+//! hours, booleans and the enum-valued settings; each ignores surrounding
+//! whitespace (names, addresses, paths and secrets are taken exactly as
+//! given, by `super::validate`). Pure functions over `&str`
 //! that return a message saying what is allowed; the caller names the
 //! setting (see `super::validate`). The CLI clients reuse the size and
 //! duration parsers.
@@ -13,7 +15,7 @@ use super::sections::{AppendMode, RetentionMode};
 /// # Errors
 /// A message saying what is allowed.
 pub fn parse_retention_mode(s: &str) -> Result<RetentionMode, String> {
-    match s {
+    match s.trim() {
         "none" => Ok(RetentionMode::None),
         "acked" => Ok(RetentionMode::Acked),
         _ => Err("expected none or acked".into()),
@@ -26,6 +28,7 @@ pub fn parse_retention_mode(s: &str) -> Result<RetentionMode, String> {
 /// A message saying what is allowed.
 pub fn parse_hours(s: &str) -> Result<Duration, String> {
     let h: f64 = s
+        .trim()
         .parse()
         .map_err(|_| "expected a number of hours, e.g. 24 or 0.5".to_owned())?;
     if !(h > 0.0 && h <= 1e6) {
@@ -39,6 +42,7 @@ pub fn parse_hours(s: &str) -> Result<Duration, String> {
 /// # Errors
 /// A message saying what is allowed.
 pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
     let why =
         || "expected bytes or a number with KiB, MiB or GiB, e.g. 4194304 or 256KiB".to_string();
     let (num, mult) = if let Some(n) = s.strip_suffix("KiB") {
@@ -59,6 +63,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// # Errors
 /// A message saying what is allowed.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
     let why = || "expected a number with ms, s, m or h, e.g. 500ms, 1s, 10m".to_string();
     let (num, ms) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1u64)
@@ -80,7 +85,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// # Errors
 /// A message saying what is allowed.
 pub fn parse_append_mode(s: &str) -> Result<AppendMode, String> {
-    match s {
+    match s.trim() {
         "write" => Ok(AppendMode::Write),
         "mmap" => Ok(AppendMode::Mmap),
         _ => Err("expected write or mmap".into()),
@@ -92,7 +97,7 @@ pub fn parse_append_mode(s: &str) -> Result<AppendMode, String> {
 /// # Errors
 /// A message saying what is allowed.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
-    match s {
+    match s.trim() {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
         _ => Err("expected true, false, 1 or 0".into()),

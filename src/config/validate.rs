@@ -172,7 +172,8 @@ impl RawSettings {
             s3,
             keys: KeyRing::new(current, old),
             level: self.required(&s::TIER_COMPRESSION_LEVEL, |v| {
-                v.parse::<i32>()
+                v.trim()
+                    .parse::<i32>()
                     .ok()
                     .filter(|l| (1..=19).contains(l))
                     .ok_or_else(|| "expected 1 to 19".to_owned())
@@ -180,7 +181,8 @@ impl RawSettings {
             frame_size: crate::tier::format::DEFAULT_FRAME_SIZE,
             cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
             concurrency: self.required(&s::TIER_CONCURRENCY, |v| {
-                v.parse::<usize>()
+                v.trim()
+                    .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=64).contains(n))
                     .ok_or_else(|| "expected 1 to 64".to_owned())
@@ -223,14 +225,15 @@ impl RawSettings {
         })
     }
 
-    /// The given value of `setting` parsed, or None when it was not given.
+    /// The given value of `setting` parsed (as given: parsers that ignore
+    /// whitespace trim it themselves), or None when it was not given.
     fn optional<T>(
         &self,
         setting: &'static Setting,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
         self.get(setting)
-            .map(|v| parse(v.trim()).map_err(|why| invalid(setting, v, &why)))
+            .map(|v| parse(v).map_err(|why| invalid(setting, v, &why)))
             .transpose()
     }
 
@@ -254,7 +257,7 @@ impl RawSettings {
                 return Err(invalid(setting, "", "is required"));
             }
         };
-        parse(text.trim()).map_err(|why| invalid(setting, text, &why))
+        parse(text).map_err(|why| invalid(setting, text, &why))
     }
 }
 

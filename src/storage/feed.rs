@@ -49,6 +49,8 @@ pub struct ChangeFeed {
     enabled: bool,
     inner: Mutex<Inner>,
     announced: watch::Sender<u64>,
+    /// The storage's sync hook (fault tests can fail the tombstone sync).
+    hook: crate::fsutil::FaultHook,
 }
 
 impl ChangeFeed {
@@ -57,7 +59,10 @@ impl ChangeFeed {
     ///
     /// # Errors
     /// The tombstone log cannot be read or opened.
-    pub fn open(state_dir: Option<&Path>) -> Result<Self, StorageError> {
+    pub fn open(
+        state_dir: Option<&Path>,
+        hook: crate::fsutil::FaultHook,
+    ) -> Result<Self, StorageError> {
         let mut tombstones = Vec::new();
         let mut log = None;
         if let Some(dir) = state_dir {
@@ -82,6 +87,7 @@ impl ChangeFeed {
                 log,
             }),
             announced: watch::Sender::new(0),
+            hook,
         })
     }
 
@@ -111,7 +117,7 @@ impl ChangeFeed {
         if let Some((file, path)) = g.log.as_mut() {
             let line = format!("{category} {chunk}\n");
             file.write_all(line.as_bytes())
-                .and_then(|()| crate::fsutil::sync_data(file, &crate::fsutil::FaultHook::default()))
+                .and_then(|()| crate::fsutil::sync_data(file, &self.hook))
                 .map_err(|e| StorageError::io("append tombstone to", path.as_path(), e))?;
         }
         g.seq += 1;
@@ -188,7 +194,7 @@ mod tests {
     #[test]
     fn tombstones_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let feed = ChangeFeed::open(Some(dir.path())).unwrap();
+        let feed = ChangeFeed::open(Some(dir.path()), crate::fsutil::FaultHook::default()).unwrap();
         let cat = Category::parse("c").unwrap();
         let name = ChunkName::parse("n1-chunk000000003").unwrap();
         feed.deleted(&cat, &name).unwrap();
@@ -196,7 +202,8 @@ mod tests {
         assert_eq!(feed.tombstones_since(false, 0).len(), 1);
         assert!(feed.tombstones_since(false, 1).is_empty());
         drop(feed);
-        let again = ChangeFeed::open(Some(dir.path())).unwrap();
+        let again =
+            ChangeFeed::open(Some(dir.path()), crate::fsutil::FaultHook::default()).unwrap();
         assert!(again.is_deleted(&cat, &name));
     }
 }

@@ -115,7 +115,7 @@ impl Storage {
             }
             Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &lock_path, e)),
         }
-        let feed = ChangeFeed::open(cfg.cluster.then_some(state_dir.as_path()))?;
+        let feed = ChangeFeed::open(cfg.cluster.then_some(state_dir.as_path()), hook.clone())?;
         let ctx = Arc::new(Ctx {
             data_dir: data_dir.to_path_buf(),
             state_dir,

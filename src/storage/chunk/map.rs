@@ -202,9 +202,10 @@ pub struct MapWriter {
 
 impl MapWriter {
     /// The next `len` bytes of the chunk, reserved for one append; `None`
-    /// if they do not fit in the mapping.
+    /// if they do not fit in the mapping, or for `len == 0` (two open slots
+    /// never share a start, so publication can always tell them apart).
     pub fn slot(&mut self, len: u64) -> Option<WriteSlot> {
-        let len = usize::try_from(len).ok()?;
+        let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
         let slots = self.map.slots.as_ref()?;
         let mut s = slots.lock();
         let start = s.next;
@@ -266,8 +267,9 @@ impl WriteSlot {
         // checks the end against its length). Slots are disjoint and the
         // published end stays at or below this slot's start while it lives,
         // so no reader holds a reference to these bytes and no other thread
-        // writes them. `src` is a separate allocation, so they cannot
-        // overlap.
+        // writes them. `src` cannot overlap them: it is either other memory
+        // or a published slice of this mapping, which lies below the
+        // published end, hence below this slot.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 src.as_ptr(),
@@ -358,6 +360,7 @@ mod tests {
         s.store(b"c").unwrap();
         assert!(s.store(b"d").is_err());
         assert!(w.slot(6).is_none());
+        assert!(w.slot(0).is_none(), "empty slots are refused");
         let mut t = w.slot(5).unwrap();
         t.pwrite(_f.as_file(), b"defgh").unwrap();
         drop((s, t));

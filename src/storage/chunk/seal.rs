@@ -41,6 +41,10 @@ impl Chunk {
     /// # Errors
     /// Any I/O error, or a `size` below the published end of the chunk's
     /// mapping (readers may hold those bytes); the chunk is marked failed.
+    /// The check reads the published end once: it is sound because readers
+    /// publish only up to `state.end`, which is final once the chunk is
+    /// closed and never exceeds `size`, so it cannot grow past `size` after
+    /// the check.
     pub(crate) fn seal_blocking(
         &self,
         size: u64,
