@@ -22,7 +22,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let producer = Producer::new(client, ProducerConfig::default());
     let mut acks = producer.subscribe_acks(1024);
     let printer = tokio::spawn(async move {
-        while let Some(ack) = acks.recv().await {
+        loop {
+            let ack = match acks.recv().await {
+                Ok(ack) => ack,
+                Err(chunkbus_client::AckRecvError::Lagged(n)) => {
+                    eprintln!("{n} acks dropped: this printer fell behind");
+                    continue;
+                }
+                Err(_) => break, // the producer is closed
+            };
             println!(
                 "messages #{}..#{} stored in {} at offset {} ({} bytes)",
                 ack.first_seq,

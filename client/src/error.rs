@@ -115,9 +115,10 @@ pub enum ProducerError {
     /// The message cannot be sent as given (not retryable).
     #[error("invalid message: {0}")]
     InvalidMessage(String),
-    /// A batch could not be stored. The producer stops at the first such
-    /// batch (later messages are refused with the same error) so that no
-    /// message is ever stored after a lost one.
+    /// A batch could not be stored. Its category stops at the first such
+    /// batch (later messages to it are refused with the same error until
+    /// [`CategoryProducer::reset`](crate::CategoryProducer::reset)) so that
+    /// no message is ever stored after a lost one; other categories go on.
     #[error(
         "batch of {count} messages from #{first_seq} of category {category:?} failed \
          ({})",
@@ -139,6 +140,16 @@ pub enum ProducerError {
     /// The producer was closed.
     #[error("producer is closed")]
     Closed,
+    /// [`Producer::shutdown`](crate::Producer::shutdown) stopped with
+    /// messages not acknowledged (time ran out, or a category had failed).
+    #[error("{messages} messages were not acknowledged at shutdown ({})",
+        categories.iter().map(|(c, n)| format!("{c}: {n}")).collect::<Vec<_>>().join(", "))]
+    Undelivered {
+        /// Messages not acknowledged, in all categories.
+        messages: u64,
+        /// Per category (sorted by name): messages not acknowledged.
+        categories: Vec<(String, u64)>,
+    },
 }
 
 impl ConsumerError {

@@ -90,12 +90,23 @@
 //! [`ClientError::is_retryable`] separates transient failures (connection
 //! refused, `503`, `507`) from permanent ones (`400`, `404`, `413`);
 //! [`ClientError::is_safe_to_resend`] says whether a failed write certainly
-//! stored nothing. The producer stops at the first batch it cannot store
-//! ([`ProducerError::BatchFailed`]) so nothing is ever stored after a lost
-//! message.
+//! stored nothing. The producer stops a category at the first batch it
+//! cannot store ([`ProducerError::BatchFailed`]) so nothing is ever stored
+//! after a lost message; other categories go on, and
+//! [`CategoryProducer::reset`] lets the failed one accept messages again.
+//! Every request is bounded in time ([`Client::with_request_timeout`]).
+//!
+//! # Dropping a producer
+//! Call [`Producer::shutdown`] (or [`Producer::close`]) before dropping the
+//! last handle: it waits for what is buffered and reports what was not
+//! acknowledged. Dropping a producer that still holds unacknowledged
+//! messages logs a `warn` (through `tracing`) with their count; they are
+//! still sent while the runtime runs, but nobody learns whether they were
+//! stored.
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+mod acks;
 mod client;
 mod consumer;
 mod error;
@@ -103,6 +114,7 @@ pub mod names;
 mod producer;
 pub mod tls;
 
+pub use acks::{AckReceiver, AckRecvError};
 pub use client::{
     ChunkInfo, Client, GroupPosition, GroupStatus, WriteOptions, WriteReply, WRITTEN_HEADER,
 };
@@ -110,4 +122,4 @@ pub use consumer::{Batch, Consumer, ConsumerConfig, Position, Positions};
 pub use error::{ClientError, ConsumerError, ProducerError};
 /// The chunk-name parser under its older name, [`names::parse_chunk_name`].
 pub use names::parse_chunk_name as parse_chunk;
-pub use producer::{BatchAck, CategoryProducer, Producer, ProducerConfig};
+pub use producer::{BatchAck, CategoryProducer, LaneReset, Producer, ProducerConfig};

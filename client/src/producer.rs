@@ -8,16 +8,25 @@
 //! it (a sealed batch gives back what it did not use) and a batch returns its
 //! bytes once the server has answered. When the budget is spent, `send`
 //! waits: backpressure instead of growth.
+//!
+//! A batch that cannot be stored stops its category only ("fail-stop per
+//! lane"): what was buffered behind it is dropped at once (its memory goes
+//! back to the other categories), sends to that category fail with the
+//! error until [`CategoryProducer::reset`], and every other category keeps
+//! going.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::acks::{AckReceiver, AckSubscribers};
 use crate::client::{Client, WriteOptions};
 use crate::error::{ClientError, ProducerError};
 
@@ -105,9 +114,23 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        let mut undelivered = 0u64;
         for lane in self.shared.lanes.lock().values() {
-            lane.state.lock().closed = true;
+            let mut st = lane.state.lock();
+            st.closed = true;
+            if st.failure.is_none() {
+                undelivered += st.next_seq.saturating_sub(*lane.acked.borrow());
+            }
+            drop(st);
             lane.wake.notify_one();
+        }
+        if undelivered > 0 && !self.shared.closed.load(Ordering::Relaxed) {
+            tracing::warn!(
+                undelivered,
+                "chunkbus Producer dropped with {undelivered} messages not yet acknowledged: \
+                 they are still sent while the runtime runs, but nothing reports whether they \
+                 were stored; call Producer::shutdown(timeout) before dropping it"
+            );
         }
     }
 }
@@ -119,8 +142,9 @@ struct Shared {
     budget: Arc<Semaphore>,
     in_flight: Arc<Semaphore>,
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
-    acks: Mutex<Option<mpsc::Sender<BatchAck>>>,
-    failed: OnceLock<ProducerError>,
+    acks: AckSubscribers,
+    /// `close` or `shutdown` ran: every send fails with `Closed`.
+    closed: AtomicBool,
     /// Empty batch buffers of `max_batch_bytes` capacity given back by
     /// acknowledged batches, each still holding its full reservation, so a
     /// new batch does not fault in fresh memory (slow here: first touch
@@ -152,6 +176,35 @@ struct LaneState {
     queue: VecDeque<SealedBatch>,
     next_seq: u64,
     closed: bool,
+    /// The batch that could not be stored, until `reset`.
+    failure: Option<LaneFailure>,
+    /// Counts failures, so a flush that started before one reports it
+    /// even when `reset` already cleared it.
+    failures: u64,
+    /// The most recent failure (kept across `reset` for such flushes).
+    last_failure: Option<ProducerError>,
+}
+
+/// A lane's failed batch and what was dropped with it.
+#[derive(Debug, Clone)]
+struct LaneFailure {
+    error: ProducerError,
+    /// Sequence numbers not stored (or, for the failed batch itself with
+    /// `maybe_stored`, perhaps stored): the failed batch and everything
+    /// buffered behind it.
+    dropped: Range<u64>,
+}
+
+/// What [`CategoryProducer::reset`] cleared.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LaneReset {
+    /// The failure that stopped the category ([`ProducerError::BatchFailed`]).
+    pub error: ProducerError,
+    /// Sequence numbers that were not sent: the failed batch (which may
+    /// have been stored if the error says so) and everything buffered
+    /// behind it when it failed.
+    pub dropped: Range<u64>,
 }
 
 #[derive(Debug)]
@@ -209,8 +262,8 @@ impl Producer {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             lanes: Mutex::new(HashMap::new()),
-            acks: Mutex::new(None),
-            failed: OnceLock::new(),
+            acks: AckSubscribers::default(),
+            closed: AtomicBool::new(false),
             spare: Mutex::new(Vec::new()),
         });
         Self {
@@ -260,14 +313,13 @@ impl Producer {
     }
 
     /// Acknowledgements of every batch from now on, in order per category.
-    /// The channel holds `capacity` acks; when it is full, sending waits for
-    /// the application to receive (drop the receiver to stop). A new
-    /// subscription replaces the previous one.
+    /// Each call returns its own receiver (earlier ones keep working). The
+    /// producer never waits for a receiver: one that falls more than
+    /// `capacity` acks behind loses the oldest and is told how many
+    /// ([`AckRecvError::Lagged`](crate::AckRecvError::Lagged)).
     #[must_use]
-    pub fn subscribe_acks(&self, capacity: usize) -> mpsc::Receiver<BatchAck> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        *self.shared.acks.lock() = Some(tx);
-        rx
+    pub fn subscribe_acks(&self, capacity: usize) -> AckReceiver {
+        self.shared.acks.subscribe(capacity)
     }
 
     /// Bytes of memory held for buffered and in-flight messages now (open
@@ -282,16 +334,24 @@ impl Producer {
     }
 
     /// Sends every open batch and waits until each message sent so far is
-    /// acknowledged.
+    /// acknowledged, in every category (a failed category does not stop
+    /// the others from being flushed).
     ///
     /// # Errors
-    /// The first failure of any batch ([`ProducerError::BatchFailed`]).
+    /// The first category's failure ([`ProducerError::BatchFailed`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future stops waiting; batches are sent
+    /// anyway.
     pub async fn flush(&self) -> Result<(), ProducerError> {
         let lanes: Vec<Arc<Lane>> = self.shared.lanes.lock().values().cloned().collect();
+        let mut first_error = None;
         for lane in lanes {
-            flush_lane(&self.shared, &lane).await?;
+            if let Err(e) = flush_lane(&self.shared, &lane).await {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Flushes, then stops the sender tasks; later sends fail with
@@ -301,12 +361,48 @@ impl Producer {
     /// As [`Producer::flush`].
     pub async fn close(&self) -> Result<(), ProducerError> {
         let result = self.flush().await;
-        let _ = self.shared.failed.set(ProducerError::Closed);
+        self.stop();
+        result
+    }
+
+    /// Flushes for at most `timeout`, then stops: what is not acknowledged
+    /// by then is dropped (a batch in flight may still be stored) and
+    /// reported. Use it before dropping a producer that holds data.
+    ///
+    /// # Errors
+    /// [`ProducerError::Undelivered`] with the messages not acknowledged
+    /// per category when time ran out or a category had failed.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), ProducerError> {
+        let _ = tokio::time::timeout(timeout, self.flush()).await;
+        let mut categories = Vec::new();
+        for lane in self.shared.lanes.lock().values() {
+            let mut st = lane.state.lock();
+            let unacked = st.next_seq.saturating_sub(*lane.acked.borrow());
+            if unacked > 0 {
+                categories.push((lane.category.to_string(), unacked));
+            }
+            st.open = None;
+            st.queue.clear();
+        }
+        self.stop();
+        if categories.is_empty() {
+            return Ok(());
+        }
+        categories.sort();
+        Err(ProducerError::Undelivered {
+            messages: categories.iter().map(|(_, n)| n).sum(),
+            categories,
+        })
+    }
+
+    fn stop(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
         for lane in self.shared.lanes.lock().values() {
             lane.state.lock().closed = true;
             lane.wake.notify_one();
+            lane.acked.send_modify(|_| {});
         }
-        result
+        self.shared.acks.close();
     }
 }
 
@@ -437,10 +533,24 @@ impl CategoryProducer {
     }
 
     fn check_failed(&self) -> Result<(), ProducerError> {
-        match self.shared.failed.get() {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
+        lane_check(&self.shared, &self.lane.state.lock())
+    }
+
+    /// Clears this category's failure so it accepts messages again
+    /// (sequence numbers go on from where they were). Returns what was
+    /// cleared, or None when the category had not failed.
+    pub async fn reset(&self) -> Option<LaneReset> {
+        let _order = self.lane.seal_lock.lock().await;
+        let mut st = self.lane.state.lock();
+        let failure = st.failure.take()?;
+        let next = st.next_seq;
+        drop(st);
+        // Everything up to here is settled: stored, or reported dropped.
+        self.lane.acked.send_replace(next);
+        Some(LaneReset {
+            error: failure.error,
+            dropped: failure.dropped,
+        })
     }
 
     /// Seals the open batch unless it has room for `need` bytes, then
@@ -475,8 +585,10 @@ impl CategoryProducer {
                 (BytesMut::with_capacity(max_batch), permit)
             }
         };
-        self.check_failed()?;
         let mut st = self.lane.state.lock();
+        // Checked under the lock that a failure takes too: no batch opens
+        // on a failed lane.
+        lane_check(&self.shared, &st)?;
         let first_seq = st.next_seq;
         st.open = Some(OpenBatch {
             buf,
@@ -490,25 +602,49 @@ impl CategoryProducer {
     }
 }
 
+/// Sending to a lane fails with its failure, or `Closed` after close.
+fn lane_check(shared: &Shared, st: &LaneState) -> Result<(), ProducerError> {
+    if let Some(f) = &st.failure {
+        return Err(f.error.clone());
+    }
+    if shared.closed.load(Ordering::Relaxed) {
+        return Err(ProducerError::Closed);
+    }
+    Ok(())
+}
+
 async fn flush_lane(shared: &Shared, lane: &Lane) -> Result<(), ProducerError> {
-    let target = {
+    let (target, failures) = {
         let _order = lane.seal_lock.lock().await;
         let mut st = lane.state.lock();
+        if let Some(f) = &st.failure {
+            return Err(f.error.clone());
+        }
         if let Some(sealed) = st.open.take().and_then(OpenBatch::seal) {
             st.queue.push_back(sealed);
         }
         lane.wake.notify_one();
-        st.next_seq
+        (st.next_seq, st.failures)
     };
     let mut acked = lane.acked.subscribe();
     loop {
-        if let Some(e) = shared.failed.get() {
-            if !matches!(e, ProducerError::Closed) || *acked.borrow() < target {
-                return Err(e.clone());
-            }
-        }
         if *acked.borrow_and_update() >= target {
             return Ok(());
+        }
+        {
+            let st = lane.state.lock();
+            if st.failures != failures {
+                // Failed since this flush began (maybe reset already).
+                let e = st.last_failure.clone().unwrap_or(ProducerError::Closed);
+                return Err(e);
+            }
+            if shared.closed.load(Ordering::Relaxed)
+                && st.closed
+                && st.queue.is_empty()
+                && st.open.is_none()
+            {
+                return Err(ProducerError::Closed);
+            }
         }
         // The sender task publishes progress and failure through `acked`.
         if acked.changed().await.is_err() {
@@ -534,14 +670,7 @@ async fn run_sender(shared: Arc<Shared>, lane: Arc<Lane>) {
             }
         };
         match next {
-            Ok(batch) => {
-                if shared.failed.get().is_some() {
-                    // Fail-stop: nothing after a failed batch is sent.
-                    lane.acked.send_modify(|_| {});
-                    continue;
-                }
-                send_batch(&shared, &lane, batch).await;
-            }
+            Ok(batch) => send_batch(&shared, &lane, batch).await,
             Err(Some(deadline)) => {
                 tokio::select! {
                     () = lane.wake.notified() => {}
@@ -597,24 +726,32 @@ async fn send_batch(shared: &Shared, lane: &Lane, batch: SealedBatch) {
                 offset: reply.offset,
                 size: reply.size,
             };
-            let tx = shared.acks.lock().clone();
-            if let Some(tx) = tx {
-                if tx.send(ack).await.is_err() {
-                    shared.acks.lock().take();
-                }
-            }
+            shared.acks.deliver(&ack);
             lane.acked.send_replace(batch.first_seq + batch.count);
             recycle(shared, batch);
         }
         Err(e) => {
             let maybe_stored = !(e.is_safe_to_resend() || never_stored(&e));
-            let _ = shared.failed.set(ProducerError::BatchFailed {
+            let error = ProducerError::BatchFailed {
                 category: lane.category.to_string(),
                 first_seq: batch.first_seq,
                 count: batch.count,
                 maybe_stored,
                 source: Arc::new(e),
-            });
+            };
+            {
+                // Fail-stop for this category: drop what is buffered behind
+                // the batch (its memory goes back to the other categories).
+                let mut st = lane.state.lock();
+                st.open = None;
+                st.queue.clear();
+                st.failures += 1;
+                st.last_failure = Some(error.clone());
+                st.failure = Some(LaneFailure {
+                    error,
+                    dropped: batch.first_seq..st.next_seq,
+                });
+            }
             // Wake flushers so they see the failure.
             lane.acked.send_modify(|_| {});
         }

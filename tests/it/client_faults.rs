@@ -148,3 +148,148 @@ fn the_cli_producer_exits_with_an_error_when_answers_never_come() {
     assert!(err.contains("timed out"), "{err}");
     assert!(err.contains("may have been stored"), "{err}");
 }
+
+/// Issue 20 defect 2: an application that reads acks only after `flush`
+/// (or never) must not stall delivery; a receiver that falls behind is
+/// told how many acks it lost, and every receiver gets every ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_acks_never_block_delivery() {
+    let b = tokio::task::spawn_blocking(|| crate::harness::TestBroker::start(&[]))
+        .await
+        .unwrap();
+    let client = Client::new(&format!("http://{}", b.addr)).unwrap();
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            max_batch_bytes: 64,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut slow = producer.subscribe_acks(2);
+    let mut all = producer.subscribe_acks(100_000);
+    let lane = producer.category("acks").unwrap();
+    for i in 0..300 {
+        lane.send(format!("message {i:04}")).await.unwrap();
+    }
+    bounded("flush with unread acks", producer.flush())
+        .await
+        .unwrap();
+    match slow.try_recv() {
+        Err(chunkbus_client::AckRecvError::Lagged(n)) => assert!(n > 0),
+        other => panic!("{other:?}"),
+    }
+    let mut next = 0;
+    while let Ok(ack) = all.try_recv() {
+        assert_eq!(ack.first_seq, next, "in order, each message once");
+        next += ack.count;
+    }
+    assert_eq!(next, 300);
+}
+
+/// Issue 20 defect 4: a batch refused for good fails its own category
+/// only; the others keep going, and `reset` lets it accept messages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_category_does_not_stop_the_others() {
+    let b = tokio::task::spawn_blocking(|| {
+        crate::harness::TestBroker::start(&["--max-message-size", "100"])
+    })
+    .await
+    .unwrap();
+    let client = Client::new(&format!("http://{}", b.addr)).unwrap();
+    let producer = Producer::new(client, ProducerConfig::default());
+    let big = producer.category("big").unwrap();
+    let ok = producer.category("ok").unwrap();
+    big.send("x".repeat(200)).await.unwrap(); // the server refuses it: 413
+    let err = bounded("flush big", big.flush()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProducerError::BatchFailed {
+                maybe_stored: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        big.send("small").await.is_err(),
+        "the failed category stops"
+    );
+    for i in 0..10 {
+        ok.send(format!("fine {i}")).await.unwrap();
+    }
+    bounded("flush ok", ok.flush()).await.unwrap();
+    assert!(bounded("flush all", producer.flush()).await.is_err());
+
+    let reset = big.reset().await.expect("it had failed");
+    assert_eq!(reset.dropped, 0..1);
+    big.send("small again").await.unwrap();
+    bounded("flush after reset", producer.flush())
+        .await
+        .unwrap();
+    let (big_data, ok_data) =
+        tokio::task::block_in_place(|| (b.read_all("big"), b.read_all("ok")));
+    assert_eq!(big_data, b"small again\n");
+    assert_eq!(ok_data.iter().filter(|&&c| c == b'\n').count(), 10);
+}
+
+/// Issue 20 defect 3: `shutdown` reports what was not delivered, and a
+/// producer dropped with unacknowledged messages says so at `warn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_and_drop_report_undelivered_messages() {
+    let addr = stalling_server();
+    let client = Client::new(&format!("http://{addr}")).unwrap();
+    let producer = Producer::new(client, ProducerConfig::default());
+    let lane = producer.category("c").unwrap();
+    for m in ["a", "b", "c"] {
+        lane.send(m).await.unwrap();
+    }
+    let t = Instant::now();
+    let err = bounded("shutdown", producer.shutdown(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    match &err {
+        ProducerError::Undelivered {
+            messages,
+            categories,
+        } => {
+            assert_eq!(*messages, 3);
+            assert_eq!(categories, &[("c".to_owned(), 3)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(lane.send("d").await, Err(ProducerError::Closed)));
+
+    // Dropped without shutdown: a warning with the count.
+    let client = Client::new(&format!("http://{addr}")).unwrap();
+    let producer = Producer::new(client, ProducerConfig::default());
+    let lane = producer.category("c").unwrap();
+    for m in ["a", "b"] {
+        lane.send(m).await.unwrap();
+    }
+    let logs = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<u8>::new()));
+    let sink = std::sync::Arc::clone(&logs);
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || LogSink(std::sync::Arc::clone(&sink)))
+        .finish();
+    tracing::subscriber::with_default(subscriber, || drop((producer, lane)));
+    let text = String::from_utf8_lossy(&logs.lock()).into_owned();
+    assert!(
+        text.contains("WARN") && text.contains("2 messages not yet acknowledged"),
+        "{text}"
+    );
+}
+
+struct LogSink(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
