@@ -190,7 +190,16 @@ impl Consumer {
     ///
     /// # Errors
     /// A permanent error (bad category, server answered 4xx, malformed
-    /// data). Transport errors and 503s are retried with backoff.
+    /// data). Transport errors and 503s are retried with backoff without
+    /// being reported. A permanent error is reported every time it
+    /// happens: the reader that hit it (or owner discovery) starts again
+    /// after a backoff (25 ms doubling to 5 s) from the last batch it
+    /// handed out, so an owner's messages never stop silently and `next`
+    /// never returns `None` while something failed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a batch is removed from the read-ahead queue only when
+    /// this future returns it.
     pub async fn next(&mut self) -> Result<Option<Batch>, ConsumerError> {
         match self.rx.recv().await {
             Some(Ok(batch)) => Ok(Some(batch)),
@@ -257,25 +266,43 @@ async fn discover(
     tx: mpsc::Sender<Result<Batch, ConsumerError>>,
 ) {
     let mut from = from;
+    let mut backoff = Backoff::default();
     if from.0.is_empty() {
         if let Some(group) = &config.group {
-            match group_positions(&client, &category, group, &config).await {
-                Ok(p) => from = p,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
+            loop {
+                match group_positions(&client, &category, group, &config).await {
+                    Ok(p) => {
+                        from = p;
+                        break;
+                    }
+                    // Surfaced every time, retried: never a silent end.
+                    Err(e) => {
+                        if tx.send(Err(e.into())).await.is_err() {
+                            return;
+                        }
+                        backoff.wait().await;
+                    }
                 }
             }
         }
     }
     let mut readers = JoinSet::new();
     let mut known = HashSet::new();
+    let mut backoff = Backoff::default();
     loop {
         let listing = match list_retrying(&client, &category, &config).await {
-            Ok(l) => l,
+            Ok(l) => {
+                backoff = Backoff::default();
+                l
+            }
+            // The readers keep running; the failure is surfaced every
+            // time and discovery tries again.
             Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
+                if tx.send(Err(e.into())).await.is_err() {
+                    return;
+                }
+                backoff.wait().await;
+                continue;
             }
         };
         for chunk in &listing {
@@ -301,6 +328,7 @@ async fn discover(
                         start: from.0.get(owner).cloned(),
                         target,
                         tx: tx.clone(),
+                        progress: parking_lot::Mutex::new(None),
                     }
                     .run(),
                 );
@@ -379,6 +407,24 @@ async fn list_retrying(
     }
 }
 
+/// Exponential backoff (25 ms doubling to 5 s) between attempts after a
+/// failure that was handed to the application.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(25))
+    }
+}
+
+impl Backoff {
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Reads one owner's chunks in order.
 struct OwnerReader {
     client: Client,
@@ -389,12 +435,31 @@ struct OwnerReader {
     /// Without `follow`: the last chunk of this owner at start and its size.
     target: Option<(String, u64)>,
     tx: mpsc::Sender<Result<Batch, ConsumerError>>,
+    /// Where the last batch handed to the application ended: a reader
+    /// restarted after a failure resumes there.
+    progress: parking_lot::Mutex<Option<Position>>,
 }
 
 impl OwnerReader {
-    async fn run(self) {
-        if let Err(e) = self.read_all().await {
-            let _ = self.tx.send(Err(e)).await;
+    /// Reads until done (without `follow`) or the consumer is dropped. A
+    /// failure is handed to the application every time it happens, and
+    /// the reader starts again after a backoff from where it was: an
+    /// owner's reader never disappears silently.
+    async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.read_all().await {
+                Ok(()) => return,
+                Err(e) => {
+                    if self.tx.send(Err(e)).await.is_err() {
+                        return;
+                    }
+                    backoff.wait().await;
+                    if let Some(p) = self.progress.lock().take() {
+                        self.start = Some(p);
+                    }
+                }
+            }
         }
     }
 
@@ -572,6 +637,10 @@ impl OwnerReader {
                 if self.tx.send(Ok(batch)).await.is_err() {
                     return Ok(());
                 }
+                *self.progress.lock() = Some(Position {
+                    chunk: name.to_string(),
+                    offset: off,
+                });
             }
         }
     }

@@ -227,8 +227,7 @@ async fn one_failed_category_does_not_stop_the_others() {
     bounded("flush after reset", producer.flush())
         .await
         .unwrap();
-    let (big_data, ok_data) =
-        tokio::task::block_in_place(|| (b.read_all("big"), b.read_all("ok")));
+    let (big_data, ok_data) = tokio::task::block_in_place(|| (b.read_all("big"), b.read_all("ok")));
     assert_eq!(big_data, b"small again\n");
     assert_eq!(ok_data.iter().filter(|&&c| c == b'\n').count(), 10);
 }
@@ -292,4 +291,59 @@ impl std::io::Write for LogSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Issue 20 defect 7: a failing owner reader or discovery is reported
+/// every time and retried; `next()` never ends silently with `None`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_failures_are_reported_every_time_never_a_silent_end() {
+    use chunkbus_client::{Consumer, ConsumerConfig, Position, Positions};
+    let b = tokio::task::spawn_blocking(|| crate::harness::TestBroker::start(&[]))
+        .await
+        .unwrap();
+    let (status, body) = tokio::task::block_in_place(|| b.write("c", "hello\nworld\n"));
+    assert_eq!(status, 200, "{body}");
+    let chunk = serde_json::from_str::<serde_json::Value>(&body).unwrap()["chunk"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = Client::new(&format!("http://{}", b.addr)).unwrap();
+    let config = ConsumerConfig {
+        follow: false,
+        ..ConsumerConfig::default()
+    };
+
+    // A resume position inside a message: the server refuses the read.
+    let mut from = Positions::default();
+    from.0.insert(
+        "node1".into(),
+        Position {
+            chunk: chunk.clone(),
+            offset: 3,
+        },
+    );
+    let mut consumer = Consumer::start(client.clone(), "c", config.clone(), from).unwrap();
+    for attempt in 0..3 {
+        let r = bounded("next", consumer.next()).await;
+        assert!(r.is_err(), "attempt {attempt}: {r:?}");
+    }
+
+    // Discovery that fails (an invalid category) is reported each time too.
+    let mut consumer = Consumer::start(
+        client.clone(),
+        "not a category",
+        config.clone(),
+        Positions::default(),
+    )
+    .unwrap();
+    for attempt in 0..3 {
+        let r = bounded("next", consumer.next()).await;
+        assert!(r.is_err(), "attempt {attempt}: {r:?}");
+    }
+
+    // A healthy consumer still ends normally.
+    let mut consumer = Consumer::start(client, "c", config, Positions::default()).unwrap();
+    let batch = bounded("next", consumer.next()).await.unwrap().unwrap();
+    assert_eq!(&batch.data[..], b"hello\nworld\n");
+    assert!(bounded("end", consumer.next()).await.unwrap().is_none());
 }
