@@ -4,7 +4,7 @@
 //! flags and environment as at start (they still win), and:
 //!
 //! - applied live: the settings defined with `Applies::Live` in
-//!   [`crate::config::settings`] (`token`, `peers`, `retention*`,
+//!   [`crate::config::settings`] (`token`, `peer_token`, `peers`, `retention*`,
 //!   `tier_after`, `local_bytes_budget`, `log_level`) — found by comparing
 //!   the running and the new [`crate::config::LiveSettings`]. Two switches
 //!   stay restart-only although made of live settings: a single node
@@ -38,6 +38,7 @@ pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 #[derive(Debug)]
 pub struct Live {
     token: RwLock<Option<Token>>,
+    peer_token: RwLock<Option<Token>>,
     retention: watch::Sender<RetentionConfig>,
     tier_thresholds: watch::Sender<TierThresholds>,
 }
@@ -48,6 +49,7 @@ impl Live {
     pub fn new(settings: &LiveSettings) -> Self {
         Self {
             token: RwLock::new(settings.token.clone()),
+            peer_token: RwLock::new(settings.peer_token.clone()),
             retention: watch::Sender::new(settings.retention.clone()),
             tier_thresholds: watch::Sender::new(settings.tier_thresholds),
         }
@@ -56,6 +58,12 @@ impl Live {
     /// Calls `f` with the current bearer token (None = no auth).
     pub fn with_token<R>(&self, f: impl FnOnce(Option<&Token>) -> R) -> R {
         f(self.token.read().as_ref())
+    }
+
+    /// Calls `f` with the current peer token (None: peer endpoints take
+    /// the bearer token, as before `peer_token` existed).
+    pub fn with_peer_token<R>(&self, f: impl FnOnce(Option<&Token>) -> R) -> R {
+        f(self.peer_token.read().as_ref())
     }
 
     /// The current retention settings.
@@ -188,11 +196,18 @@ impl Reloader {
         let mut applied = running.live.clone();
         if old.token != now.token {
             *self.live.token.write() = now.token.clone();
-            if let Some(c) = &self.cluster {
-                c.peer_auth().set(now.token.as_ref());
-            }
             applied.token.clone_from(&now.token);
             out.applied.push("token");
+        }
+        if old.peer_token != now.peer_token {
+            *self.live.peer_token.write() = now.peer_token.clone();
+            applied.peer_token.clone_from(&now.peer_token);
+            out.applied.push("peer_token");
+        }
+        if old.peer_credential() != now.peer_credential() {
+            if let Some(c) = &self.cluster {
+                c.peer_auth().set(now.peer_credential());
+            }
         }
         if old.peers != now.peers && cluster_kept {
             if let Some(c) = &self.cluster {

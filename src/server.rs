@@ -6,8 +6,8 @@
 //!
 //! Shutdown order (SPEC): stop accepting → release long polls and refuse new
 //! writes (root token) → let in-flight requests finish within 5 s → stop
-//! background loops and replicators → seal and fsync every open chunk →
-//! remove `ready.json`.
+//! background loops, replicators and the tier warm-up (each waited for) →
+//! seal and fsync every open chunk → remove `ready.json`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -188,7 +188,7 @@ pub async fn run_with_hook(
             config.startup.name.clone(),
             live.peers.clone(),
             storage.state_dir(),
-            live.token.as_ref(),
+            live.peer_credential(),
             peer_tls,
         )
         .map_err(|e| ServerError::Cluster(crate::error_chain(&e)))?;
@@ -198,8 +198,8 @@ pub async fn run_with_hook(
             .await;
         Some(c)
     };
-    let tiering = match &config.startup.tier {
-        None => None,
+    let (tiering, warm_up) = match &config.startup.tier {
+        None => (None, None),
         Some(tc) => {
             let (tc, sd, st) = (
                 tc.clone(),
@@ -215,10 +215,17 @@ pub async fn run_with_hook(
             tracing::info!(store = %t.0.describe_store(), tiered_chunks = t.1, "tiering on");
             let t = Arc::new(t.0);
             t.follow_thresholds(state.live.subscribe_tier_thresholds());
-            let warm = Arc::clone(&t);
-            tokio::spawn(async move { warm.warm_up().await });
+            // Prefetching may wait on a slow store: it stops at shutdown
+            // (root token) and is waited for before storage closes.
+            let (warm, stop) = (Arc::clone(&t), token.child_token());
+            let warm_up = tokio::spawn(async move {
+                tokio::select! {
+                    () = warm.warm_up() => {}
+                    () = stop.cancelled() => tracing::debug!("tier warm-up cut short by shutdown"),
+                }
+            });
             let _ = state.tiering.set(Arc::clone(&t));
-            Some(t)
+            (Some(t), Some(warm_up))
         }
     };
     let state_dir = storage.state_dir().to_path_buf();
@@ -308,6 +315,9 @@ pub async fn run_with_hook(
     }
     if let Some(t) = tierer {
         let _ = t.await;
+    }
+    if let Some(w) = warm_up {
+        let _ = w.await;
     }
     storage.flush_all().await;
     storage.close().await?;

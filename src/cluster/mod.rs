@@ -8,6 +8,7 @@
 //! - [`fetch`]: one fetch of a peer's chunk bytes and their append to the
 //!   local copy (replicator and pull-back).
 //! - [`progress`]: owner side, what replicas hold; `min_sync_replicas` waits.
+//! - [`held`]: replicas' reports checked against what the owner wrote.
 //! - [`recovery`]: pull-back of own bytes from replicas after a crash.
 //! - [`acks`]: acks of peers' chunks still to forward to their owner.
 //! - [`group_sync`]: replication of consumer-group positions.
@@ -17,6 +18,7 @@ pub mod acks;
 pub mod error;
 pub mod fetch;
 pub mod group_sync;
+pub mod held;
 pub mod link;
 pub mod peers;
 pub mod progress;
@@ -93,7 +95,8 @@ pub enum Forwarded {
 }
 
 impl Cluster {
-    /// A cluster view for `me` with `peers`; loads pending acks from `state_dir`.
+    /// A cluster view for `me` with `peers`, sending `token` (the peer
+    /// credential) to them; loads pending acks from `state_dir`.
     ///
     /// # Errors
     /// [`ClusterError::PendingAcks`]: the pending-acks file is unreadable;
@@ -127,7 +130,8 @@ impl Cluster {
         })
     }
 
-    /// The token this server sends to its peers (replaced on reload).
+    /// The token this server sends to its peers (`peer_token`, else
+    /// `token`; replaced on reload).
     #[must_use]
     pub fn peer_auth(&self) -> link::PeerAuth {
         self.client.auth().clone()

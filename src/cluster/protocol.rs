@@ -14,6 +14,9 @@ pub const FETCH_PATH: &str = "/peer/fetch";
 pub const HELD_PATH: &str = "/peer/held";
 /// Path of a forwarded chukcha ack (`POST`).
 pub const ACK_PATH: &str = "/peer/ack";
+/// Most batch bytes one `/peer/fetch` answers, whatever its `max_size`
+/// asks (a batch larger than this still goes alone: at least one batch).
+pub const MAX_FETCH_SIZE: u64 = 16 << 20;
 /// Reply header: number of index records at the start of a fetch body.
 pub const RECORDS_HEADER: &str = "chunkbus-records";
 /// Reply header: bytes of the chunk the answering server holds.

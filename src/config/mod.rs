@@ -194,6 +194,75 @@ mod tests {
         .fold(RawSettings::default(), |raw, (s, v)| raw.with(s, v))
     }
 
+    /// `Debug` of the settings as given and as validated (with the S3
+    /// settings, keys and tokens inside) never shows a secret: every secret
+    /// setting is set to its example value, and none appears in the output.
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let secrets: Vec<&settings::Setting> = ALL.iter().copied().filter(|s| s.secret).collect();
+        let raw = secrets
+            .iter()
+            .fold(everything_on(), |raw, s| raw.with(s, s.example));
+        let cfg = raw.clone().validate().unwrap();
+        // The secrets are really in there (so this test can fail).
+        assert_eq!(
+            cfg.live.token.as_ref().unwrap().as_str(),
+            settings::TOKEN.example
+        );
+        assert_eq!(
+            cfg.live.peer_token.as_ref().unwrap().as_str(),
+            settings::PEER_TOKEN.example
+        );
+        let s3 = cfg.startup.tier.as_ref().unwrap().s3.as_ref().unwrap();
+        assert_eq!(
+            s3.credentials.as_ref().unwrap().1,
+            settings::S3_SECRET_ACCESS_KEY.example
+        );
+        let tier = cfg.startup.tier.as_ref().unwrap();
+        for text in [
+            format!("{raw:?}"),
+            format!("{raw:#?}"),
+            format!("{cfg:?}"),
+            format!("{cfg:#?}"),
+            format!("{:?}", cfg.live),
+            format!("{tier:?}"),
+            format!("{s3:?}"),
+        ] {
+            for s in &secrets {
+                assert!(!text.contains(s.example), "{} shown: {text}", s.key);
+            }
+            assert!(
+                text.contains("redacted") || text.contains("Token(..)"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn peer_token_must_differ_from_the_client_token() {
+        let err = RawSettings::default()
+            .with(&settings::TOKEN, "same-token")
+            .with(&settings::PEER_TOKEN, "same-token")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("peer_token") && !err.contains("same-token"),
+            "{err}"
+        );
+        let cfg = RawSettings::default()
+            .with(&settings::TOKEN, "client")
+            .with(&settings::PEER_TOKEN, "peer")
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.live.peer_credential().unwrap().as_str(), "peer");
+        let cfg = RawSettings::default()
+            .with(&settings::TOKEN, "client")
+            .validate()
+            .unwrap();
+        assert_eq!(cfg.live.peer_credential().unwrap().as_str(), "client");
+    }
+
     /// The definition's live/restart flag matches where validation puts
     /// the value: changing a live setting changes only `Config::live`, a
     /// restart-only one only `Config::startup`.

@@ -17,11 +17,25 @@ const CONFIG_ARG: &str = "config";
 
 /// Raw `serve` settings: the config file path and every setting that was
 /// given on the command line, in the environment or in the file, as text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Debug` shows secret settings (`Setting::secret`) as `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RawSettings {
     /// TOML config file (`--config`, `CHUNKBUS_CONFIG`).
     pub config: Option<PathBuf>,
     values: BTreeMap<&'static str, String>,
+}
+
+impl std::fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values = self.values.iter().map(|(key, v)| {
+            let secret = settings::by_key(key).is_none_or(|s| s.secret);
+            (*key, if secret { "<redacted>" } else { v.as_str() })
+        });
+        f.debug_struct("RawSettings")
+            .field("config", &self.config)
+            .field("values", &values.collect::<BTreeMap<_, _>>())
+            .finish()
+    }
 }
 
 impl RawSettings {

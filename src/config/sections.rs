@@ -59,12 +59,24 @@ pub struct LiveSettings {
     pub peers: Vec<Peer>,
     /// Bearer token required on every endpoint but `/healthz`; None = no auth.
     pub token: Option<Token>,
+    /// Bearer token of the peer endpoints (`peer_token`); None = peers use
+    /// [`LiveSettings::token`].
+    pub peer_token: Option<Token>,
     /// Retention of sealed chunks.
     pub retention: RetentionConfig,
     /// When tiering uploads (used only when tiering is on).
     pub tier_thresholds: TierThresholds,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log_level: String,
+}
+
+impl LiveSettings {
+    /// The token this server sends to its peers and their endpoints
+    /// require: `peer_token`, else `token` (None: no auth).
+    #[must_use]
+    pub fn peer_credential(&self) -> Option<&Token> {
+        self.peer_token.as_ref().or(self.token.as_ref())
+    }
 }
 
 /// What happens to sealed chunks nobody deleted explicitly.

@@ -207,6 +207,15 @@ settings! {
         applies: Applies::Live,
         example: "n3=http://127.0.0.1:8083",
     }
+    PEER_TOKEN = "peer_token" {
+        value_name: "TOKEN",
+        help: "Bearer token of the peer endpoints (/peer/*): when set, they take only this token (the client token gets 401) and servers send it to their peers; give every server of the cluster the same one, different from --token. Unset, peers use --token, so any client holding it could act as a peer.",
+        section: CLUSTER,
+        default: Unset("unset (peers use --token)"),
+        applies: Applies::Live,
+        secret: true,
+        example: "peer-s3cret",
+    }
     REPLICATION_TIMEOUT = "replication_timeout" {
         value_name: "DURATION",
         help: "How long a write with min_sync_replicas waits before 503. ms/s/m/h.",

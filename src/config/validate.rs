@@ -128,11 +128,28 @@ impl RawSettings {
             live: LiveSettings {
                 peers,
                 token: self.optional(&s::TOKEN, Token::parse)?,
+                peer_token: self.peer_token()?,
                 retention,
                 tier_thresholds,
                 log_level,
             },
         })
+    }
+
+    /// `peer_token`, which must differ from `token` (otherwise every
+    /// client could act as a peer).
+    fn peer_token(&self) -> Result<Option<Token>, ConfigError> {
+        let peer = self.optional(&s::PEER_TOKEN, Token::parse)?;
+        if peer.is_some()
+            && self.get(&s::PEER_TOKEN).map(str::trim) == self.get(&s::TOKEN).map(str::trim)
+        {
+            return Err(invalid(
+                &s::PEER_TOKEN,
+                "(hidden)",
+                "must differ from token: with the same value every client could act as a peer",
+            ));
+        }
+        Ok(peer)
     }
 
     /// The tiering store settings, or None when tiering is off (neither

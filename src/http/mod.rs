@@ -71,7 +71,9 @@ pub async fn handle(
 
 /// Checks the bearer token (when one is configured) on every request the
 /// route table does not mark open (`/healthz`, `GET /`), comparing in
-/// constant time.
+/// constant time. Peer endpoints take only the peer token when
+/// `peer_token` is set (the client token is refused there, and the peer
+/// token everywhere else); without it they take the bearer token.
 fn authorize(state: &AppState, req: &Request<Incoming>, path: &str) -> Result<(), RouteError> {
     if !routes::needs_token(path, req.method()) {
         return Ok(());
@@ -81,6 +83,16 @@ fn authorize(state: &AppState, req: &Request<Incoming>, path: &str) -> Result<()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
+    if routes::is_peer_path(path) {
+        let peer = state
+            .live
+            .with_peer_token(|token| token.map(|t| t.matches(given)));
+        match peer {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(RouteError::PeerUnauthorized),
+            None => {} // no peer token: peers send the bearer token
+        }
+    }
     let ok = state.live.with_token(|token| match token {
         None => true,
         Some(t) => t.matches(given),

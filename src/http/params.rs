@@ -101,6 +101,10 @@ pub enum RequestError {
         #[source]
         source: BoxError,
     },
+    /// A subscription's `from` that names no chunk of its category held
+    /// here, or an offset that is not a message boundary of it.
+    #[error("invalid \"from\" of the subscription: {0}")]
+    BadStart(String),
     /// A subscription body that is not a spec. The parse error sits in the
     /// middle of the message, so it is formatted there (not a `source`).
     #[error(

@@ -14,8 +14,10 @@ use super::error::ApiError;
 use super::params::{Query, RequestError};
 use super::{json, ok_line, AppState, HttpResponse};
 use crate::cluster::protocol::{self, ChangesReply, ChangesRequest, ChunkState, Deleted, HeldCopy};
-use crate::cluster::ClusterError;
+use crate::cluster::{Cluster, ClusterError};
 use crate::names::ServerName;
+use crate::storage::chunk::index::Record;
+use crate::storage::chunk::Chunk;
 use crate::storage::{Storage, StorageError};
 
 /// Largest changes-poll body accepted (reports of many chunks).
@@ -39,14 +41,10 @@ pub(super) async fn changes(
         .to_bytes();
     let poll: ChangesRequest = serde_json::from_slice(&body).map_err(RequestError::BadPoll)?;
     let from = ServerName::parse(&poll.from)?;
-    if !cluster.is_peer(&from) {
-        return Err(ClusterError::NotAPeer {
-            from: from.to_string(),
-            me: cluster.me().to_string(),
-        }
-        .into());
-    }
-    cluster.progress.report(from.as_str(), &poll.held);
+    check_peer(cluster, &from)?;
+    // Count only what the owner has written, of chunks that exist.
+    let held = crate::cluster::held::checked(storage, cluster.me(), &poll.held);
+    cluster.progress.report(from.as_str(), &held);
     // A poll of this process run (same epoch) gets what changed after
     // `since` (which may be 0: nothing happened yet); any other poll gets
     // the full state at once.
@@ -113,6 +111,18 @@ pub(super) async fn changes(
     })
 }
 
+/// Refuses (`403`) a server that is not a configured peer now.
+fn check_peer(cluster: &Cluster, name: &ServerName) -> Result<(), ClusterError> {
+    if cluster.is_peer(name) {
+        Ok(())
+    } else {
+        Err(ClusterError::NotAPeer {
+            from: name.to_string(),
+            me: cluster.me().to_string(),
+        })
+    }
+}
+
 fn own_changes(storage: &Storage, full: bool, since: u64) -> Vec<ChunkState> {
     let mut out = Vec::new();
     for log in storage.logs() {
@@ -152,7 +162,8 @@ pub(super) async fn fetch(
     let name = query.chunk()?;
     let off = query.u64("off")?;
     let rec = query.u64("rec")?;
-    let max_size = query.u64("max_size")?.max(1);
+    // At least one batch; at most MAX_FETCH_SIZE, whatever is asked.
+    let max_size = query.u64("max_size")?.clamp(1, protocol::MAX_FETCH_SIZE);
     let chunk = storage
         .category(&category)
         .and_then(|l| l.chunk(&name))
@@ -171,9 +182,19 @@ pub(super) async fn fetch(
             .fetch_batches(&category, &chunk, rec, off, max_size)
             .await?
     } else {
-        let records = chunk.batch_records(rec, off, max_size)?;
-        let end = records.last().map_or(off, |r| r.offset + u64::from(r.len));
-        (records.clone(), chunk.raw_bytes(off, end)?)
+        match local_batches(&chunk, rec, off, max_size) {
+            Ok(found) => found,
+            // Tiered while read (the hand-over marks the chunk tiered
+            // before removing its files): the object has the same batches.
+            Err(e) if chunk.is_tiered() => {
+                tracing::debug!(chunk = %name, error = %e, "chunk tiered during a peer fetch; reading its object");
+                state
+                    .tiering()?
+                    .fetch_batches(&category, &chunk, rec, off, max_size)
+                    .await?
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     let head = protocol::encode_records(&records);
     let mut resp = Response::new(Body::from_parts([head, data]));
@@ -194,12 +215,27 @@ pub(super) async fn fetch(
     Ok(resp)
 }
 
+/// The index records and bytes of a local chunk's batches from record
+/// `rec` at `off` (at least one batch, at most `max_size` bytes).
+fn local_batches(
+    chunk: &Chunk,
+    rec: u64,
+    off: u64,
+    max_size: u64,
+) -> Result<(Vec<Record>, Bytes), StorageError> {
+    let records = chunk.batch_records(rec, off, max_size)?;
+    let end = records.last().map_or(off, |r| r.offset + u64::from(r.len));
+    let data = chunk.raw_bytes(off, end)?;
+    Ok((records, data))
+}
+
 /// `GET /peer/held?owner=NAME`: the copies of `NAME`'s chunks held here.
 pub(super) fn held(state: &AppState, req: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    state.cluster()?;
+    let cluster = state.cluster()?;
     let storage = state.peer_storage()?;
     let query = Query::parse(req.uri().query());
     let owner = ServerName::parse(query.required("owner")?)?;
+    check_peer(cluster, &owner)?;
     let mut out = Vec::new();
     for log in storage.logs() {
         for chunk in log.chunks() {
@@ -228,6 +264,7 @@ pub(super) async fn ack(
     let category = query.category()?;
     let name = query.chunk()?;
     let size = query.u64("size")?;
+    check_peer(cluster, &ServerName::parse(query.required("from")?)?)?;
     let storage = state.storage()?;
     if name.owner() != cluster.me() {
         return Err(ClusterError::NotOwner {

@@ -70,6 +70,9 @@ pub enum Access {
     /// No request to this path needs a token, whatever its method (health
     /// checks get their `405` without credentials).
     OpenPath,
+    /// A peer endpoint: needs the peer token (`peer_token`) when one is
+    /// configured — the client token is refused — else the bearer token.
+    Peer,
 }
 
 /// One row of the table.
@@ -104,13 +107,13 @@ const fn open(path: &'static str, method: Method, endpoint: Endpoint, access: Ac
     }
 }
 
-/// An internal peer route (needs the token; not listed).
+/// An internal peer route (needs the peer token; not listed).
 const fn peer_route(path: &'static str, method: Method, endpoint: Endpoint) -> Route {
     Route {
         path,
         method,
         endpoint,
-        access: Access::Token,
+        access: Access::Peer,
         public: false,
     }
 }
@@ -151,6 +154,10 @@ pub enum RouteError {
     /// A token is configured and the request lacks it (or has another).
     #[error("missing or wrong bearer token: send Authorization: Bearer <token>")]
     Unauthorized,
+    /// A peer endpoint without the peer token (`peer_token` is set; the
+    /// client token does not open peer endpoints).
+    #[error("missing or wrong peer token: peer endpoints take only Authorization: Bearer <peer_token>, not the client token")]
+    PeerUnauthorized,
     /// A known path with another method.
     #[error("method {method} is not allowed on {path}; use {allow}")]
     MethodNotAllowed {
@@ -174,7 +181,7 @@ pub enum RouteError {
 impl DomainError for RouteError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Unauthorized => ErrorKind::Unauthorized,
+            Self::Unauthorized | Self::PeerUnauthorized => ErrorKind::Unauthorized,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
             Self::NotFound { .. } => ErrorKind::NotFound,
         }
@@ -231,6 +238,15 @@ pub fn needs_token(path: &str, method: &Method) -> bool {
         r.path == path
             && (r.access == Access::OpenPath || (r.access == Access::Open && r.method == method))
     })
+}
+
+/// Whether `path` is a peer endpoint ([`Access::Peer`], whatever the
+/// method): it takes the peer token when one is configured.
+#[must_use]
+pub fn is_peer_path(path: &str) -> bool {
+    ROUTES
+        .iter()
+        .any(|r| r.path == path && r.access == Access::Peer)
 }
 
 /// The methods `path` allows, as an `Allow` header value (empty when none).
@@ -385,5 +401,20 @@ mod tests {
         {
             assert!(needs_token(r.path, &r.method), "{}", r.path);
         }
+    }
+
+    #[test]
+    fn exactly_the_peer_endpoints_take_the_peer_token() {
+        for r in &ROUTES {
+            assert_eq!(
+                is_peer_path(r.path),
+                r.path.starts_with("/peer/"),
+                "{}",
+                r.path
+            );
+            assert_eq!(is_peer_path(r.path), !r.public, "{}", r.path);
+        }
+        assert!(!is_peer_path("/peer/nope") && !is_peer_path("/peers"));
+        assert_eq!(RouteError::PeerUnauthorized.into_api_error().status, 401);
     }
 }

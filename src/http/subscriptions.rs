@@ -9,8 +9,10 @@ use hyper::{Request, StatusCode};
 use super::error::ApiError;
 use super::params::{Query, RequestError};
 use super::{json, ok_line, AppState, HttpResponse};
-use crate::names::GroupName;
+use crate::names::{Category, ChunkName, GroupName};
+use crate::storage::StorageError;
 use crate::subscriptions::Spec;
+use crate::tier::TierError;
 
 /// Largest registration body.
 const MAX_SPEC_BYTES: usize = 64 << 10;
@@ -29,6 +31,7 @@ pub(super) async fn add(
         })?
         .to_bytes();
     let spec: Spec = serde_json::from_slice(&body).map_err(RequestError::SpecJson)?;
+    check_start(state, &spec).await?;
     subs.add(spec).await?;
     let mut r = ok_line();
     *r.status_mut() = StatusCode::CREATED; // success, not a failure status
@@ -48,4 +51,50 @@ pub(super) async fn remove(
     let group = GroupName::parse(query.required("group")?)?;
     state.subscriptions()?.remove(&category, &group).await?;
     Ok(ok_line())
+}
+
+/// Checks a spec's `from` against this server's chunks: it must name a
+/// chunk of the category held here (local or tiered) and a message
+/// boundary of it, at most its end; otherwise the delivery could never
+/// start and would retry forever. Invalid names are left to
+/// `Spec::validate`, which says what is allowed.
+///
+/// # Errors
+/// [`RequestError::BadStart`] (`400`), or the failure to read a tiered
+/// chunk's boundary.
+async fn check_start(state: &AppState, spec: &Spec) -> Result<(), ApiError> {
+    let Some(from) = &spec.from else {
+        return Ok(());
+    };
+    let (Ok(category), Ok(name)) = (
+        Category::parse(&spec.category),
+        ChunkName::parse(&from.chunk),
+    ) else {
+        return Ok(());
+    };
+    let storage = state.storage()?;
+    let Some(chunk) = storage.category(&category).and_then(|log| log.chunk(&name)) else {
+        return Err(RequestError::BadStart(format!(
+            "chunk {name} does not exist in category {category} on this server; use a chunk GET /listChunks lists"
+        ))
+        .into());
+    };
+    let checked = if chunk.is_tiered() {
+        match state
+            .tiering()?
+            .check_boundary(&category, &chunk, from.offset)
+            .await
+        {
+            Err(TierError::Storage(e)) => Err(e),
+            other => return Ok(other?),
+        }
+    } else {
+        chunk.check_boundary(from.offset)
+    };
+    match checked {
+        Err(e @ (StorageError::OffsetBeyondEnd { .. } | StorageError::NotBoundary { .. })) => {
+            Err(RequestError::BadStart(e.to_string()).into())
+        }
+        other => Ok(other?),
+    }
 }

@@ -21,8 +21,9 @@ pub const MAX_HEADERS: usize = 32;
 /// Longest allowed `timeout_ms`.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
-/// What a client registers (`POST /subscriptions` body).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What a client registers (`POST /subscriptions` body). `Debug` shows
+/// header names only: their values are often the receiver's credentials.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// Category to deliver.
@@ -45,6 +46,27 @@ pub struct Spec {
     /// How long the receiver may take to answer, ms (default 30000).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("category", &self.category)
+            .field("url", &self.url)
+            .field("group", &self.group)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .keys()
+                    .map(|k| (k, "<redacted>"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("from", &self.from)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 /// A starting position.
@@ -122,8 +144,9 @@ impl Spec {
             {
                 return Err(InvalidSpec::ReservedHeader(k.clone()));
             }
-            let value = hyper::header::HeaderValue::from_str(v)
+            let mut value = hyper::header::HeaderValue::from_str(v)
                 .map_err(|_invalid| InvalidSpec::HeaderValue(k.clone()))?;
+            value.set_sensitive(true); // never shown by `Debug`
             headers.insert(name, value);
         }
         let from = self

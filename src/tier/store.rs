@@ -164,8 +164,9 @@ impl ObjectStore for LocalStore {
     }
 }
 
-/// S3 connection settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// S3 connection settings (`Debug` shows the access key id, never the
+/// secret).
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Settings {
     /// Endpoint URL (`http://127.0.0.1:9000`); None = AWS's regional endpoint.
     pub endpoint: Option<String>,
@@ -179,6 +180,22 @@ pub struct S3Settings {
     pub path_style: bool,
     /// Access key id and secret (None: environment or profile file).
     pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(id, _)| (id, "<redacted>")),
+            )
+            .finish()
+    }
 }
 
 /// An S3 bucket (or any S3-compatible store).
