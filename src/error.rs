@@ -36,6 +36,9 @@ pub enum ErrorKind {
     Conflict,
     /// The request body or a message in it is larger than allowed.
     PayloadTooLarge,
+    /// The request body is declared in a media type the endpoint does not
+    /// take (a JSON body not sent as `application/json`).
+    UnsupportedMediaType,
     /// A bug or an unexpected local failure; logged.
     Internal,
     /// An upstream service (the object store) failed; logged.

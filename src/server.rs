@@ -240,6 +240,7 @@ pub async fn run_with_hook(
             tiering.clone(),
             Arc::clone(&groups),
             token.child_token(),
+            config.startup.webhooks.clone(),
         )
         .await?,
     );

@@ -22,6 +22,41 @@ pub fn parse_retention_mode(s: &str) -> Result<RetentionMode, String> {
     }
 }
 
+/// Parses a comma-separated list of host names or addresses without ports
+/// (`allowed_hosts`) into lower case, IPv6 addresses without brackets, no
+/// trailing dots.
+///
+/// # Errors
+/// A message naming the first invalid entry and saying what is allowed.
+pub fn parse_host_list(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let bare = e
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .unwrap_or(e);
+            if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+                return Ok(ip.to_string());
+            }
+            let name = e.strip_suffix('.').unwrap_or(e).to_ascii_lowercase();
+            let ok = name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+            if ok {
+                Ok(name)
+            } else {
+                Err(format!(
+                    "{e:?} is not a host name or address (give names like broker.internal, without port)"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// Parses a positive number of hours (`24`, `0.5`).
 ///
 /// # Errors
@@ -114,6 +149,20 @@ fn parse_digits(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_lists_are_normalized_and_ports_refused() {
+        assert_eq!(
+            parse_host_list(" Broker.Internal., [fd00::1], 10.0.0.1 ,").unwrap(),
+            vec!["broker.internal", "fd00::1", "10.0.0.1"]
+        );
+        for bad in ["broker:8080", "a b", "http://x", "a..b"] {
+            assert!(
+                parse_host_list(bad).unwrap_err().contains("without port"),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn sizes_and_durations() {

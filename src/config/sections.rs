@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::auth::Token;
 use crate::cluster::Peer;
 use crate::names::ServerName;
+use crate::subscriptions::WebhookPolicy;
 use crate::tier::{TierConfig, TierThresholds};
 
 /// Validated server configuration.
@@ -48,6 +49,13 @@ pub struct Startup {
     pub tls_ca: Option<PathBuf>,
     /// Tiering store, keys and encoding; None = tiering off.
     pub tier: Option<TierConfig>,
+    /// Extra `Host` names the HTTP listener answers (`allowed_hosts`:
+    /// lower case, no port, IPv6 without brackets); None = only loopback
+    /// names, checked only when `listen` is a loopback address.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Which receivers push subscriptions may reach (`webhook_allow`,
+    /// `webhook_deny`).
+    pub webhooks: WebhookPolicy,
 }
 
 /// Settings applied while running when the config file changes.

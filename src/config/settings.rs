@@ -87,6 +87,7 @@ const CLUSTER: &str = "cluster";
 const RETENTION: &str = "retention";
 const TLS: &str = "TLS";
 const TIERING: &str = "tiering";
+const SUBSCRIPTIONS: &str = "push subscriptions";
 
 /// Fields an entry of [`settings!`] does not name.
 const BASE: Setting = Setting {
@@ -141,6 +142,12 @@ settings! {
         applies: Applies::Live,
         secret: true,
         example: "s3cret-token",
+    }
+    ALLOWED_HOSTS = "allowed_hosts" {
+        value_name: "HOSTS",
+        help: "Host names or addresses (comma separated, no port) the HTTP listener answers besides localhost, 127.0.0.0/8, [::1] and names without dots, against DNS rebinding. Unset, the Host header is checked only when --listen is a loopback address; set, on every listener (list every name clients and peers use).",
+        default: Unset("unset (loopback names only, checked on a loopback listener)"),
+        example: "broker.internal",
     }
     LOG_LEVEL = "log_level" {
         value_name: "FILTER",
@@ -265,6 +272,20 @@ settings! {
         help: "PEM CA certificates that https:// peers are verified against (required for https:// peers).",
         section: TLS,
         example: "other-ca.pem",
+    }
+    WEBHOOK_ALLOW = "webhook_allow" {
+        value_name: "LIST",
+        help: "Push subscription receivers allowed (comma separated addresses, CIDRs, host names, *.domain); when set, nothing else is. An address or CIDR entry also lifts the default denial of link-local and cloud metadata addresses.",
+        section: SUBSCRIPTIONS,
+        default: Unset("unset (any receiver but link-local and cloud metadata addresses)"),
+        example: "10.0.0.0/8",
+    }
+    WEBHOOK_DENY = "webhook_deny" {
+        value_name: "LIST",
+        help: "Push subscription receivers refused (comma separated addresses, CIDRs, host names, *.domain), e.g. 127.0.0.0/8,::1 to refuse loopback. Checked when a subscription is created and against every resolved address at each connect.",
+        section: SUBSCRIPTIONS,
+        default: Unset("none (loopback and private ranges are allowed)"),
+        example: "127.0.0.0/8",
     }
     TIER_AFTER = "tier_after" {
         value_name: "DURATION",

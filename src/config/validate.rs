@@ -6,13 +6,15 @@
 use std::path::{Path, PathBuf};
 
 use super::parse::{
-    parse_append_mode, parse_bool, parse_duration, parse_hours, parse_retention_mode, parse_size,
+    parse_append_mode, parse_bool, parse_duration, parse_host_list, parse_hours,
+    parse_retention_mode, parse_size,
 };
 use super::sections::{Config, LiveSettings, RetentionConfig, Startup, StorageConfig, TlsFiles};
 use super::settings::{self as s, DefaultValue, Setting};
 use super::{ConfigError, Limits, RawSettings};
 use crate::auth::Token;
 use crate::names::ServerName;
+use crate::subscriptions::WebhookPolicy;
 use crate::tier::keys::{KeyRing, Keys};
 use crate::tier::store::S3Settings;
 use crate::tier::{TierConfig, TierThresholds};
@@ -124,6 +126,13 @@ impl RawSettings {
                 tls,
                 tls_ca,
                 tier,
+                allowed_hosts: self.optional(&s::ALLOWED_HOSTS, parse_host_list)?,
+                webhooks: WebhookPolicy::new(
+                    self.optional(&s::WEBHOOK_ALLOW, WebhookPolicy::parse_rules)?
+                        .unwrap_or_default(),
+                    self.optional(&s::WEBHOOK_DENY, WebhookPolicy::parse_rules)?
+                        .unwrap_or_default(),
+                ),
             },
             live: LiveSettings {
                 peers,

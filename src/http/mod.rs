@@ -9,6 +9,7 @@
 //! - `routes.rs`: the route table, dispatch, `Allow` and the `404` list.
 //! - [`params`]: query parsing and [`params::RequestError`].
 //! - [`error`]: [`error::ApiError`], kinds → statuses.
+//! - [`guard`]: browser defences (Host, cross-site, JSON media type).
 //! - handlers: `write.rs`, `read.rs`, `ack.rs`, `groups.rs`,
 //!   `subscriptions.rs`, `admin.rs`, `peer.rs`.
 
@@ -17,6 +18,7 @@ mod admin;
 pub mod body;
 pub mod error;
 mod groups;
+pub mod guard;
 pub mod params;
 mod peer;
 mod read;
@@ -40,7 +42,9 @@ pub use state::{body_budget_bytes, AppState, ServiceError};
 /// The response type of every handler.
 pub type HttpResponse = Response<body::Body>;
 
-/// Routes one request. Never fails at the HTTP level: errors become responses.
+/// Routes one request: the `Host` check, the bearer token, the route, the
+/// cross-site check (`guard.rs`), then the handler. Never fails at the
+/// HTTP level: errors become responses.
 ///
 /// # Errors
 /// Never (the `Result` is what hyper's `service_fn` wants).
@@ -50,10 +54,22 @@ pub async fn handle(
 ) -> Result<HttpResponse, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let endpoint = authorize(&state, &req, &path).and_then(|()| routes::resolve(&path, &method));
+    let startup = &state.config.startup;
+    let endpoint = guard::check_host(startup, req.headers())
+        .map_err(ApiError::from)
+        .and_then(|()| {
+            authorize(&state, &req, &path)
+                .and_then(|()| routes::resolve(&path, &method))
+                .map_err(RouteError::into_api_error)
+        })
+        .and_then(|e| {
+            guard::check_origin(startup, e, req.headers())
+                .map(|()| e)
+                .map_err(ApiError::from)
+        });
     let result = match endpoint {
         Ok(endpoint) => routes::dispatch(endpoint, &state, req).await,
-        Err(e) => Err(e.into_api_error()),
+        Err(e) => Err(e),
     };
     let resp = result.unwrap_or_else(|e| {
         state

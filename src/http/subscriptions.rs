@@ -1,6 +1,6 @@
 //! Push subscriptions: `POST /subscriptions` (JSON body, see
-//! [`crate::subscriptions::Spec`]), `GET /subscriptions`,
-//! `DELETE /subscriptions?category=C&group=G`.
+//! [`crate::subscriptions::Spec`], declared `application/json` or not
+//! declared), `GET /subscriptions`, `DELETE /subscriptions?category=C&group=G`.
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -21,6 +21,7 @@ pub(super) async fn add(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
+    super::guard::require_json(req.headers())?;
     let subs = state.subscriptions()?;
     let body = Limited::new(req.into_body(), MAX_SPEC_BYTES)
         .collect()

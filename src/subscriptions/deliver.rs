@@ -1,6 +1,13 @@
 //! The delivery loop of one subscription: find the group's next undelivered
 //! batch, POST it, advance the group on `2xx`, back off and retry the same
 //! position on anything else; wait for new data when caught up.
+//!
+//! Connections go through the policy-checking connector (`connect.rs`); of
+//! a receiver's answer at most [`MAX_ANSWER_BYTES`] are read (a longer
+//! answer's connection is dropped), so a receiver cannot make the broker
+//! buffer an endless body. What `GET /subscriptions` shows as `last_error`
+//! does not tell a refused connection from a timed-out one
+//! ([`DeliveryError::public`]); the cause is logged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,11 +17,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::CONTENT_TYPE;
 use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::connect::{self, GuardedConnector};
+use super::policy::{Denied, WebhookPolicy};
 use super::{Progress, Valid};
 use crate::groups::{GroupError, GroupStore};
 use crate::storage::chunk::{Chunk, ReadOutcome};
@@ -25,8 +33,15 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Rescan at least this often while caught up (new owners, missed wake-ups).
 const IDLE_RESCAN: Duration = Duration::from_secs(1);
+/// Most bytes of a receiver's answer body that are read; the connection of
+/// a longer answer is closed instead of drained.
+pub const MAX_ANSWER_BYTES: usize = 64 << 10;
+/// Most bytes of a refusing answer kept for the server log.
+const LOGGED_ANSWER_BYTES: usize = 200;
+/// Time each resolved address gets to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type HttpClient = hyper_util::client::legacy::Client<GuardedConnector, Full<Bytes>>;
 
 /// Delivers one subscription until stopped.
 pub(super) struct Deliverer {
@@ -46,6 +61,10 @@ pub(super) enum DeliveryError {
     /// The request could not be built from the subscription.
     #[error("building the request failed")]
     Build(#[source] hyper::http::Error),
+    /// The webhook policy refuses the receiver's host or an address it
+    /// resolves to; nothing was sent.
+    #[error(transparent)]
+    Denied(Denied),
     /// No answer: connection refused, reset, ….
     #[error("POST {url} failed")]
     Send {
@@ -56,14 +75,37 @@ pub(super) enum DeliveryError {
         source: hyper_util::client::legacy::Error,
     },
     /// The receiver answered with a non-`2xx` status.
-    #[error("receiver answered {0}")]
-    Refused(hyper::StatusCode),
+    #[error("receiver answered {status}: {answer:?}")]
+    Refused {
+        /// The status.
+        status: hyper::StatusCode,
+        /// The start of the answer body (for the server log only: it may
+        /// hold data of whatever the receiver is).
+        answer: String,
+    },
     /// The receiver did not answer within the subscription's timeout.
     #[error("receiver did not answer within {} ms", .0.as_millis())]
     Timeout(Duration),
     /// The subscription is being stopped.
     #[error("stopped")]
     Stopped,
+}
+
+impl DeliveryError {
+    /// The `last_error` text of `GET /subscriptions`: the status of an
+    /// answer, or that there was none — never whether a connection was
+    /// refused, reset or timed out, nor what a refusing receiver wrote, so
+    /// a caller cannot map which ports of which hosts are open. The full
+    /// cause goes to the server log.
+    fn public(&self) -> String {
+        match self {
+            Self::Build(_) | Self::Denied(_) | Self::Stopped => crate::error_chain(self),
+            Self::Refused { status, .. } => format!("receiver answered {status}"),
+            Self::Send { .. } | Self::Timeout(_) => {
+                "no HTTP answer from the receiver (connection failed, closed or timed out; the server log has the cause)".to_owned()
+            }
+        }
+    }
 }
 
 /// The next batch to deliver.
@@ -81,10 +123,9 @@ impl Deliverer {
         groups: Arc<GroupStore>,
         progress: Arc<Mutex<Progress>>,
         stop: CancellationToken,
+        policy: Arc<WebhookPolicy>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = GuardedConnector::new(policy, CONNECT_TIMEOUT);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -108,10 +149,8 @@ impl Deliverer {
             let next = match self.next_batch().await {
                 Ok(n) => n,
                 Err(e) => {
-                    self.failed(format!(
-                        "reading the category failed: {}",
-                        crate::error_chain(&e)
-                    ));
+                    let why = format!("reading the category failed: {}", crate::error_chain(&e));
+                    self.failed(why.clone(), why);
                     self.pause(&mut backoff).await;
                     continue;
                 }
@@ -139,16 +178,15 @@ impl Deliverer {
                         }
                         Err(e) => {
                             // Delivered but not recorded: it will be sent again.
-                            self.failed(format!(
-                                "storing the position failed: {}",
-                                crate::error_chain(&e)
-                            ));
+                            let why =
+                                format!("storing the position failed: {}", crate::error_chain(&e));
+                            self.failed(why.clone(), why);
                             self.pause(&mut backoff).await;
                         }
                     }
                 }
                 Err(e) => {
-                    self.failed(crate::error_chain(&e));
+                    self.failed(e.public(), crate::error_chain(&e));
                     self.pause(&mut backoff).await;
                 }
             }
@@ -270,39 +308,56 @@ impl Deliverer {
         for (k, v) in &self.v.headers {
             req.headers_mut().insert(k.clone(), v.clone());
         }
+        let started = tokio::time::Instant::now();
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|source| DeliveryError::Send {
-                    url: self.v.spec.url.clone(),
-                    source,
-                })?;
+            let resp =
+                self.http
+                    .request(req)
+                    .await
+                    .map_err(|source| match connect::denial(&source) {
+                        Some(d) => DeliveryError::Denied(d.clone()),
+                        None => DeliveryError::Send {
+                            url: self.v.spec.url.clone(),
+                            source,
+                        },
+                    })?;
             let status = resp.status();
-            // Read the (small) answer so the connection can be reused.
-            let _ = resp.into_body().collect().await;
+            let answer = read_answer(resp.into_body(), !status.is_success()).await;
             if status.is_success() {
                 Ok(())
             } else {
-                Err(DeliveryError::Refused(status))
+                Err(DeliveryError::Refused {
+                    status,
+                    answer: String::from_utf8_lossy(&answer).into_owned(),
+                })
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             r = tokio::time::timeout(self.v.timeout, exchange) => r.unwrap_or_else(|_elapsed| {
                 Err(DeliveryError::Timeout(self.v.timeout))
             }),
             () = self.stop.cancelled() => Err(DeliveryError::Stopped),
+        };
+        if matches!(&result, Err(DeliveryError::Send { source, .. }) if source.is_connect()) {
+            // A refused connection takes as long to report as an
+            // unanswered one: the failure count's pace tells nothing either.
+            tokio::select! {
+                () = tokio::time::sleep_until(started + self.v.timeout) => {}
+                () = self.stop.cancelled() => {}
+            }
         }
+        result
     }
 
-    fn failed(&self, why: String) {
+    /// Counts a failed attempt: `public` becomes `last_error`, `detail` is
+    /// logged (on the first failure and each power of two after).
+    fn failed(&self, public: String, detail: String) {
         let mut p = self.progress.lock();
         p.failures += 1;
         if p.failures == 1 || p.failures.is_power_of_two() {
-            tracing::warn!(category = %self.v.category, group = %self.v.group, failures = p.failures, error = %why, "push delivery failed; retrying");
+            tracing::warn!(category = %self.v.category, group = %self.v.group, failures = p.failures, error = %detail, "push delivery failed; retrying");
         }
-        p.last_error = Some(why);
+        p.last_error = Some(public);
     }
 
     async fn pause(&self, backoff: &mut Duration) {
@@ -312,4 +367,27 @@ impl Deliverer {
         }
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Reads at most [`MAX_ANSWER_BYTES`] of an answer body, keeping the first
+/// [`LOGGED_ANSWER_BYTES`] when `keep` (a refusal, for the log). A body
+/// that ends within the bound leaves its connection reusable; a longer one
+/// is dropped unread, which closes the connection, so memory stays bounded
+/// whatever the receiver sends.
+async fn read_answer(mut body: hyper::body::Incoming, keep: bool) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while read < MAX_ANSWER_BYTES {
+        let Some(Ok(frame)) = body.frame().await else {
+            break;
+        };
+        if let Some(data) = frame.data_ref() {
+            read += data.len();
+            if keep {
+                let room = LOGGED_ANSWER_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+    }
+    kept
 }

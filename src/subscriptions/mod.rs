@@ -7,8 +7,18 @@
 //! (rewritten atomically on every change) and restarted with the server;
 //! their progress is the group's durable position, so delivery resumes where
 //! the last acknowledged batch ended.
+//!
+//! Receivers are checked against the [`WebhookPolicy`] when a subscription
+//! is added (the URL's host) and at every connect (each resolved address).
+//!
+//! - `spec.rs`: the registered [`Spec`] and its validation.
+//! - [`policy`]: which hosts and addresses may be receivers.
+//! - [`connect`]: resolve, check, connect.
+//! - `deliver.rs`: one subscription's delivery loop.
 
+pub mod connect;
 mod deliver;
+pub mod policy;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -22,6 +32,8 @@ use crate::fsutil;
 use crate::groups::GroupStore;
 use crate::names::{Category, GroupName};
 use crate::storage::Storage;
+pub use deliver::MAX_ANSWER_BYTES;
+pub use policy::{Denied, WebhookPolicy};
 pub use spec::{
     InvalidSpec, Spec, StartAt, Valid, DEFAULT_MAX_BATCH, DEFAULT_TIMEOUT_MS, MAX_BATCH_LIMIT,
     MAX_HEADERS, MAX_TIMEOUT_MS,
@@ -69,6 +81,9 @@ pub enum SubscriptionError {
     /// Invalid spec.
     #[error(transparent)]
     Invalid(#[from] InvalidSpec),
+    /// The receiver's host is refused by the webhook policy.
+    #[error(transparent)]
+    Denied(#[from] Denied),
     /// A subscription for this (category, group) exists.
     #[error(
         "a subscription for category {category} and group {group} already exists; delete it first"
@@ -101,12 +116,15 @@ pub enum SubscriptionError {
 }
 
 impl crate::error::DomainError for SubscriptionError {
-    /// An invalid spec is a `BadRequest`, a duplicate a `Conflict`, an
-    /// unknown subscription `NotFound`, a registry I/O failure `Internal`.
+    /// An invalid spec is a `BadRequest` (a malformed receiver host too),
+    /// a receiver the policy refuses `Forbidden`, a duplicate a `Conflict`,
+    /// an unknown subscription `NotFound`, a registry I/O failure
+    /// `Internal`.
     fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
         match self {
-            Self::Invalid(_) => ErrorKind::BadRequest,
+            Self::Invalid(_) | Self::Denied(Denied::BadName { .. }) => ErrorKind::BadRequest,
+            Self::Denied(_) => ErrorKind::Forbidden,
             Self::Exists { .. } => ErrorKind::Conflict,
             Self::Unknown { .. } => ErrorKind::NotFound,
             Self::Io { .. } => ErrorKind::Internal,
@@ -122,12 +140,16 @@ pub struct Subscriptions {
     tiering: Option<Arc<crate::tier::Tiering>>,
     groups: Arc<GroupStore>,
     shutdown: CancellationToken,
+    policy: Arc<WebhookPolicy>,
     running: tokio::sync::Mutex<BTreeMap<(Category, GroupName), Running>>,
     tasks: tokio_util::task::TaskTracker,
 }
 
 impl Subscriptions {
     /// Loads `subscriptions.json` and starts delivering each subscription.
+    /// Stored subscriptions are not re-checked against `policy` here (one
+    /// the policy now refuses keeps its registration and position): every
+    /// connect is, so nothing reaches a refused receiver.
     ///
     /// # Errors
     /// The file exists but cannot be read or parsed.
@@ -137,6 +159,7 @@ impl Subscriptions {
         tiering: Option<Arc<crate::tier::Tiering>>,
         groups: Arc<GroupStore>,
         shutdown: CancellationToken,
+        policy: WebhookPolicy,
     ) -> Result<Self, SubscriptionError> {
         let path = state_dir.join(FILE);
         let specs: Vec<Spec> = match std::fs::read(&path) {
@@ -160,6 +183,7 @@ impl Subscriptions {
             tiering,
             groups,
             shutdown,
+            policy: Arc::new(policy),
             running: tokio::sync::Mutex::new(BTreeMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
         };
@@ -188,10 +212,13 @@ impl Subscriptions {
     /// Registers and starts a subscription, durably.
     ///
     /// # Errors
-    /// Invalid spec, an existing (category, group) subscription, or the
-    /// registry could not be saved (then nothing changed).
+    /// Invalid spec, a receiver host the webhook policy refuses (checked
+    /// without resolving it), an existing (category, group) subscription,
+    /// or the registry could not be saved (then nothing changed).
     pub async fn add(&self, spec: Spec) -> Result<(), SubscriptionError> {
         let valid = spec.validate()?;
+        self.policy
+            .check_host(valid.url.host().unwrap_or_default())?;
         let key = (valid.category.clone(), valid.group.clone());
         let mut running = self.running.lock().await;
         if running.contains_key(&key) {
@@ -277,6 +304,7 @@ impl Subscriptions {
             Arc::clone(&self.groups),
             Arc::clone(&progress),
             stop.clone(),
+            Arc::clone(&self.policy),
         );
         self.tasks.spawn(deliverer.run());
         Running {

@@ -11,6 +11,7 @@ mod crash;
 mod disk_full;
 mod groups;
 mod harness;
+mod hostile_web;
 mod peer_auth;
 mod pubsub;
 mod recovery;
