@@ -12,6 +12,7 @@ mod disk_full;
 mod groups;
 mod harness;
 mod hostile_web;
+mod limits;
 mod peer_auth;
 mod pubsub;
 mod recovery;
