@@ -68,17 +68,22 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Allocates `len` bytes of real blocks for `file` (extending it), so later
-/// stores through a mapping cannot hit a hole. A full disk gives `ENOSPC`
-/// here instead of `SIGBUS` later.
+/// Allocates real blocks for `[off, off + len)` of `file` (extending it if
+/// that ends past its end), so later stores through a mapping cannot hit a
+/// hole. A full disk gives `ENOSPC` here instead of `SIGBUS` later.
 ///
 /// # Errors
 /// `ENOSPC`/`EDQUOT` when the disk is full, or another OS error.
-pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+pub fn preallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    if len == 0 {
+        return Ok(());
+    }
     // SAFETY: posix_fallocate only reads its integer arguments; the fd is
     // valid for the duration of the call because `file` is borrowed.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) };
     if rc == 0 {
         Ok(())
     } else {
@@ -200,9 +205,14 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let d = tempfile::tempdir().unwrap();
         let f = File::create(d.path().join("f")).unwrap();
-        preallocate(&f, 1 << 20).unwrap();
+        preallocate(&f, 0, 1 << 20).unwrap();
         let m = f.metadata().unwrap();
         assert_eq!(m.len(), 1 << 20);
         assert!(m.blocks() * 512 >= 1 << 20);
+        // A further step extends the file and allocates only the new range.
+        preallocate(&f, 1 << 20, 256 << 10).unwrap();
+        let m = f.metadata().unwrap();
+        assert_eq!(m.len(), (1 << 20) + (256 << 10));
+        assert!(m.blocks() * 512 >= (1 << 20) + (256 << 10));
     }
 }

@@ -123,6 +123,10 @@ pub struct StorageConfig {
     pub fsync_every_write: bool,
     /// How appended bytes reach the chunk file (`append_mode`).
     pub append_mode: AppendMode,
+    /// Most categories a write may create (`max_categories`).
+    pub max_categories: usize,
+    /// Chunks kept open, files and mappings (`max_open_chunks`).
+    pub max_open_chunks: usize,
     /// Peers are configured: own chunks left open by a crash wait for the
     /// pull-back from replicas before sealing, and deletions of own chunks
     /// are logged as tombstones for replicas.

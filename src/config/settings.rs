@@ -192,6 +192,20 @@ settings! {
         default: Value("write"),
         example: "mmap",
     }
+    MAX_CATEGORIES = "max_categories" {
+        value_name: "N",
+        help: "Most categories this server holds: a write that would create one more gets 409 and stores nothing (copies of peers' categories are never refused, and count).",
+        section: STORAGE,
+        default: Value("100000"),
+        example: "1000",
+    }
+    MAX_OPEN_CHUNKS = "max_open_chunks" {
+        value_name: "N",
+        help: "Chunks kept open (an open chunk: 2 file descriptors and a mapping, 4 with a busy category's spare; a chunk being read: a mapping); the least recently used, and any idle for 60s, are closed and reopened on their next write or read.",
+        section: STORAGE,
+        default: Value("1024"),
+        example: "256",
+    }
     MAX_MESSAGE_SIZE = "max_message_size" {
         value_name: "SIZE",
         help: "Largest message, newline included. Bytes, or KiB/MiB/GiB.",

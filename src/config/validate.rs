@@ -42,6 +42,8 @@ impl RawSettings {
             flush_interval: self.required(&s::FLUSH_INTERVAL, positive_duration)?,
             fsync_every_write: self.required(&s::FSYNC_EVERY_WRITE, parse_bool)?,
             append_mode: self.required(&s::APPEND_MODE, parse_append_mode)?,
+            max_categories: self.required(&s::MAX_CATEGORIES, |v| count(v, 1_000_000_000))?,
+            max_open_chunks: self.required(&s::MAX_OPEN_CHUNKS, |v| count(v, 1_000_000))?,
         };
         check_range(&s::MAX_CHUNK_SIZE, storage.max_chunk_size, 4096, 64 << 30)?;
         let max_batch_size = self.required(&s::MAX_BATCH_SIZE, parse_size)?;
@@ -293,6 +295,14 @@ fn positive_duration(v: &str) -> Result<std::time::Duration, String> {
         return Err("must be longer than 0".into());
     }
     Ok(d)
+}
+
+/// A count from 1 to `max`.
+fn count(v: &str, max: usize) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("expected a whole number from 1 to {max}"))
 }
 
 /// An invalid-value error naming `setting`; secret values are not echoed.

@@ -67,6 +67,8 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             .into());
         }
     }
+    // A new category past `max_categories` is refused before the body is read.
+    storage.admits(&category)?;
     // Reserve memory for the whole body at once (no hold-and-wait between
     // requests): under overload new bodies wait here and TCP pushes back,
     // instead of the process growing without bound.

@@ -122,6 +122,12 @@ pub enum StorageError {
         /// The chunk.
         name: String,
     },
+    /// A write would create a category past `max_categories`.
+    #[error("this server already holds the most categories allowed ({max}, max_categories); write to an existing category, or raise --max-categories")]
+    TooManyCategories {
+        /// The limit.
+        max: usize,
+    },
     /// All 10^9 chunk indexes of a category are used.
     #[error("category {category} has used every chunk index (999999999)")]
     IndexesExhausted {
@@ -145,13 +151,16 @@ impl StorageError {
 impl crate::error::DomainError for StorageError {
     /// Refusals of the request are `BadRequest`, an unknown chunk
     /// `NotFound`, a full disk `DiskFull`, a read-only category
-    /// `Unavailable`; anything else is `Internal`.
+    /// `Unavailable`, a new category past `max_categories` `Conflict`
+    /// (the server's state refuses it until categories are removed or the
+    /// limit raised; waiting does not help); anything else is `Internal`.
     fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
         match self {
             Self::DiskFull { .. } => ErrorKind::DiskFull,
             Self::Failed { .. } => ErrorKind::Unavailable,
             Self::UnknownChunk { .. } => ErrorKind::NotFound,
+            Self::TooManyCategories { .. } => ErrorKind::Conflict,
             Self::NotSealed { .. }
             | Self::AckTooSmall { .. }
             | Self::OffsetBeyondEnd { .. }

@@ -14,8 +14,9 @@ pub mod chunk;
 mod copy;
 mod error;
 pub mod feed;
+mod open_cache;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,10 @@ use crate::config::StorageConfig;
 use crate::fsutil::{self, FaultHook};
 use crate::names::{Category, ChunkName, ServerName};
 use chunk::format::CheckedBody;
+use open_cache::OpenCache;
+
+/// Blocking tasks sealing categories in parallel at shutdown.
+const SHUTDOWN_SEALERS: usize = 8;
 
 /// Name of the state directory inside the data dir.
 pub const STATE_DIR: &str = ".chunkbus";
@@ -51,6 +56,8 @@ pub struct Ctx {
     tasks: TaskTracker,
     closing: AtomicBool,
     feed: ChangeFeed,
+    /// Open chunk files and mappings, bounded by `max_open_chunks`.
+    cache: Arc<OpenCache>,
 }
 
 impl Ctx {
@@ -71,11 +78,20 @@ impl Ctx {
     }
 }
 
+/// The categories of a server, and those whose directory is being created.
+#[derive(Debug, Default)]
+struct Categories {
+    logs: BTreeMap<Category, Arc<CategoryLog>>,
+    /// Names being created (directory and counter outside the lock), with
+    /// how many creators each: counted against `max_categories`.
+    creating: HashMap<Category, usize>,
+}
+
 /// The storage engine of one server.
 #[derive(Debug)]
 pub struct Storage {
     ctx: Arc<Ctx>,
-    categories: RwLock<BTreeMap<Category, Arc<CategoryLog>>>,
+    categories: RwLock<Categories>,
     _lock: File,
 }
 
@@ -116,15 +132,18 @@ impl Storage {
             Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &lock_path, e)),
         }
         let feed = ChangeFeed::open(cfg.cluster.then_some(state_dir.as_path()), hook.clone())?;
+        let tasks = TaskTracker::new();
+        let cache = Arc::new(OpenCache::new(cfg.max_open_chunks, tasks.clone()));
         let ctx = Arc::new(Ctx {
             data_dir: data_dir.to_path_buf(),
             state_dir,
             server,
             cfg,
             hook,
-            tasks: TaskTracker::new(),
+            tasks,
             closing: AtomicBool::new(false),
             feed,
+            cache,
         });
         let mut categories = BTreeMap::new();
         let mut chunk_count = 0usize;
@@ -161,7 +180,10 @@ impl Storage {
         );
         Ok(Self {
             ctx,
-            categories: RwLock::new(categories),
+            categories: RwLock::new(Categories {
+                logs: categories,
+                creating: HashMap::new(),
+            }),
             _lock: lock,
         })
     }
@@ -205,13 +227,13 @@ impl Storage {
     /// The log of `category`, if it exists.
     #[must_use]
     pub fn category(&self, category: &Category) -> Option<Arc<CategoryLog>> {
-        self.categories.read().get(category).cloned()
+        self.categories.read().logs.get(category).cloned()
     }
 
     /// Every category's log, in name order.
     #[must_use]
     pub fn logs(&self) -> Vec<Arc<CategoryLog>> {
-        self.categories.read().values().cloned().collect()
+        self.categories.read().logs.values().cloned().collect()
     }
 
     /// Names of all categories.
@@ -219,12 +241,15 @@ impl Storage {
     pub fn category_names(&self) -> Vec<String> {
         self.categories
             .read()
+            .logs
             .keys()
             .map(ToString::to_string)
             .collect()
     }
 
-    /// The log of `category`, created (empty) if missing.
+    /// The log of `category`, created (empty) if missing, whatever the
+    /// number of categories: for copies of peers' chunks and the tier
+    /// manifest, which hold data that exists already.
     ///
     /// # Errors
     /// Creating the category directory or reading its chunk counter failed.
@@ -232,42 +257,97 @@ impl Storage {
         &self,
         category: &Category,
     ) -> Result<Arc<CategoryLog>, StorageError> {
-        if let Some(log) = self.category(category) {
-            return Ok(log);
+        match self.category(category) {
+            Some(log) => Ok(log),
+            None => self.create_category(category, false),
         }
-        let mut map = self.categories.write();
-        if let Some(log) = map.get(category) {
-            return Ok(Arc::clone(log));
+    }
+
+    /// Checks that a write may go to `category`: it exists, or one more
+    /// category fits under `max_categories`. Lets a refused write be
+    /// answered before its body is read; [`Storage::append`] checks again.
+    ///
+    /// # Errors
+    /// [`StorageError::TooManyCategories`].
+    pub fn admits(&self, category: &Category) -> Result<(), StorageError> {
+        let c = self.categories.read();
+        if c.logs.contains_key(category) || c.creating.contains_key(category) {
+            return Ok(());
+        }
+        self.check_room(&c)
+    }
+
+    fn check_room(&self, c: &Categories) -> Result<(), StorageError> {
+        let max = self.ctx.cfg.max_categories;
+        if c.logs.len() + c.creating.len() >= max {
+            return Err(StorageError::TooManyCategories { max });
+        }
+        Ok(())
+    }
+
+    /// Creates `category`: counted as being created under the lock (and,
+    /// with `limited`, refused past `max_categories` before anything is
+    /// written), its directory made durable and its counter read outside
+    /// the lock, so creations of different categories overlap.
+    fn create_category(
+        &self,
+        category: &Category,
+        limited: bool,
+    ) -> Result<Arc<CategoryLog>, StorageError> {
+        {
+            let mut c = self.categories.write();
+            if let Some(log) = c.logs.get(category) {
+                return Ok(Arc::clone(log));
+            }
+            if limited && !c.creating.contains_key(category) {
+                self.check_room(&c)?;
+            }
+            *c.creating.entry(category.clone()).or_insert(0) += 1;
         }
         let dir = self.ctx.data_dir.join(category.as_str());
-        fsutil::create_dir_durable(&dir)
-            .map_err(|e| StorageError::io("create category dir", &dir, e))?;
-        let next = read_counter(&self.ctx.counter_path(category))?;
+        let made = fsutil::create_dir_durable(&dir)
+            .map_err(|e| StorageError::io("create category dir", &dir, e))
+            .and_then(|()| read_counter(&self.ctx.counter_path(category)));
+        let mut c = self.categories.write();
+        if let Some(n) = c.creating.get_mut(category) {
+            *n -= 1;
+            if *n == 0 {
+                c.creating.remove(category);
+            }
+        }
+        if let Some(log) = c.logs.get(category) {
+            return Ok(Arc::clone(log));
+        }
         let log = Arc::new(CategoryLog::new(
             category.clone(),
             dir,
             Arc::clone(&self.ctx),
             BTreeMap::new(),
-            next,
+            made?,
         ));
-        map.insert(category.clone(), Arc::clone(&log));
+        c.logs.insert(category.clone(), Arc::clone(&log));
+        drop(c);
         tracing::info!(%category, "created category");
         Ok(log)
     }
 
-    /// Appends a validated body to `category` (creating it on first write).
+    /// Appends a validated body to `category`, creating it on first write
+    /// if `max_categories` allows.
     ///
     /// # Errors
-    /// See [`CategoryLog::append`].
+    /// [`StorageError::TooManyCategories`] (nothing stored, no directory
+    /// created), or see [`CategoryLog::append`].
     pub async fn append(
         &self,
         category: &Category,
         frames: Vec<Bytes>,
         body: CheckedBody,
     ) -> Result<Appended, StorageError> {
-        self.category_or_create(category)?
-            .append(frames, body)
-            .await
+        let log = match self.category(category) {
+            Some(log) => log,
+            None => self.create_category(category, true)?,
+        };
+        log.append(frames, body).await
     }
 
     /// Waits until `appended` is on this server's disk (group commit).
@@ -290,7 +370,7 @@ impl Storage {
     /// fdatasyncs every open chunk (own, or a copy being replicated) that
     /// has unsynced bytes.
     pub async fn flush_all(&self) {
-        let logs: Vec<_> = self.categories.read().values().cloned().collect();
+        let logs = self.logs();
         for log in logs {
             let mut open = log.open_copies();
             open.extend(log.active_chunk());
@@ -318,14 +398,19 @@ impl Storage {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_flush = Instant::now();
+        let mut last_idle_check = Instant::now();
         loop {
             tokio::select! {
                 () = token.cancelled() => break,
                 _ = interval.tick() => {}
             }
-            let logs: Vec<_> = self.categories.read().values().cloned().collect();
+            let logs = self.logs();
             for log in &logs {
                 log.rotate_if_older(self.ctx.cfg.chunk_rotate_interval);
+            }
+            if last_idle_check.elapsed() >= Duration::from_secs(1) {
+                last_idle_check = Instant::now();
+                self.ctx.cache.close_idle();
             }
             if last_flush.elapsed() >= self.ctx.cfg.flush_interval {
                 last_flush = Instant::now();
@@ -343,27 +428,40 @@ impl Storage {
         self.ctx.closing.store(true, Ordering::Release);
         self.ctx.tasks.close();
         self.ctx.tasks.wait().await;
-        let logs: Vec<_> = self.categories.read().values().cloned().collect();
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut first = Ok(());
-            for log in logs {
-                if let Err(e) = log.close_blocking() {
-                    tracing::error!(category = %log.category(), error = %e, "sealing at shutdown failed");
-                    if first.is_ok() {
-                        first = Err(e);
+        // Sealing is mostly waiting for fdatasyncs: several categories at
+        // once share journal commits (10,000 categories: seconds, not tens).
+        let logs = self.logs();
+        let per_task = logs.len().div_ceil(SHUTDOWN_SEALERS).max(1);
+        let mut sealers = Vec::new();
+        for part in logs.chunks(per_task) {
+            let part = part.to_vec();
+            sealers.push(tokio::task::spawn_blocking(move || {
+                let mut first = Ok(());
+                for log in part {
+                    if let Err(e) = log.close_blocking() {
+                        tracing::error!(category = %log.category(), error = %e, "sealing at shutdown failed");
+                        if first.is_ok() {
+                            first = Err(e);
+                        }
                     }
                 }
+                first
+            }));
+        }
+        let mut first = Ok(());
+        for s in sealers {
+            let sealed = s.await.unwrap_or_else(|e| {
+                Err(StorageError::Io {
+                    op: "seal at shutdown",
+                    path: self.ctx.data_dir.clone(),
+                    source: std::io::Error::other(e),
+                })
+            });
+            if first.is_ok() {
+                first = sealed;
             }
-            first
-        })
-        .await;
-        joined.unwrap_or_else(|e| {
-            Err(StorageError::Io {
-                op: "seal at shutdown",
-                path: self.ctx.data_dir.clone(),
-                source: std::io::Error::other(e),
-            })
-        })
+        }
+        first
     }
 }
 
@@ -407,9 +505,14 @@ fn load_category(
         if owned {
             next = next.max(name.index() + 1);
         }
-        if let Some(chunk) =
-            chunk::recovery::load(name.clone(), &path, owned, !ctx.cfg.cluster, &ctx.hook)?
-        {
+        if let Some(chunk) = chunk::recovery::load(
+            name.clone(),
+            &path,
+            owned,
+            !ctx.cfg.cluster,
+            &ctx.hook,
+            &ctx.cache,
+        )? {
             chunks.insert(name, chunk);
         }
     }

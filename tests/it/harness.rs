@@ -141,6 +141,11 @@ impl TestBroker {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// CPU time (user + system) the process has used, from /proc.
     pub fn cpu_time(&self) -> Duration {
         let pid = self.child.as_ref().expect("running").id();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod api;
+mod categories;
 mod client;
 mod client_faults;
 mod cluster;

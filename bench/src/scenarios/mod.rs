@@ -5,6 +5,7 @@
 //! [`Ctx::rows`]; it never parses arguments or writes the report.
 
 mod alternatives;
+mod categories;
 mod client;
 mod cluster;
 mod groups;
@@ -38,6 +39,7 @@ pub struct Scenario {
 /// which `cluster` measures itself when `latency` did not run.
 pub const SCENARIOS: &[Scenario] = &[
     ingest::SCENARIO,
+    categories::SCENARIO,
     alternatives::SCENARIO,
     latency::SCENARIO,
     sync::SCENARIO,

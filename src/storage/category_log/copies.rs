@@ -64,6 +64,7 @@ impl CategoryLog {
             0,
             false,
             std::time::SystemTime::now(),
+            &self.ctx.cache,
         ));
         let writer = CopyWriter::create(Arc::clone(&chunk), hint, self.ctx.hook.clone())?;
         self.chunks.write().insert(name.clone(), chunk);

@@ -6,12 +6,15 @@
 //!
 //! - `writer.rs`: the append path (reserve → copy → publish);
 //! - `rotation.rs`: retiring full or old chunks, sealing them in the
-//!   background, and the pre-created spare chunk;
+//!   background, and the spare chunk pre-created for busy categories;
+//! - `parking.rs`: closing an idle category's open chunk (files, mapping,
+//!   unwritten allocation) and reopening it on the next write;
 //! - `copies.rs`: copies of peers' chunks (replication, crash pull-back).
 //!
 //! This module never parses HTTP and never talks to peers.
 
 mod copies;
+mod parking;
 mod rotation;
 mod writer;
 
@@ -29,7 +32,16 @@ use crate::names::{Category, ChunkName};
 
 use super::chunk::{Chunk, ChunkFiles, MapWriter};
 use super::copy;
+use super::open_cache::Usage;
 use super::{Ctx, StorageError};
+
+/// First allocation step of a category's open chunk: what one small
+/// message costs on disk (plus a block of index).
+const MIN_STEP: u64 = 64 << 10;
+
+/// Largest allocation step: a busy chunk allocates this much ahead of its
+/// writer (a `posix_fallocate` every few MiB, measured at a few µs each).
+const MAX_STEP: u64 = 8 << 20;
 
 /// What a successful append returns.
 #[derive(Debug, Clone)]
@@ -53,13 +65,22 @@ pub struct ChunkInfo {
     pub size: u64,
 }
 
+/// The open files of the open chunk and the writer of its mapping.
+#[derive(Debug)]
+struct Handles {
+    /// Allocates the file ahead of the appends and hands out the write
+    /// slots of the chunk's mapping.
+    slots: MapWriter,
+    files: Arc<ChunkFiles>,
+}
+
 /// The open chunk as the writer sees it.
 #[derive(Debug)]
 struct Active {
     chunk: Arc<Chunk>,
-    /// Hands out the write slots of the chunk's mapping.
-    slots: MapWriter,
-    files: Arc<ChunkFiles>,
+    /// `None` while the chunk is parked (idle: files closed, mapping
+    /// dropped, unwritten allocation trimmed); the next append reopens it.
+    open: Option<Handles>,
     /// Bytes handed out to appends (published or still being copied).
     reserved: u64,
     /// Index records handed out.
@@ -68,10 +89,29 @@ struct Active {
     activated: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Writer {
     active: Option<Active>,
     failed: Option<String>,
+    /// How far the next allocation of the open chunk reaches past what an
+    /// append needs: doubles with every allocation (up to [`MAX_STEP`]),
+    /// carries over to the next chunk, and falls back to [`MIN_STEP`] when
+    /// the category goes idle, so allocation follows the write rate.
+    step: u64,
+    /// The last chunk was retired because it was full: the category is
+    /// busy, and the chunk after it gets a spare ready.
+    busy: bool,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self {
+            active: None,
+            failed: None,
+            step: MIN_STEP,
+            busy: false,
+        }
+    }
 }
 
 /// All chunks of one category held by this server.
@@ -89,6 +129,8 @@ pub struct CategoryLog {
     /// Bumped whenever a chunk becomes listed (its first bytes published),
     /// for `listChunks` long polls.
     listed: tokio::sync::watch::Sender<u64>,
+    /// Key and last append in the open-chunk cache.
+    usage: Usage,
 }
 
 impl CategoryLog {
@@ -102,13 +144,14 @@ impl CategoryLog {
         Self {
             category,
             dir,
-            ctx,
             chunks: RwLock::new(chunks),
             writer: Mutex::new(Writer::default()),
             creator: Mutex::new(next_index),
             spare: Mutex::new(None),
             preparing: AtomicBool::new(false),
             listed: tokio::sync::watch::Sender::new(0),
+            usage: ctx.cache.usage(),
+            ctx,
         }
     }
 
@@ -230,6 +273,7 @@ impl CategoryLog {
             size,
             true,
             std::time::SystemTime::now(),
+            &self.ctx.cache,
         ));
         chunk.set_tiered(messages);
         self.chunks.write().insert(name.clone(), chunk);

@@ -1,8 +1,11 @@
 //! Rotation of a category's open chunk: retiring a full, old or torn chunk
 //! (closed at once, sealed durably on the blocking pool), sealing at
 //! shutdown, and creating chunks: the next index is recorded durably
-//! first, then the preallocated, mapped files; a spare is pre-created in
-//! the background so rotation never waits for it. Never appends bytes.
+//! first, then the mapped files, with a first step of blocks allocated (the
+//! writer allocates the rest in steps ahead of its appends). A category
+//! whose last chunk filled up is busy: a spare is then pre-created in the
+//! background so its rotations never wait; idle categories have none.
+//! Never appends bytes.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -11,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Active, CategoryLog};
+use super::{Active, CategoryLog, Handles};
 use crate::fsutil;
 use crate::names::{ChunkName, MAX_CHUNK_INDEX};
 use crate::storage::chunk::{index, index_path, Chunk, ChunkFiles, ChunkMap, MapWriter};
@@ -72,6 +75,10 @@ impl CategoryLog {
         self.ctx.feed.changed(&a.chunk);
         a.chunk
             .seal_blocking(published.end, published.records, &self.ctx.hook)?;
+        if let Some(h) = &a.open {
+            // Reads map the sealed file read-only, through the cache.
+            a.chunk.forget_writer_map(h.slots.map());
+        }
         self.ctx.feed.changed(&a.chunk);
         tracing::debug!(chunk = %a.chunk.name(), size = published.end, "sealed chunk");
         Ok(())
@@ -87,8 +94,9 @@ impl CategoryLog {
         }
     }
 
-    /// Creates the next chunk in the background, so rotation never waits.
-    pub(super) fn prepare_spare(self: &Arc<Self>) {
+    /// Creates the next chunk in the background, so rotation never waits;
+    /// `step` bytes of it are allocated at once.
+    pub(super) fn prepare_spare(self: &Arc<Self>, step: u64) {
         if self.ctx.closing.load(Ordering::Acquire) || self.preparing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -98,9 +106,13 @@ impl CategoryLog {
             // writer that needs a chunk either finds it or creates the next
             // index itself: chunks are always activated in index order.
             let mut next = me.creator.lock();
+            let mut made = false;
             if me.spare.lock().is_none() {
-                match me.create_chunk(&mut next, me.ctx.cfg.max_chunk_size) {
-                    Ok(fresh) => *me.spare.lock() = Some(fresh),
+                match me.create_chunk(&mut next, me.ctx.cfg.max_chunk_size, step) {
+                    Ok(fresh) => {
+                        *me.spare.lock() = Some(fresh);
+                        made = true;
+                    }
                     Err(e) => {
                         tracing::warn!(category = %me.category, error = %e, "could not pre-create the next chunk");
                     }
@@ -108,6 +120,9 @@ impl CategoryLog {
             }
             drop(next);
             me.preparing.store(false, Ordering::Release);
+            if made {
+                me.ctx.cache.opened(&me);
+            }
         };
         self.ctx.run_blocking(job);
     }
@@ -124,20 +139,22 @@ impl CategoryLog {
             if let Some(s) = spare {
                 self.discard(&s.chunk);
             }
-            return self.create_chunk(&mut next, len);
+            return self.create_chunk(&mut next, len, 0);
         }
         match spare {
             Some(s) => Ok(s),
-            None => self.create_chunk(&mut next, max_chunk),
+            None => self.create_chunk(&mut next, max_chunk, 0),
         }
     }
 
-    /// Allocates the next index (durably) and creates a preallocated,
-    /// mapped chunk with an empty index sidecar. `next` is the creator lock.
+    /// Allocates the next index (durably) and creates a mapped chunk of
+    /// `capacity` bytes, the first `allocate` of them allocated, with an
+    /// empty index sidecar. `next` is the creator lock.
     pub(super) fn create_chunk(
         &self,
         next: &mut u64,
         capacity: u64,
+        allocate: u64,
     ) -> Result<Active, StorageError> {
         let index = *next;
         if index > MAX_CHUNK_INDEX {
@@ -156,7 +173,7 @@ impl CategoryLog {
         })?;
         let data_path = self.dir.join(name.to_string());
         let idx_path = index_path(&data_path);
-        let made = create_files(&data_path, &idx_path, capacity);
+        let made = create_files(&data_path, &idx_path, capacity, allocate.min(capacity));
         let (files, map, slots) = match made {
             Ok(v) => v,
             Err(e) => {
@@ -165,7 +182,13 @@ impl CategoryLog {
                 return Err(e);
             }
         };
-        let chunk = Arc::new(Chunk::new_writable(name, data_path, map, files));
+        let chunk = Arc::new(Chunk::new_writable(
+            name,
+            data_path,
+            map,
+            files,
+            &self.ctx.cache,
+        ));
         let files = chunk.files().ok_or_else(|| StorageError::Io {
             op: "open",
             path: idx_path.clone(),
@@ -173,8 +196,7 @@ impl CategoryLog {
         })?;
         Ok(Active {
             chunk,
-            slots,
-            files,
+            open: Some(Handles { slots, files }),
             reserved: 0,
             records: 0,
             capacity,
@@ -183,12 +205,14 @@ impl CategoryLog {
     }
 }
 
-/// Creates the chunk file (preallocated to `capacity`) and its index
-/// sidecar (header only), maps the chunk writable, and fsyncs the directory.
+/// Creates the chunk file (its first `allocate` bytes allocated) and its
+/// index sidecar (header only), maps `capacity` bytes of the chunk
+/// writable, and fsyncs the directory.
 fn create_files(
     data_path: &Path,
     idx_path: &Path,
     capacity: u64,
+    allocate: u64,
 ) -> Result<(ChunkFiles, Arc<ChunkMap>, MapWriter), StorageError> {
     let data = OpenOptions::new()
         .read(true)
@@ -196,7 +220,10 @@ fn create_files(
         .create_new(true)
         .open(data_path)
         .map_err(|e| StorageError::io("create chunk", data_path, e))?;
-    fsutil::preallocate(&data, capacity)
+    let (map, mut slots) = ChunkMap::map_writable(&data, capacity, 0)
+        .map_err(|e| StorageError::io("map", data_path, e))?;
+    slots
+        .allocate(&data, allocate)
         .map_err(|e| StorageError::io("preallocate", data_path, e))?;
     let idx: File = OpenOptions::new()
         .read(true)
@@ -206,8 +233,6 @@ fn create_files(
         .map_err(|e| StorageError::io("create index", idx_path, e))?;
     idx.write_all_at(&index::header(), 0)
         .map_err(|e| StorageError::io("write index header to", idx_path, e))?;
-    let (map, slots) = ChunkMap::map_writable(&data, capacity)
-        .map_err(|e| StorageError::io("map", data_path, e))?;
     if let Some(dir) = data_path.parent() {
         fsutil::fsync_dir(dir).map_err(|e| StorageError::io("fsync", dir, e))?;
     }

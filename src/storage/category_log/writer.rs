@@ -3,7 +3,9 @@
 //! (bookkeeping only, rotating when the body does not fit), copies the body
 //! into that range outside the lock (inline, or on the blocking pool for
 //! large bodies), writes the index record, and waits until everything up to
-//! its end is published. Never syncs (group commit is the chunk's) and never
+//! its end is published. The file is allocated in growing steps ahead of
+//! the reservations (never all at once), and a parked (idle) open chunk is
+//! reopened here. Never syncs (group commit is the chunk's) and never
 //! creates chunk files itself (`rotation.rs` does).
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Active, Appended, CategoryLog};
+use super::{Active, Appended, CategoryLog, Writer, MAX_STEP};
 use crate::config::AppendMode;
 use crate::fsutil;
 use crate::storage::chunk::format::CheckedBody;
@@ -143,14 +145,41 @@ impl CategoryLog {
     }
 
     /// Reserves `len` bytes in the open chunk, rotating to a new chunk when
-    /// they do not fit. Holds the writer lock only for bookkeeping.
+    /// they do not fit. Holds the writer lock only for bookkeeping (and the
+    /// few-µs allocation of the next step of the file).
     fn reserve(self: &Arc<Self>, len: u64) -> Result<Reservation, StorageError> {
         let batch_len = u32::try_from(len).map_err(|_| StorageError::Io {
             op: "append batch larger than 4 GiB to",
             path: self.dir.clone(),
             source: std::io::Error::from_raw_os_error(libc::EFBIG),
         })?;
+        let mut opened = false;
         let mut w = self.writer.lock();
+        let reserved = self.reserve_locked(&mut w, len, batch_len, &mut opened);
+        let step = w.step;
+        drop(w);
+        self.ctx.cache.touch(&self.usage);
+        if opened {
+            // Registered even if the append then failed: the files are open.
+            self.ctx.cache.opened(self);
+        }
+        let (r, want_spare) = reserved?;
+        if want_spare {
+            self.prepare_spare(step);
+        }
+        Ok(r)
+    }
+
+    /// [`CategoryLog::reserve`] under the writer lock: also says whether a
+    /// spare should be prepared, and sets `opened` when chunk files were
+    /// opened (a new chunk, or a parked one reopened).
+    fn reserve_locked(
+        self: &Arc<Self>,
+        w: &mut Writer,
+        len: u64,
+        batch_len: u32,
+        opened: &mut bool,
+    ) -> Result<(Reservation, bool), StorageError> {
         if let Some(a) = &w.active {
             if let Some(reason) = a.chunk.failure() {
                 w.failed.get_or_insert(reason);
@@ -172,16 +201,19 @@ impl CategoryLog {
             });
         }
         let max_chunk = self.ctx.cfg.max_chunk_size;
-        let mut used_spare = false;
+        let mut want_spare = false;
         if w.active
             .as_ref()
             .is_none_or(|a| a.capacity - a.reserved < len)
         {
             if let Some(old) = w.active.take() {
+                // Retired because it is full: the category is busy.
+                w.busy = true;
                 self.retire(old);
             }
-            used_spare = len <= max_chunk;
+            want_spare = std::mem::take(&mut w.busy) && len <= max_chunk;
             let fresh = self.next_chunk(len)?;
+            *opened = true;
             self.chunks
                 .write()
                 .insert(fresh.chunk.name().clone(), Arc::clone(&fresh.chunk));
@@ -190,10 +222,32 @@ impl CategoryLog {
                 ..fresh
             });
         }
+        let step = w.step;
         let Some(a) = w.active.as_mut() else {
             unreachable!("active chunk was just ensured")
         };
-        let slot = a.slots.slot(len).ok_or_else(|| StorageError::Io {
+        if a.open.is_none() {
+            a.open = Some(self.reopen(a)?);
+            *opened = true;
+        }
+        let Some(h) = a.open.as_mut() else {
+            unreachable!("the active chunk was just opened")
+        };
+        let end = a.reserved + len;
+        let mut grown = false;
+        if end > h.slots.allocated() {
+            // Allocate ahead of the writer, before handing out the bytes, so
+            // no store can reach a page without blocks (a full disk is a
+            // clean 507 here, with nothing reserved).
+            let target = end
+                .max(h.slots.allocated().saturating_add(step))
+                .min(a.capacity);
+            h.slots
+                .allocate(&h.files.data, target)
+                .map_err(|e| StorageError::io("allocate blocks for", a.chunk.data_path(), e))?;
+            grown = true;
+        }
+        let slot = h.slots.slot(len).ok_or_else(|| StorageError::Io {
             op: "reserve a range past the mapping of",
             path: a.chunk.data_path().to_path_buf(),
             source: std::io::Error::from_raw_os_error(libc::EFBIG),
@@ -202,7 +256,7 @@ impl CategoryLog {
         let r = Reservation {
             chunk: Arc::clone(&a.chunk),
             slot: Some(slot),
-            files: Arc::clone(&a.files),
+            files: Arc::clone(&h.files),
             mode: self.ctx.cfg.append_mode,
             off: a.reserved,
             len: batch_len,
@@ -211,15 +265,15 @@ impl CategoryLog {
         };
         a.reserved += len;
         a.records += 1;
-        if a.reserved == a.capacity {
+        if grown {
+            w.step = (step * 2).min(MAX_STEP);
+        }
+        if w.active.as_ref().is_some_and(|a| a.reserved == a.capacity) {
             if let Some(full) = w.active.take() {
+                w.busy = true;
                 self.retire(full);
             }
         }
-        drop(w);
-        if used_spare {
-            self.prepare_spare();
-        }
-        Ok(r)
+        Ok((r, want_spare))
     }
 }

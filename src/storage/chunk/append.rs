@@ -42,6 +42,12 @@ impl Chunk {
         self.publisher.torn()
     }
 
+    /// Whether all appends up to `reserved` have reported: no slot of the
+    /// chunk is alive and no index record is being written.
+    pub(crate) fn all_reported(&self, reserved: u64) -> bool {
+        self.publisher.all_reported(reserved)
+    }
+
     /// Blocks until all appends up to `reserved` have reported (sealer).
     pub(crate) fn wait_settled(&self, reserved: u64) -> publish::Published {
         self.publisher.wait_settled(reserved)

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Chunk, StorageError};
+use super::{Chunk, ChunkFiles, StorageError};
 use crate::fsutil::{self, FaultHook};
 
 impl Chunk {
@@ -58,10 +58,52 @@ impl Chunk {
         }
     }
 
-    async fn lead_sync(self: Arc<Self>, hook: FaultHook) {
+    /// fdatasyncs `files` (this chunk's, data then index) up to the
+    /// current end and records it; a failure marks the chunk failed.
+    /// Blocking.
+    ///
+    /// # Errors
+    /// [`StorageError::Failed`] after a failed sync.
+    pub(crate) fn sync_blocking(
+        &self,
+        files: &ChunkFiles,
+        hook: &FaultHook,
+    ) -> Result<(), StorageError> {
         let end = self.state().end;
+        if self.synced_upto() >= end {
+            return Ok(());
+        }
+        match fsutil::sync_data(&files.data, hook).and(fsutil::sync_data(&files.idx, hook)) {
+            Ok(()) => {
+                self.mark_synced(end);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(format!(
+                    "fdatasync of {} failed: {e}",
+                    self.data_path.display()
+                ));
+                Err(self.failed_error())
+            }
+        }
+    }
+
+    async fn lead_sync(self: Arc<Self>, hook: FaultHook) {
+        let state = self.state();
+        let end = state.end;
         let result = match self.files() {
-            None => Ok(()), // sealed: everything is already durable
+            None if state.sealed => Ok(()), // everything is already durable
+            None => {
+                // A parked (idle) open chunk: sync through fresh handles.
+                let me = Arc::clone(&self);
+                let h2 = hook.clone();
+                tokio::task::spawn_blocking(move || {
+                    let files = me.open_files().map_err(std::io::Error::other)?;
+                    fsutil::sync_data(&files.data, &h2).and(fsutil::sync_data(&files.idx, &h2))
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
             Some(files) => {
                 // Both files in parallel: their journal commits can merge.
                 let (f2, h2) = (Arc::clone(&files), hook.clone());

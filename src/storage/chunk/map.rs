@@ -20,14 +20,27 @@
 //!   overlap a published byte, and a published byte is never one that a
 //!   slot may still store.
 //!
+//! # Stores never reach an unallocated page
+//!
+//! A writable mapping may be longer than its file (it is sized to the
+//! chunk's capacity while blocks are allocated in steps as the chunk
+//! grows). The [`MapWriter`] hands out slots only below its *allocated
+//! end*, which advances only after `posix_fallocate` of the mapped file
+//! succeeded ([`MapWriter::allocate`]): a store through the mapping never
+//! touches a page past the end of the file or without blocks, so a full disk
+//! is an `ENOSPC` there, never a `SIGBUS`.
+//!
 //! What this module takes on trust, as memmap2 does of every mapping, is
 //! the file itself: chunk files are written only by this process, through a
 //! [`WriteSlot`] (appends, in both append modes) or by `CopyWriter` at its
 //! copy end (which is the published end); a read-only mapping is published
-//! only up to bytes already in the file and final; and a file is never
-//! truncated below the published end while mapped (sealing trims only the
-//! unwritten, preallocated tail, and checks [`ChunkMap::published_len`]
-//! first).
+//! only up to bytes already in the file and final; `allocate` is given the
+//! file that was mapped; a mapping reopened at `start` (an idle chunk
+//! written again) has `[0, start)` written and final in the file; and a
+//! file is never truncated below the published end while mapped (sealing
+//! trims only the unwritten, preallocated tail, and checks
+//! [`ChunkMap::published_len`] first; parking an idle chunk trims to its
+//! reserved end once no slot is alive).
 //!
 //! `MmapRaw` is used instead of `MmapMut`/`Mmap` so no `&[u8]`/`&mut [u8]`
 //! ever spans bytes that another thread may be writing. This module never
@@ -72,26 +85,39 @@ pub struct ChunkMap {
 }
 
 impl ChunkMap {
-    /// Maps `len` bytes of `file` read-write (for the writer of a new,
-    /// empty open chunk). Returns the shared mapping and its only writer.
+    /// Maps `len` bytes of `file` read-write for the writer of an open
+    /// chunk whose first `start` bytes are written and final (0 for a new
+    /// chunk). Returns the shared mapping and its only writer, whose first
+    /// slot starts at `start` and which may hand out nothing past `start`
+    /// until [`MapWriter::allocate`] allocates more of the file.
     ///
     /// # Errors
-    /// The mapping failed.
+    /// The mapping failed, or `start` is past `len`.
     pub(in crate::storage) fn map_writable(
         file: &File,
         len: u64,
+        start: u64,
     ) -> io::Result<(Arc<Self>, MapWriter)> {
-        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let efbig = || io::Error::from_raw_os_error(libc::EFBIG);
+        let len = usize::try_from(len).map_err(|_| efbig())?;
+        let start = usize::try_from(start)
+            .ok()
+            .filter(|&s| s <= len)
+            .ok_or_else(efbig)?;
         // Mapping is safe by itself; every access goes through the checked
         // methods below.
         let raw = MmapOptions::new().len(len).map_raw(file)?;
         let map = Arc::new(Self {
             raw,
             published: AtomicUsize::new(0),
-            slots: Some(Mutex::new(Slots::default())),
+            slots: Some(Mutex::new(Slots {
+                next: start,
+                open: VecDeque::new(),
+            })),
         });
         let writer = MapWriter {
             map: Arc::clone(&map),
+            allocated: start,
         };
         Ok((map, writer))
     }
@@ -193,23 +219,59 @@ impl ChunkMap {
     }
 }
 
-/// The only writer of a writable [`ChunkMap`]: hands out disjoint
-/// [`WriteSlot`]s in order. Not `Clone`; owned by the category writer.
+/// The only writer of a writable [`ChunkMap`]: allocates the file ahead of
+/// the appends and hands out disjoint [`WriteSlot`]s in order, never past
+/// the allocated end. Not `Clone`; owned by the category writer.
 #[derive(Debug)]
 pub struct MapWriter {
     map: Arc<ChunkMap>,
+    /// `[0, allocated)` of the file has blocks (written or fallocated).
+    allocated: usize,
 }
 
 impl MapWriter {
+    /// The mapping this writer writes.
+    #[must_use]
+    pub fn map(&self) -> &Arc<ChunkMap> {
+        &self.map
+    }
+
+    /// End of the allocated part of the file: no slot reaches past it.
+    #[must_use]
+    pub fn allocated(&self) -> u64 {
+        self.allocated as u64
+    }
+
+    /// Allocates blocks of `file` (the mapped file) up to `end`, extending
+    /// it, so slots may then be handed out up to there. Nothing changes on
+    /// error.
+    ///
+    /// # Errors
+    /// `end` is past the mapping (`EFBIG`), or the OS error of
+    /// `posix_fallocate` (`ENOSPC` on a full disk).
+    pub fn allocate(&mut self, file: &File, end: u64) -> io::Result<()> {
+        let end = usize::try_from(end)
+            .ok()
+            .filter(|&e| e <= self.map.len())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFBIG))?;
+        if end <= self.allocated {
+            return Ok(());
+        }
+        crate::fsutil::preallocate(file, self.allocated as u64, (end - self.allocated) as u64)?;
+        self.allocated = end;
+        Ok(())
+    }
+
     /// The next `len` bytes of the chunk, reserved for one append; `None`
-    /// if they do not fit in the mapping, or for `len == 0` (two open slots
-    /// never share a start, so publication can always tell them apart).
+    /// if they do not fit in the allocated part of the mapping, or for
+    /// `len == 0` (two open slots never share a start, so publication can
+    /// always tell them apart).
     pub fn slot(&mut self, len: u64) -> Option<WriteSlot> {
         let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
         let slots = self.map.slots.as_ref()?;
         let mut s = slots.lock();
         let start = s.next;
-        let end = start.checked_add(len).filter(|&e| e <= self.map.len())?;
+        let end = start.checked_add(len).filter(|&e| e <= self.allocated)?;
         s.next = end;
         s.open.push_back((start, false));
         drop(s);
@@ -263,8 +325,9 @@ impl WriteSlot {
     pub fn store(&mut self, src: &[u8]) -> io::Result<()> {
         let at = self.advance(src.len())?;
         // SAFETY: `[at, at + len)` lies inside this slot (checked by
-        // `advance`), hence inside the writable mapping (`MapWriter::slot`
-        // checks the end against its length). Slots are disjoint and the
+        // `advance`), hence inside the writable mapping and its allocated
+        // file blocks (`MapWriter::slot` checks the end against the
+        // allocated end, which never passes the mapping's length). Slots are disjoint and the
         // published end stays at or below this slot's start while it lives,
         // so no reader holds a reference to these bytes and no other thread
         // writes them. `src` cannot overlap them: it is either other memory
@@ -323,9 +386,45 @@ mod tests {
 
     fn writable(len: u64) -> (tempfile::NamedTempFile, Arc<ChunkMap>, MapWriter) {
         let f = tempfile::NamedTempFile::new().unwrap();
-        f.as_file().set_len(len).unwrap();
-        let (map, w) = ChunkMap::map_writable(f.as_file(), len).unwrap();
+        let (map, mut w) = ChunkMap::map_writable(f.as_file(), len, 0).unwrap();
+        w.allocate(f.as_file(), len).unwrap();
         (f, map, w)
+    }
+
+    #[test]
+    fn slots_never_pass_the_allocated_end() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let (map, mut w) = ChunkMap::map_writable(f.as_file(), 64 << 10, 0).unwrap();
+        assert_eq!(map.len(), 64 << 10);
+        assert!(w.slot(1).is_none(), "nothing allocated yet");
+        w.allocate(f.as_file(), 4096).unwrap();
+        assert_eq!(f.as_file().metadata().unwrap().len(), 4096);
+        let mut a = w.slot(4000).unwrap();
+        a.store(&[b'a'; 4000]).unwrap();
+        assert!(w.slot(97).is_none(), "past the allocated end");
+        assert!(w.allocate(f.as_file(), (64 << 10) + 1).is_err());
+        assert_eq!(w.allocated(), 4096);
+        w.allocate(f.as_file(), 8192).unwrap();
+        let mut b = w.slot(97).unwrap();
+        assert_eq!(b.start(), 4000);
+        b.store(&[b'b'; 97]).unwrap();
+        drop((a, b));
+        assert_eq!(map.publish(4097), 4097);
+
+        // Reopened after parking: slots continue at `start`, and the bytes
+        // below it are not published until the chunk says so.
+        f.as_file().set_len(4097).unwrap();
+        let (again, mut w2) = ChunkMap::map_writable(f.as_file(), 64 << 10, 4097).unwrap();
+        assert!(w2.slot(1).is_none());
+        w2.allocate(f.as_file(), 4098).unwrap();
+        let mut c = w2.slot(1).unwrap();
+        assert_eq!(c.start(), 4097);
+        c.store(b"\n").unwrap();
+        drop(c);
+        assert_eq!(again.published_len(), 0);
+        assert_eq!(again.publish(4098), 4098);
+        assert_eq!(again.published(4098).map(|b| b[4097]), Some(b'\n'));
+        assert!(ChunkMap::map_writable(f.as_file(), 16, 17).is_err());
     }
 
     #[test]

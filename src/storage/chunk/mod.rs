@@ -8,7 +8,9 @@
 //!   mapping, zero-copy, using the read rules of [`window`] and
 //!   [`batches`];
 //! - `commit.rs`: group commit (`sync_to`);
-//! - `seal.rs`: closing and durable sealing.
+//! - `seal.rs`: closing and durable sealing;
+//! - `map_cell.rs`: the cached mapping for reads, bounded by the storage's
+//!   open-chunk cache.
 //!
 //! Appends are decided by `category_log` (the only writer); a chunk never
 //! parses HTTP and never decides where in the category it goes.
@@ -19,13 +21,14 @@ mod commit;
 pub mod format;
 pub mod index;
 mod map;
+mod map_cell;
 pub mod publish;
 mod read;
 pub mod recovery;
 mod seal;
 pub mod window;
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +39,9 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub(crate) use map::{ChunkMap, MapWriter, WriteSlot};
+use map_cell::MapCell;
 
+use super::open_cache::OpenCache;
 use crate::names::ChunkName;
 
 use super::StorageError;
@@ -80,8 +85,13 @@ pub struct Chunk {
     data_path: PathBuf,
     idx_path: PathBuf,
     created: SystemTime,
-    map: Mutex<Option<Arc<ChunkMap>>>,
+    /// The cached mapping for reads.
+    map: Arc<MapCell>,
+    /// The open files while the chunk is written, copied or sealed; `None`
+    /// once sealed, and while an idle open chunk is parked.
     files: Mutex<Option<Arc<ChunkFiles>>>,
+    /// Where the cached mapping is registered (bounded).
+    cache: Arc<OpenCache>,
     state: watch::Sender<ChunkState>,
     synced: watch::Sender<Synced>,
     sync_leader: AtomicBool,
@@ -130,6 +140,7 @@ impl Chunk {
         size: u64,
         sealed: bool,
         created: SystemTime,
+        cache: &Arc<OpenCache>,
     ) -> Self {
         let idx_path = index_path(&data_path);
         Self::build(
@@ -137,6 +148,7 @@ impl Chunk {
             data_path,
             idx_path,
             created,
+            cache,
             None,
             None,
             ChunkState {
@@ -155,6 +167,7 @@ impl Chunk {
         data_path: PathBuf,
         map: Arc<ChunkMap>,
         files: ChunkFiles,
+        cache: &Arc<OpenCache>,
     ) -> Self {
         let idx_path = index_path(&data_path);
         Self::build(
@@ -162,6 +175,7 @@ impl Chunk {
             data_path,
             idx_path,
             SystemTime::now(),
+            cache,
             Some(map),
             Some(Arc::new(files)),
             ChunkState {
@@ -180,6 +194,7 @@ impl Chunk {
         data_path: PathBuf,
         idx_path: PathBuf,
         created: SystemTime,
+        cache: &Arc<OpenCache>,
         map: Option<Arc<ChunkMap>>,
         files: Option<Arc<ChunkFiles>>,
         state: ChunkState,
@@ -190,8 +205,9 @@ impl Chunk {
             data_path,
             idx_path,
             created,
-            map: Mutex::new(map),
+            map: Arc::new(MapCell::new(cache, map)),
             files: Mutex::new(files),
+            cache: Arc::clone(cache),
             state: watch::Sender::new(state),
             synced: watch::Sender::new(Synced {
                 upto: synced,
@@ -266,7 +282,45 @@ impl Chunk {
     pub(crate) fn set_tiered(&self, messages: u64) {
         self.tiered_messages.store(messages, Ordering::Relaxed);
         self.tiered.store(true, Ordering::Release);
-        *self.map.lock() = None;
+        self.map.clear();
+    }
+
+    /// Opens the chunk's data and index files read-write (an idle open
+    /// chunk written or sealed again).
+    ///
+    /// # Errors
+    /// The OS error, naming the file.
+    pub(crate) fn open_files(&self) -> Result<ChunkFiles, StorageError> {
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p)
+                .map_err(|e| StorageError::io("open chunk", p, e))
+        };
+        Ok(ChunkFiles {
+            data: open(&self.data_path)?,
+            idx: open(&self.idx_path)?,
+        })
+    }
+
+    /// Gives a parked open chunk its files and writable mapping again.
+    pub(crate) fn attach(&self, files: Arc<ChunkFiles>, map: Arc<ChunkMap>) {
+        *self.files.lock() = Some(files);
+        *self.map.lock() = Some(map);
+    }
+
+    /// Parks an idle open chunk: forgets its files and its writer's
+    /// mapping `map` (appends and reads reopen them).
+    pub(crate) fn detach(&self, map: &Arc<ChunkMap>) {
+        *self.files.lock() = None;
+        self.map.clear_if(map);
+    }
+
+    /// Forgets the writer's mapping `map` (the chunk was sealed: later
+    /// reads map it read-only, through the cache).
+    pub(crate) fn forget_writer_map(&self, map: &Arc<ChunkMap>) {
+        self.map.clear_if(map);
     }
 
     /// Stamps the sequence number of the chunk's last announced change.

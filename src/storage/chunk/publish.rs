@@ -98,6 +98,12 @@ impl Publisher {
         self.inner.lock().torn.clone()
     }
 
+    /// Whether every append up to `reserved_end` has reported (no write
+    /// into the chunk is in flight).
+    pub fn all_reported(&self, reserved_end: u64) -> bool {
+        self.inner.lock().reported >= reserved_end
+    }
+
     /// Blocks until every append up to `reserved_end` has completed or the
     /// chunk is torn before it; returns the final published prefix.
     pub fn wait_settled(&self, reserved_end: u64) -> Published {
@@ -134,6 +140,7 @@ mod tests {
         let p = Publisher::default();
         assert_eq!(p.complete(10, 20, 1, Ok(())), None);
         assert_eq!(p.complete(20, 25, 2, Ok(())), None);
+        assert!(!p.all_reported(25));
         assert_eq!(
             p.complete(0, 10, 0, Ok(())),
             Some(Published {
@@ -141,6 +148,7 @@ mod tests {
                 records: 3
             })
         );
+        assert!(p.all_reported(25));
         assert_eq!(
             p.wait_settled(25),
             Published {

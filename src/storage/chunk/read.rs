@@ -16,14 +16,19 @@ use bytes::Bytes;
 use super::batches::BatchSelector;
 use super::window::{self, ReadRequest, Window};
 use super::{index, to_usize, Chunk, ChunkMap, ChunkState, ReadOutcome, StorageError};
+use crate::storage::open_cache::Holder;
 
 impl Chunk {
-    /// The mapping, published up to the chunk's current end.
+    /// The mapping, published up to the chunk's current end. A new
+    /// mapping is registered in the open-chunk cache, which may drop it
+    /// again once unused.
     fn mapping(&self) -> Result<Arc<ChunkMap>, StorageError> {
-        let mut guard = self.map.lock();
+        let cell = &self.map;
+        self.cache.touch(cell.usage());
+        let mut guard = cell.lock();
         let size = self.state().end;
         if let Some(m) = guard.as_ref().filter(|m| m.len() as u64 >= size) {
-            m.publish(size);
+            cell.note_published(m.publish(size));
             return Ok(Arc::clone(m));
         }
         // First read, or a replica copy that grew past its mapping: map it
@@ -36,8 +41,10 @@ impl Chunk {
             ChunkMap::map_read_only(&file, len)
                 .map_err(|e| StorageError::io("map chunk", &self.data_path, e))?,
         );
-        map.publish(size);
+        cell.note_published(map.publish(size));
         *guard = Some(Arc::clone(&map));
+        drop(guard);
+        self.cache.opened(cell);
         Ok(map)
     }
 

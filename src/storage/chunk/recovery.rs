@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use crate::fsutil::{self, FaultHook};
 use crate::names::ChunkName;
+use crate::storage::open_cache::OpenCache;
 use crate::storage::StorageError;
 
 use super::index::{self, Record, Scan, RECORD_LEN};
@@ -32,12 +33,13 @@ use super::{index_path, Chunk, ChunkMap};
 ///
 /// # Errors
 /// I/O errors and foreign index headers, naming the file.
-pub fn load(
+pub(crate) fn load(
     name: ChunkName,
     data_path: &Path,
     owned: bool,
     seal_owned: bool,
     hook: &FaultHook,
+    cache: &Arc<OpenCache>,
 ) -> Result<Option<Arc<Chunk>>, StorageError> {
     let idx_path = index_path(data_path);
     let data_file = OpenOptions::new()
@@ -63,6 +65,7 @@ pub fn load(
                 size,
                 true,
                 created,
+                cache,
             ))));
         }
     }
@@ -107,6 +110,7 @@ pub fn load(
         scan.valid_end,
         sealed,
         created,
+        cache,
     ))))
 }
 

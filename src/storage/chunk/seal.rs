@@ -4,6 +4,8 @@
 //! [`Chunk::wait_sealed`] lets acks wait for that. Never trims below the
 //! published end of a live mapping; never runs on the async runtime.
 
+use std::sync::Arc;
+
 use super::{index, Chunk, ChunkState, StorageError};
 use crate::fsutil::{self, FaultHook};
 
@@ -51,16 +53,15 @@ impl Chunk {
         records: u64,
         hook: &FaultHook,
     ) -> Result<(), StorageError> {
-        let Some(files) = self.files() else {
-            return Ok(());
+        let files = match self.files() {
+            Some(files) => files,
+            None if self.state().sealed => return Ok(()),
+            // A parked (idle) open chunk: its files were closed.
+            None => Arc::new(self.open_files()?),
         };
         let result = (|| {
             let idx_len = self.record_pos(records.saturating_add(1))?;
-            let mapped = self
-                .map
-                .lock()
-                .as_ref()
-                .map_or(0, |m| m.published_len() as u64);
+            let mapped = self.map.published();
             if size < mapped {
                 return Err(StorageError::io(
                     "trim",
