@@ -44,6 +44,10 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     let category = query.category()?;
     let sync = query.opt_bool("sync")?.unwrap_or(false);
     let replicas = query.opt_u64("min_sync_replicas")?.unwrap_or(0);
+    // Readiness first: until recovery ends the peer count is not known yet
+    // (a restarting node would otherwise refuse `min_sync_replicas` with a
+    // permanent-looking 400 instead of the retryable 503).
+    let storage = state.storage()?;
     let peers = state.cluster.get().map_or(0, |c| c.peer_count()) as u64;
     if replicas > peers {
         return Err(RequestError::TooManyReplicas {
@@ -63,7 +67,6 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             .into());
         }
     }
-    let storage = state.storage()?;
     // Reserve memory for the whole body at once (no hold-and-wait between
     // requests): under overload new bodies wait here and TCP pushes back,
     // instead of the process growing without bound.

@@ -10,6 +10,7 @@ mod crash;
 mod disk_full;
 mod groups;
 mod harness;
+mod limits;
 mod pubsub;
 mod recovery;
 mod reload;
