@@ -40,6 +40,8 @@ pub struct Startup {
     pub storage: StorageConfig,
     /// Request limits.
     pub limits: Limits,
+    /// Request-body idleness bound.
+    pub connections: ConnectionLimits,
     /// `min_sync_replicas` wait limit (`replication_timeout`).
     pub replication_timeout: Duration,
     /// Certificate and key of an HTTPS listener; None = plain HTTP.
@@ -141,6 +143,13 @@ impl Default for Limits {
     fn default() -> Self {
         Config::defaults().startup.limits
     }
+}
+
+/// Bounds on clients that stop sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Longest pause allowed inside a request body (`body_idle_timeout`).
+    pub body_idle_timeout: Duration,
 }
 
 /// PEM files of the HTTPS listener.

@@ -199,6 +199,13 @@ settings! {
         default: Value("4MiB"),
         example: "8MiB",
     }
+    BODY_IDLE_TIMEOUT = "body_idle_timeout" {
+        value_name: "DURATION",
+        help: "A request body (write, subscription, peer poll) that sends no byte for this long is answered 408 and its connection closed; it holds no memory before its bytes arrive. ms/s/m/h.",
+        section: LIMITS,
+        default: Value("5s"),
+        example: "30s",
+    }
     PEERS = "peers" {
         value_name: "LIST",
         help: "Other servers of the cluster, name=url,... (a single node stays one until restarted, and vice versa).",

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use super::parse::{
     parse_append_mode, parse_bool, parse_duration, parse_hours, parse_retention_mode, parse_size,
 };
-use super::sections::{Config, LiveSettings, RetentionConfig, Startup, StorageConfig, TlsFiles};
+use super::sections::{
+    Config, ConnectionLimits, LiveSettings, RetentionConfig, Startup, StorageConfig, TlsFiles,
+};
 use super::settings::{self as s, DefaultValue, Setting};
 use super::{ConfigError, Limits, RawSettings};
 use crate::auth::Token;
@@ -119,6 +121,9 @@ impl RawSettings {
                 limits: Limits {
                     max_message_size,
                     max_batch_size,
+                },
+                connections: ConnectionLimits {
+                    body_idle_timeout: self.required(&s::BODY_IDLE_TIMEOUT, positive_duration)?,
                 },
                 replication_timeout: self.required(&s::REPLICATION_TIMEOUT, positive_duration)?,
                 tls,

@@ -6,6 +6,8 @@
 //! nothing here touches files.
 //!
 //! - `state.rs`: [`AppState`], the services shared by all connections.
+//! - `intake.rs`: receiving request bodies (size, idle and total time
+//!   bounds) under the global memory budget of `budget.rs`.
 //! - `routes.rs`: the route table, dispatch, `Allow` and the `404` list.
 //! - [`params`]: query parsing and [`params::RequestError`].
 //! - [`error`]: [`error::ApiError`], kinds → statuses.
@@ -15,8 +17,10 @@
 mod ack;
 mod admin;
 pub mod body;
+pub mod budget;
 pub mod error;
 mod groups;
+mod intake;
 pub mod params;
 mod peer;
 mod read;
@@ -34,8 +38,9 @@ use hyper::{header, Request, Response};
 
 use crate::metrics::StatusLabel;
 use error::ApiError;
+pub use intake::{body_budget_bytes, body_reserve_bytes, IntakeError, BODY_TIMEOUT};
 use routes::RouteError;
-pub use state::{body_budget_bytes, AppState, ServiceError};
+pub use state::{AppState, ServiceError};
 
 /// The response type of every handler.
 pub type HttpResponse = Response<body::Body>;
@@ -55,18 +60,20 @@ pub async fn handle(
         Ok(endpoint) => routes::dispatch(endpoint, &state, req).await,
         Err(e) => Err(e.into_api_error()),
     };
-    let resp = result.unwrap_or_else(|e| {
-        state
-            .metrics
-            .errors
-            .get_or_create(&StatusLabel {
-                status: e.status.as_u16(),
-            })
-            .inc();
-        tracing::debug!(%method, %path, status = e.status.as_u16(), message = %e.message, "request refused");
-        e.into_response()
-    });
-    Ok(resp)
+    Ok(result.unwrap_or_else(|e| refused(&state, &method, &path, e)))
+}
+
+/// Counts and logs a refusal; its response.
+fn refused(state: &AppState, method: &hyper::Method, path: &str, e: ApiError) -> HttpResponse {
+    state
+        .metrics
+        .errors
+        .get_or_create(&StatusLabel {
+            status: e.status.as_u16(),
+        })
+        .inc();
+    tracing::debug!(%method, %path, status = e.status.as_u16(), message = %e.message, "request refused");
+    e.into_response()
 }
 
 /// Checks the bearer token (when one is configured) on every request the
