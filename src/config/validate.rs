@@ -9,7 +9,8 @@ use super::parse::{
     parse_append_mode, parse_bool, parse_duration, parse_hours, parse_retention_mode, parse_size,
 };
 use super::sections::{
-    Config, ConnectionLimits, LiveSettings, RetentionConfig, Startup, StorageConfig, TlsFiles,
+    Config, ConnectionLimits, LiveSettings, MaxConnections, RetentionConfig, Startup,
+    StorageConfig, TlsFiles,
 };
 use super::settings::{self as s, DefaultValue, Setting};
 use super::{ConfigError, Limits, RawSettings};
@@ -123,6 +124,7 @@ impl RawSettings {
                     max_batch_size,
                 },
                 connections: ConnectionLimits {
+                    max_connections: self.required(&s::MAX_CONNECTIONS, parse_max_connections)?,
                     body_idle_timeout: self.required(&s::BODY_IDLE_TIMEOUT, positive_duration)?,
                 },
                 replication_timeout: self.required(&s::REPLICATION_TIMEOUT, positive_duration)?,
@@ -269,6 +271,18 @@ fn positive_duration(v: &str) -> Result<std::time::Duration, String> {
         return Err("must be longer than 0".into());
     }
     Ok(d)
+}
+
+/// `auto` or a number of connections, 1 to 1000000.
+fn parse_max_connections(v: &str) -> Result<MaxConnections, String> {
+    if v == "auto" {
+        return Ok(MaxConnections::Auto);
+    }
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .map(MaxConnections::Fixed)
+        .ok_or_else(|| "expected auto or a number from 1 to 1000000".to_owned())
 }
 
 /// An invalid-value error naming `setting`; secret values are not echoed.

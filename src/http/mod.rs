@@ -63,6 +63,34 @@ pub async fn handle(
     Ok(result.unwrap_or_else(|e| refused(&state, &method, &path, e)))
 }
 
+/// Answers the one request of a connection beyond `max_connections`
+/// (which is then closed): `GET /healthz` as usual, so load balancers
+/// still see a live node; anything else `503`, doing nothing (a write gets
+/// `chunkbus-written: false`).
+///
+/// # Errors
+/// Never (the `Result` is what hyper's `service_fn` wants).
+pub async fn handle_over_limit(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    max_connections: usize,
+) -> Result<HttpResponse, Infallible> {
+    let path = req.uri().path();
+    let endpoint = routes::resolve(path, req.method()).ok();
+    if endpoint == Some(routes::Endpoint::Healthz) {
+        return Ok(admin::healthz(&state));
+    }
+    let e = ApiError::from(ServiceError::ConnectionLimit {
+        max: max_connections,
+    });
+    let e = if endpoint == Some(routes::Endpoint::Write) {
+        e.with_written(false)
+    } else {
+        e
+    };
+    Ok(refused(&state, req.method(), path, e))
+}
+
 /// Counts and logs a refusal; its response.
 fn refused(state: &AppState, method: &hyper::Method, path: &str, e: ApiError) -> HttpResponse {
     state

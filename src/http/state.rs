@@ -65,6 +65,12 @@ pub enum ServiceError {
     /// Shutdown has begun (peer endpoints).
     #[error("server is shutting down")]
     Stopping,
+    /// A connection beyond `max_connections` (answered, then closed).
+    #[error("server is at its connection limit (max_connections={max}); retry shortly or on another server")]
+    ConnectionLimit {
+        /// The limit.
+        max: usize,
+    },
     /// A peer endpoint on a server without peers.
     #[error("this server has no peers (--peers is not set)")]
     NoPeers,
@@ -82,9 +88,11 @@ impl DomainError for ServiceError {
     /// rest `Internal`.
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Recovering | Self::Opening | Self::ShuttingDown | Self::Stopping => {
-                ErrorKind::Unavailable
-            }
+            Self::Recovering
+            | Self::Opening
+            | Self::ShuttingDown
+            | Self::Stopping
+            | Self::ConnectionLimit { .. } => ErrorKind::Unavailable,
             Self::NoPeers => ErrorKind::NotFound,
             Self::TieringOff | Self::EncodeJson(_) => ErrorKind::Internal,
         }
