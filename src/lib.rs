@@ -24,6 +24,7 @@
 //! - [`metrics`]: `/metrics` counters and gauges.
 //! - [`tls`]: rustls configs for the listener and for peers.
 //! - [`server`]: lifecycle (bind, recover, serve, graceful shutdown).
+//! - [`connections`]: the open-file limit and `max_connections`.
 //! - [`cli`]: the `chunkbus produce` / `consume` shell clients.
 // `unsafe_code = "deny"`, `missing_docs = "warn"` and `clippy::unwrap_used =
 // "deny"` come from `[workspace.lints]`; unit tests may unwrap.
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod fsutil;
 pub mod groups;

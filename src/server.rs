@@ -1,8 +1,10 @@
 //! Server lifecycle: bind, recover storage, serve, shut down in order.
 //!
-//! Startup order: bind → open storage (peer endpoints answer from here) →
-//! in a cluster, pull back own bytes from replicas after a crash and seal →
-//! groups, subscriptions, retention, replicators → serve clients.
+//! Startup order: raise the open-file limit → bind → open storage (peer
+//! endpoints answer from here) → in a cluster, pull back own bytes from
+//! replicas after a crash and seal → groups, subscriptions, retention,
+//! replicators → serve clients. Every accepted connection passes the
+//! [`ConnectionGate`] (`max_connections`) first.
 //!
 //! Shutdown order (SPEC): stop accepting → release long polls and refuse new
 //! writes (root token) → let in-flight requests finish within 5 s → stop
@@ -18,12 +20,14 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, RawSettings, SHUTDOWN_GRACE};
+use crate::connections::{self, Admission, ConnectionGate};
 use crate::fsutil::{self, FaultHook};
 use crate::groups::GroupStore;
 use crate::http::{self, AppState};
@@ -145,6 +149,7 @@ pub async fn run_with_hook(
         Some(ca) => Some(crate::tls::peer_client_config(ca)?),
         None => None,
     };
+    let gate = ConnectionGate::new(connection_limit(&config));
     let listener = TcpListener::bind(config.startup.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -165,6 +170,7 @@ pub async fn run_with_hook(
         Arc::clone(&state),
         graceful,
         token.clone(),
+        gate,
     ));
     tracing::info!(%addr, tls, name = %config.startup.name, data_dir = %config.startup.data_dir.display(), "listening; recovering storage");
 
@@ -327,13 +333,45 @@ pub async fn run_with_hook(
     Ok(())
 }
 
+/// Raises the open-file limit and derives `max_connections` from it (both
+/// logged).
+fn connection_limit(config: &Config) -> usize {
+    let setting = config.startup.connections.max_connections;
+    let open_files = match connections::raise_fd_limit() {
+        Ok(l) => {
+            if l.was < l.soft {
+                tracing::info!(
+                    from = l.was,
+                    to = l.soft,
+                    "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+                );
+            } else {
+                tracing::info!(limit = l.soft, "open-file limit (RLIMIT_NOFILE)");
+            }
+            l.soft
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let max = connections::resolve(setting, open_files);
+    if max as u64 > open_files.saturating_sub(256) {
+        tracing::warn!(max_connections = max, open_files, "max_connections leaves fewer than 256 descriptors for files: chunk files may fail to open");
+    }
+    tracing::info!(max_connections = max, "connection limit");
+    max
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     graceful: GracefulShutdown,
     token: CancellationToken,
+    gate: ConnectionGate,
 ) -> GracefulShutdown {
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,
@@ -348,12 +386,23 @@ async fn accept_loop(
                 continue;
             }
         };
+        let lane = match gate.admit() {
+            Admission::Serve(permit) => Lane::Served(permit, graceful.watcher()),
+            Admission::OverLimit(permit) => {
+                warn_at_limit(&mut warned, gate.max());
+                Lane::OverLimit(permit, gate.max())
+            }
+            Admission::Close => {
+                warn_at_limit(&mut warned, gate.max());
+                tracing::debug!(%peer, "over the connection limit and its answer lane: closed");
+                continue; // dropping the stream closes it
+            }
+        };
         let _ = stream.set_nodelay(true);
         let st = Arc::clone(&state);
-        let watcher = graceful.watcher();
         match &tls {
             None => {
-                tokio::spawn(serve(TokioIo::new(stream), st, watcher));
+                tokio::spawn(serve(TokioIo::new(stream), st, lane));
             }
             Some(acceptor) => {
                 // The handshake runs in the connection's task, bounded, so a
@@ -365,7 +414,7 @@ async fn accept_loop(
                         acceptor.accept(stream),
                     );
                     match handshake.await {
-                        Ok(Ok(tls_stream)) => serve(TokioIo::new(tls_stream), st, watcher).await,
+                        Ok(Ok(tls_stream)) => serve(TokioIo::new(tls_stream), st, lane).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -377,19 +426,56 @@ async fn accept_loop(
     graceful
 }
 
+/// Logs that the connection limit was reached, at most every 10 s.
+fn warn_at_limit(last: &mut Option<tokio::time::Instant>, max: usize) {
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+        *last = Some(tokio::time::Instant::now());
+        tracing::warn!(
+            max_connections = max,
+            "connection limit reached: new connections get 503 until some close"
+        );
+    }
+}
+
+/// How a connection is served; each holds its place under the limit (or
+/// in the over-limit lane) until the connection ends.
+enum Lane {
+    /// Within `max_connections`: served until it closes or shutdown ends it.
+    Served(OwnedSemaphorePermit, Watcher),
+    /// Beyond it: one answer, then closed (`http::handle_over_limit`).
+    OverLimit(OwnedSemaphorePermit, usize),
+}
+
 /// Serves HTTP/1.1 on one (plain or TLS) connection until it closes or the
-/// graceful shutdown ends it.
-async fn serve<I>(io: I, state: Arc<AppState>, watcher: hyper_util::server::graceful::Watcher)
+/// graceful shutdown ends it; or, beyond the connection limit, answers one
+/// request and closes.
+async fn serve<I>(io: I, state: Arc<AppState>, lane: Lane)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| http::handle(Arc::clone(&state), req));
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(1 << 20)
-        .serve_connection(io, svc);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "connection ended with error");
+    match lane {
+        Lane::Served(_permit, watcher) => {
+            let svc = service_fn(move |req| http::handle(Arc::clone(&state), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .max_buf_size(1 << 20)
+                .serve_connection(io, svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with error");
+            }
+        }
+        Lane::OverLimit(_permit, max) => {
+            let svc = service_fn(move |req| http::handle_over_limit(Arc::clone(&state), req, max));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(connections::OVER_LIMIT_HEADER_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(64 << 10)
+                .serve_connection(io, svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "over-limit connection ended with error");
+            }
+        }
     }
 }

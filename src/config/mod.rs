@@ -26,8 +26,8 @@ use std::time::Duration;
 pub use parse::{parse_append_mode, parse_bool, parse_duration, parse_size};
 pub use raw::RawSettings;
 pub use sections::{
-    AppendMode, Config, Limits, LiveSettings, RetentionConfig, RetentionMode, Startup,
-    StorageConfig, TlsFiles,
+    AppendMode, Config, ConnectionLimits, Limits, LiveSettings, MaxConnections, RetentionConfig,
+    RetentionMode, Startup, StorageConfig, TlsFiles,
 };
 
 /// Largest `max_size` a `/read` accepts (SPEC: 16 MiB).
@@ -132,6 +132,32 @@ mod tests {
         assert_eq!(d.startup.data_dir, PathBuf::from("./data"));
         assert!(d.startup.tier.is_none() && d.live.token.is_none() && d.live.peers.is_empty());
         assert_eq!(d.live.log_level, "info");
+    }
+
+    #[test]
+    fn connection_limits_parse_and_default() {
+        let d = Config::defaults().startup.connections;
+        assert_eq!(d.max_connections, MaxConnections::Auto);
+        assert_eq!(d.body_idle_timeout, Duration::from_secs(5));
+        let c = RawSettings::default()
+            .with(&settings::MAX_CONNECTIONS, "50")
+            .with(&settings::BODY_IDLE_TIMEOUT, "1500ms")
+            .validate()
+            .unwrap()
+            .startup
+            .connections;
+        assert_eq!(c.max_connections, MaxConnections::Fixed(50));
+        assert_eq!(c.body_idle_timeout, Duration::from_millis(1500));
+        for (s, v) in [
+            (&settings::MAX_CONNECTIONS, "0"),
+            (&settings::MAX_CONNECTIONS, "many"),
+            (&settings::MAX_CONNECTIONS, "1000001"),
+            (&settings::BODY_IDLE_TIMEOUT, "0s"),
+            (&settings::BODY_IDLE_TIMEOUT, "soon"),
+        ] {
+            let err = RawSettings::default().with(s, v).validate().unwrap_err();
+            assert!(err.to_string().contains(s.key), "{err}");
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Startup {
     pub storage: StorageConfig,
     /// Request limits.
     pub limits: Limits,
+    /// Connection count and request-body idleness bounds.
+    pub connections: ConnectionLimits,
     /// `min_sync_replicas` wait limit (`replication_timeout`).
     pub replication_timeout: Duration,
     /// Certificate and key of an HTTPS listener; None = plain HTTP.
@@ -165,6 +167,25 @@ impl Default for Limits {
     fn default() -> Self {
         Config::defaults().startup.limits
     }
+}
+
+/// Bounds on connections and on clients that stop sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once (`max_connections`).
+    pub max_connections: MaxConnections,
+    /// Longest pause allowed inside a request body (`body_idle_timeout`).
+    pub body_idle_timeout: Duration,
+}
+
+/// The `max_connections` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxConnections {
+    /// Derived from the open-file limit at start (`auto`; see
+    /// `crate::connections`).
+    Auto,
+    /// This many.
+    Fixed(usize),
 }
 
 /// PEM files of the HTTPS listener.

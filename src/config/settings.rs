@@ -220,6 +220,19 @@ settings! {
         default: Value("4MiB"),
         example: "8MiB",
     }
+    BODY_IDLE_TIMEOUT = "body_idle_timeout" {
+        value_name: "DURATION",
+        help: "A request body (write, subscription, peer poll) that sends no byte for this long is answered 408 and its connection closed; it holds no memory before its bytes arrive. ms/s/m/h.",
+        section: LIMITS,
+        default: Value("5s"),
+        example: "30s",
+    }
+    MAX_CONNECTIONS = "max_connections" {
+        value_name: "N",
+        help: "Connections served at once (clients and peers). A connection beyond it gets one answer, 503 (GET /healthz is answered as usual), and is closed. auto = half the open-file limit, which is raised to its hard limit at start, at most 65536.",
+        default: Value("auto"),
+        example: "5000",
+    }
     PEERS = "peers" {
         value_name: "LIST",
         help: "Other servers of the cluster, name=url,... (a single node stays one until restarted, and vice versa).",

@@ -9,7 +9,10 @@ use super::parse::{
     parse_append_mode, parse_bool, parse_duration, parse_host_list, parse_hours,
     parse_retention_mode, parse_size,
 };
-use super::sections::{Config, LiveSettings, RetentionConfig, Startup, StorageConfig, TlsFiles};
+use super::sections::{
+    Config, ConnectionLimits, LiveSettings, MaxConnections, RetentionConfig, Startup,
+    StorageConfig, TlsFiles,
+};
 use super::settings::{self as s, DefaultValue, Setting};
 use super::{ConfigError, Limits, RawSettings};
 use crate::auth::Token;
@@ -123,6 +126,10 @@ impl RawSettings {
                 limits: Limits {
                     max_message_size,
                     max_batch_size,
+                },
+                connections: ConnectionLimits {
+                    max_connections: self.required(&s::MAX_CONNECTIONS, parse_max_connections)?,
+                    body_idle_timeout: self.required(&s::BODY_IDLE_TIMEOUT, positive_duration)?,
                 },
                 replication_timeout: self.required(&s::REPLICATION_TIMEOUT, positive_duration)?,
                 tls,
@@ -303,6 +310,18 @@ fn count(v: &str, max: usize) -> Result<usize, String> {
         .ok()
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| format!("expected a whole number from 1 to {max}"))
+}
+
+/// `auto` or a number of connections, 1 to 1000000.
+fn parse_max_connections(v: &str) -> Result<MaxConnections, String> {
+    if v == "auto" {
+        return Ok(MaxConnections::Auto);
+    }
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .map(MaxConnections::Fixed)
+        .ok_or_else(|| "expected auto or a number from 1 to 1000000".to_owned())
 }
 
 /// An invalid-value error naming `setting`; secret values are not echoed.

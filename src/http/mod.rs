@@ -6,6 +6,8 @@
 //! nothing here touches files.
 //!
 //! - `state.rs`: [`AppState`], the services shared by all connections.
+//! - `intake.rs`: receiving request bodies (size, idle and total time
+//!   bounds) under the global memory budget of `budget.rs`.
 //! - `routes.rs`: the route table, dispatch, `Allow` and the `404` list.
 //! - [`params`]: query parsing and [`params::RequestError`].
 //! - [`error`]: [`error::ApiError`], kinds → statuses.
@@ -16,9 +18,11 @@
 mod ack;
 mod admin;
 pub mod body;
+pub mod budget;
 pub mod error;
 mod groups;
 pub mod guard;
+mod intake;
 pub mod params;
 mod peer;
 mod read;
@@ -36,8 +40,9 @@ use hyper::{header, Request, Response};
 
 use crate::metrics::StatusLabel;
 use error::ApiError;
+pub use intake::{body_budget_bytes, body_reserve_bytes, IntakeError, BODY_TIMEOUT};
 use routes::RouteError;
-pub use state::{body_budget_bytes, AppState, ServiceError};
+pub use state::{AppState, ServiceError};
 
 /// The response type of every handler.
 pub type HttpResponse = Response<body::Body>;
@@ -71,18 +76,48 @@ pub async fn handle(
         Ok(endpoint) => routes::dispatch(endpoint, &state, req).await,
         Err(e) => Err(e),
     };
-    let resp = result.unwrap_or_else(|e| {
-        state
-            .metrics
-            .errors
-            .get_or_create(&StatusLabel {
-                status: e.status.as_u16(),
-            })
-            .inc();
-        tracing::debug!(%method, %path, status = e.status.as_u16(), message = %e.message, "request refused");
-        e.into_response()
+    Ok(result.unwrap_or_else(|e| refused(&state, &method, &path, e)))
+}
+
+/// Answers the one request of a connection beyond `max_connections`
+/// (which is then closed): `GET /healthz` as usual, so load balancers
+/// still see a live node; anything else `503`, doing nothing (a write gets
+/// `chunkbus-written: false`).
+///
+/// # Errors
+/// Never (the `Result` is what hyper's `service_fn` wants).
+pub async fn handle_over_limit(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    max_connections: usize,
+) -> Result<HttpResponse, Infallible> {
+    let path = req.uri().path();
+    let endpoint = routes::resolve(path, req.method()).ok();
+    if endpoint == Some(routes::Endpoint::Healthz) {
+        return Ok(admin::healthz(&state));
+    }
+    let e = ApiError::from(ServiceError::ConnectionLimit {
+        max: max_connections,
     });
-    Ok(resp)
+    let e = if endpoint == Some(routes::Endpoint::Write) {
+        e.with_written(false)
+    } else {
+        e
+    };
+    Ok(refused(&state, req.method(), path, e))
+}
+
+/// Counts and logs a refusal; its response.
+fn refused(state: &AppState, method: &hyper::Method, path: &str, e: ApiError) -> HttpResponse {
+    state
+        .metrics
+        .errors
+        .get_or_create(&StatusLabel {
+            status: e.status.as_u16(),
+        })
+        .inc();
+    tracing::debug!(%method, %path, status = e.status.as_u16(), message = %e.message, "request refused");
+    e.into_response()
 }
 
 /// Checks the bearer token (when one is configured) on every request the

@@ -10,9 +10,6 @@ use crate::config::{MAX_READ_SIZE, MAX_WAIT_MS};
 use crate::error::{DomainError, ErrorKind};
 use crate::names::{Category, ChunkName, NameError};
 
-/// A boxed body-reading error (what `http_body_util::Limited` yields).
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// A request refused before any work: a bad query parameter, header or
 /// body. Every message names what is wrong and what is allowed.
 #[derive(Debug, thiserror::Error)]
@@ -77,30 +74,9 @@ pub enum RequestError {
     /// A `Content-Length` that is not a number.
     #[error("Content-Length is not a number")]
     BadContentLength,
-    /// The body did not arrive in time.
-    #[error("request body not received within {secs}s")]
-    BodyTimeout {
-        /// The deadline, seconds.
-        secs: u64,
-    },
-    /// The connection failed while the body was read.
-    #[error("reading request body failed")]
-    BodyUnreadable(#[source] hyper::Error),
-    /// A peer's changes poll body could not be read.
-    #[error("reading the poll body failed")]
-    PollUnreadable(#[source] BoxError),
     /// A peer's changes poll is not the expected JSON.
     #[error("bad changes poll")]
     BadPoll(#[source] serde_json::Error),
-    /// A subscription body that could not be read or is too long.
-    #[error("subscription body unreadable or over {max} bytes")]
-    SpecUnreadable {
-        /// The limit, bytes.
-        max: usize,
-        /// What happened.
-        #[source]
-        source: BoxError,
-    },
     /// A subscription's `from` that names no chunk of its category held
     /// here, or an offset that is not a message boundary of it.
     #[error("invalid \"from\" of the subscription: {0}")]
@@ -122,14 +98,10 @@ fn peers_hint(peers: &u64) -> &'static str {
 }
 
 impl DomainError for RequestError {
-    /// Oversize bodies are `PayloadTooLarge`, a slow body
-    /// `RequestTimeout`, everything else `BadRequest`.
+    /// Every refusal here is `BadRequest` (body reading failures are
+    /// `super::intake::IntakeError`s).
     fn kind(&self) -> ErrorKind {
-        match self {
-            Self::SpecUnreadable { .. } => ErrorKind::PayloadTooLarge,
-            Self::BodyTimeout { .. } => ErrorKind::RequestTimeout,
-            _ => ErrorKind::BadRequest,
-        }
+        ErrorKind::BadRequest
     }
 }
 

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{header, Request, Response};
 
 use super::body::Body;
 use super::error::ApiError;
+use super::intake;
 use super::params::{Query, RequestError};
 use super::{json, ok_line, AppState, HttpResponse};
 use crate::cluster::protocol::{self, ChangesReply, ChangesRequest, ChunkState, Deleted, HeldCopy};
@@ -20,8 +20,6 @@ use crate::storage::chunk::index::Record;
 use crate::storage::chunk::Chunk;
 use crate::storage::{Storage, StorageError};
 
-/// Largest changes-poll body accepted (reports of many chunks).
-const MAX_CHANGES_BODY: usize = 16 << 20;
 /// Longest changes-poll wait.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 
@@ -34,12 +32,18 @@ pub(super) async fn changes(
 ) -> Result<HttpResponse, ApiError> {
     let cluster = state.cluster()?;
     let storage = state.peer_storage()?;
-    let body = http_body_util::Limited::new(req.into_body(), MAX_CHANGES_BODY)
-        .collect()
-        .await
-        .map_err(RequestError::PollUnreadable)?
-        .to_bytes();
-    let poll: ChangesRequest = serde_json::from_slice(&body).map_err(RequestError::BadPoll)?;
+    // Bounded like every body: size, the global budget, idleness.
+    let body = intake::receive(
+        state,
+        req.into_body(),
+        intake::MAX_POLL_BODY,
+        "changes poll body",
+        |_| Ok::<_, ApiError>(()),
+    )
+    .await?;
+    let poll: ChangesRequest =
+        serde_json::from_slice(&body.contiguous()).map_err(RequestError::BadPoll)?;
+    drop(body); // before the long poll
     let from = ServerName::parse(&poll.from)?;
     check_peer(cluster, &from)?;
     // Count only what the owner has written, of chunks that exist.

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
+use super::budget::BodyBudget;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::{DomainError, ErrorKind};
@@ -40,8 +41,9 @@ pub struct AppState {
     /// Cancelled when shutdown starts: long polls return, writes get 503.
     pub shutdown: CancellationToken,
     /// Bytes of request bodies that may be held in memory at once, across
-    /// all connections (see [`body_budget_bytes`]).
-    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// all connections, charged as they arrive (see
+    /// [`super::body_budget_bytes`]).
+    pub body_budget: BodyBudget,
     /// Settings that change on config reload (token, retention, tiering
     /// thresholds).
     pub live: Arc<crate::reload::Live>,
@@ -60,9 +62,15 @@ pub enum ServiceError {
     /// Shutdown has begun (client endpoints).
     #[error("server is shutting down; retry on another server or after restart")]
     ShuttingDown,
-    /// Shutdown has begun (peer endpoints, body budget).
+    /// Shutdown has begun (peer endpoints).
     #[error("server is shutting down")]
     Stopping,
+    /// A connection beyond `max_connections` (answered, then closed).
+    #[error("server is at its connection limit (max_connections={max}); retry shortly or on another server")]
+    ConnectionLimit {
+        /// The limit.
+        max: usize,
+    },
     /// A peer endpoint on a server without peers.
     #[error("this server has no peers (--peers is not set)")]
     NoPeers,
@@ -80,28 +88,22 @@ impl DomainError for ServiceError {
     /// rest `Internal`.
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Recovering | Self::Opening | Self::ShuttingDown | Self::Stopping => {
-                ErrorKind::Unavailable
-            }
+            Self::Recovering
+            | Self::Opening
+            | Self::ShuttingDown
+            | Self::Stopping
+            | Self::ConnectionLimit { .. } => ErrorKind::Unavailable,
             Self::NoPeers => ErrorKind::NotFound,
             Self::TieringOff | Self::EncodeJson(_) => ErrorKind::Internal,
         }
     }
 }
 
-/// Global bound on buffered write bodies: 64 × `max_batch_size` (256 MiB
-/// with defaults).
-#[must_use]
-pub fn body_budget_bytes(max_batch_size: u64) -> usize {
-    usize::try_from(max_batch_size.saturating_mul(64)).unwrap_or(usize::MAX >> 4)
-}
-
 impl AppState {
     /// State for a server that is still recovering.
     #[must_use]
     pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Self {
-        let budget = body_budget_bytes(config.startup.limits.max_batch_size)
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let body_budget = super::intake::budget_for(config.startup.limits.max_batch_size);
         Self {
             live: Arc::new(crate::reload::Live::new(&config.live)),
             config,
@@ -113,7 +115,7 @@ impl AppState {
             subscriptions: OnceLock::new(),
             metrics: Metrics::default(),
             shutdown,
-            body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            body_budget,
         }
     }
 

@@ -2,11 +2,11 @@
 //! [`crate::subscriptions::Spec`], declared `application/json` or not
 //! declared), `GET /subscriptions`, `DELETE /subscriptions?category=C&group=G`.
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::error::ApiError;
+use super::intake;
 use super::params::{Query, RequestError};
 use super::{json, ok_line, AppState, HttpResponse};
 use crate::names::{Category, ChunkName, GroupName};
@@ -14,24 +14,22 @@ use crate::storage::StorageError;
 use crate::subscriptions::Spec;
 use crate::tier::TierError;
 
-/// Largest registration body.
-const MAX_SPEC_BYTES: usize = 64 << 10;
-
 pub(super) async fn add(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     super::guard::require_json(req.headers())?;
     let subs = state.subscriptions()?;
-    let body = Limited::new(req.into_body(), MAX_SPEC_BYTES)
-        .collect()
-        .await
-        .map_err(|source| RequestError::SpecUnreadable {
-            max: MAX_SPEC_BYTES,
-            source,
-        })?
-        .to_bytes();
-    let spec: Spec = serde_json::from_slice(&body).map_err(RequestError::SpecJson)?;
+    let body = intake::receive(
+        state,
+        req.into_body(),
+        intake::MAX_SPEC_BODY,
+        "subscription body",
+        |_| Ok::<_, ApiError>(()),
+    )
+    .await?;
+    let spec: Spec = serde_json::from_slice(&body.contiguous()).map_err(RequestError::SpecJson)?;
+    drop(body);
     check_start(state, &spec).await?;
     subs.add(spec).await?;
     let mut r = ok_line();

@@ -2,23 +2,16 @@
 //! body as it streams in (refusing oversize input without buffering it),
 //! append it atomically, then wait for durability if asked.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{header, Request};
 
 use super::error::ApiError;
+use super::intake::{self, Received};
 use super::params::{Query, RequestError};
-use super::{json, AppState, HttpResponse, ServiceError};
+use super::{json, AppState, HttpResponse};
 use crate::cluster::progress::Need;
 use crate::cluster::ClusterError;
 use crate::storage::chunk::format::{BodyChecker, BodyError};
-
-/// How long a client may take to send a body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(serde::Serialize)]
 struct WriteReply<'a> {
@@ -57,8 +50,7 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
         .into());
     }
     let limits = &state.config.startup.limits;
-    let declared = content_length(&req)?;
-    if let Some(len) = declared {
+    if let Some(len) = content_length(&req)? {
         if len > limits.max_batch_size {
             return Err(BodyError::BodyTooLarge {
                 len,
@@ -69,21 +61,21 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     }
     // A new category past `max_categories` is refused before the body is read.
     storage.admits(&category)?;
-    // Reserve memory for the whole body at once (no hold-and-wait between
-    // requests): under overload new bodies wait here and TCP pushes back,
-    // instead of the process growing without bound.
-    let want = u32::try_from(declared.unwrap_or(limits.max_batch_size).max(1)).unwrap_or(u32::MAX);
-    let _budget = Arc::clone(&state.body_budget)
-        .acquire_many_owned(want)
-        .await
-        // Never closed: failing to acquire can only mean the process stops.
-        .map_err(|_closed| ServiceError::Stopping)?;
+    // Memory is charged as the body arrives (a client that announces a
+    // body and sends nothing holds none); under overload bodies wait for
+    // the budget and TCP pushes back instead of the process growing.
     let mut checker = BodyChecker::new(limits.max_message_size, limits.max_batch_size);
-    let frames = tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body(), &mut checker))
-        .await
-        .map_err(|_elapsed| RequestError::BodyTimeout {
-            secs: BODY_TIMEOUT.as_secs(),
-        })??;
+    let Received {
+        frames,
+        reservation,
+    } = intake::receive(
+        state,
+        req.into_body(),
+        limits.max_batch_size,
+        "write body",
+        |piece| checker.feed(piece).map_err(ApiError::from),
+    )
+    .await?;
     let body = checker.finish()?;
     let durable = sync || storage.fsync_every_write();
     let cluster = state.cluster.get().filter(|_| replicas > 0);
@@ -93,6 +85,8 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
         .filter(|_| durable)
         .map(|c| c.progress.sync_waiter());
     let appended = storage.append(&category, frames, body).await?;
+    // The bytes are in the chunk now: free their memory before waiting.
+    drop(reservation);
     if durable {
         storage
             .wait_durable(&appended)
@@ -150,18 +144,4 @@ fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, RequestError> 
                 .ok_or(RequestError::BadContentLength)
         })
         .transpose()
-}
-
-async fn read_body(mut body: Incoming, checker: &mut BodyChecker) -> Result<Vec<Bytes>, ApiError> {
-    let mut frames = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(RequestError::BodyUnreadable)?;
-        if let Ok(data) = frame.into_data() {
-            checker.feed(&data)?;
-            if !data.is_empty() {
-                frames.push(data);
-            }
-        }
-    }
-    Ok(frames)
 }
