@@ -57,8 +57,14 @@ mod tests {
         let src = include_str!("lib.rs");
         let (docs, code) = src.split_at(src.find("\npub mod ").unwrap_or(0));
         for line in code.lines() {
-            if let Some(m) = line.strip_prefix("pub mod ").and_then(|l| l.strip_suffix(';')) {
-                assert!(docs.contains(&format!("[`{m}`]")), "lib.rs layout omits {m}");
+            if let Some(m) = line
+                .strip_prefix("pub mod ")
+                .and_then(|l| l.strip_suffix(';'))
+            {
+                assert!(
+                    docs.contains(&format!("[`{m}`]")),
+                    "lib.rs layout omits {m}"
+                );
             }
         }
     }
