@@ -114,12 +114,44 @@ pub(super) async fn fetch(
         obj.entry.object_len
     };
     let layout = header.layout(object_len).map_err(|e| obj.bad(e))?;
-    let keys = format::keys_for(&header, ring).map_err(|e| obj.bad(e))?;
-    let tagger = Tagger::new(keys, &header, obj.id);
     let index = store
         .get_range(obj.key, layout.index_offset, layout.object_len)
         .await?;
-    let entries = format::parse_index(&header, &layout, &tagger, &index).map_err(|e| obj.bad(e))?;
+    assemble(ring, obj, header, layout, &index)
+}
+
+/// Checks a whole object held in memory (`bytes`, exactly
+/// `obj.entry.object_len` long) as [`fetch`] would, without fetching.
+///
+/// # Errors
+/// As [`fetch`].
+pub(super) fn from_bytes(
+    ring: &KeyRing,
+    obj: &ObjectRef<'_>,
+    bytes: &[u8],
+) -> Result<Meta, TierReadError> {
+    let header = check_header(obj, bytes)?;
+    let layout = header
+        .layout(obj.entry.object_len)
+        .map_err(|e| obj.bad(e))?;
+    let at = usize::try_from(layout.index_offset).unwrap_or(usize::MAX);
+    let index = bytes
+        .get(at..)
+        .ok_or_else(|| obj.bad(FormatError::Truncated("index")))?;
+    assemble(ring, obj, header, layout, index)
+}
+
+/// The key, the MAC and the authenticated index of a checked header.
+fn assemble(
+    ring: &KeyRing,
+    obj: &ObjectRef<'_>,
+    header: Header,
+    layout: Layout,
+    index: &[u8],
+) -> Result<Meta, TierReadError> {
+    let keys = format::keys_for(&header, ring).map_err(|e| obj.bad(e))?;
+    let tagger = Tagger::new(keys, &header, obj.id);
+    let entries = format::parse_index(&header, &layout, &tagger, index).map_err(|e| obj.bad(e))?;
     Ok(Meta {
         header,
         layout,

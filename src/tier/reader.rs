@@ -124,21 +124,43 @@ impl TierReader {
     /// Reads the whole object back and checks it end to end before its
     /// chunk's local copy may go: the stored size, the header against
     /// `obj.entry` (digest), the index, every frame's tag and the records'
-    /// tag, fetched in pieces of at most 4 MiB (whole frames).
+    /// tag. An object of up to 4 MiB is fetched with one GET; a larger one
+    /// in range GETs of at most 4 MiB (whole frames).
     ///
     /// # Errors
     /// The object is missing, of the wrong size, or does not authenticate.
     pub async fn verify_object(&self, obj: &ObjectRef<'_>) -> Result<(), TierReadError> {
         self.forget(obj.key);
-        let size = self.store.size(obj.key).await?;
-        if size != obj.entry.object_len {
-            return Err(Self::bad(
+        let len = obj.entry.object_len;
+        let wrong_size = |size: u64| {
+            Self::bad(
                 obj.key,
-                FormatError::Corrupt(format!(
-                    "store holds {size} bytes, uploaded {}",
-                    obj.entry.object_len
-                )),
-            ));
+                FormatError::Corrupt(format!("store holds {size} bytes, uploaded {len}")),
+            )
+        };
+        if len <= VERIFY_SPAN {
+            // One byte more than uploaded, to see a longer object too.
+            let all = self.store.get_range(obj.key, 0, len + 1).await?;
+            if all.len() as u64 != len {
+                return Err(wrong_size(all.len() as u64));
+            }
+            let meta = meta::from_bytes(&self.ring, obj, &all)?;
+            let last = meta.entries.len().saturating_sub(1);
+            Self::verify_frames(obj.key, &meta, 0, last, &all, 0)?;
+            let mut mac = meta.tagger.start(&RECORDS_FRAME.to_le_bytes());
+            let at = usize::try_from(meta.layout.records_offset).unwrap_or(usize::MAX);
+            let (records, tag) = all
+                .get(at..usize::try_from(meta.layout.index_offset).unwrap_or(usize::MAX))
+                .and_then(|r| r.split_at_checked(meta.header.records_len as usize))
+                .ok_or_else(|| Self::bad(obj.key, FormatError::Truncated("records")))?;
+            mac.update(records);
+            return mac
+                .verify_slice(tag)
+                .map_err(|_| Self::bad(obj.key, FormatError::BadTag("records")));
+        }
+        let size = self.store.size(obj.key).await?;
+        if size != len {
+            return Err(wrong_size(size));
         }
         let meta = meta::fetch(&self.store, &self.ring, obj).await?;
         let mut i = 0usize;
@@ -155,12 +177,7 @@ impl TierReader {
                 .store
                 .get_range(obj.key, first.offset, meta.entries[j].end())
                 .await?;
-            for (n, e) in meta.entries[i..=j].iter().enumerate() {
-                let at = usize::try_from(e.offset - first.offset).unwrap_or(usize::MAX);
-                let frame = u32::try_from(i + n).unwrap_or(u32::MAX);
-                format::verify_frame(&meta.tagger, frame, e, raw.get(at..).unwrap_or_default())
-                    .map_err(|err| Self::bad(obj.key, err))?;
-            }
+            Self::verify_frames(obj.key, &meta, i, j, &raw, first.offset)?;
             i = j + 1;
         }
         let mut mac = meta.tagger.start(&RECORDS_FRAME.to_le_bytes());
@@ -183,6 +200,31 @@ impl TierReader {
             .await?;
         mac.verify_slice(&tag)
             .map_err(|_| Self::bad(obj.key, FormatError::BadTag("records")))
+    }
+
+    /// Checks the tags of frames `i..=j`, held in `raw` from object offset
+    /// `base`.
+    fn verify_frames(
+        key: &str,
+        meta: &Meta,
+        i: usize,
+        j: usize,
+        raw: &[u8],
+        base: u64,
+    ) -> Result<(), TierReadError> {
+        for (n, e) in meta
+            .entries
+            .get(i..=j)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let at = usize::try_from(e.offset - base).unwrap_or(usize::MAX);
+            let frame = u32::try_from(i + n).unwrap_or(u32::MAX);
+            format::verify_frame(&meta.tagger, frame, e, raw.get(at..).unwrap_or_default())
+                .map_err(|err| Self::bad(key, err))?;
+        }
+        Ok(())
     }
 
     /// Decoded frames `first..=last`, from the cache or one range GET.
@@ -335,5 +377,97 @@ impl TierReader {
             }
         }
         c.order.retain(|(k, _)| k != key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tier::encode::encode;
+    use crate::tier::format::Identity;
+    use crate::tier::keys::Keys;
+    use crate::tier::manifest::TieredChunk;
+    use crate::tier::store::{LocalStore, ObjectUpload};
+
+    const ID: Identity<'static> = Identity {
+        category: "c",
+        chunk: "n1-chunk000000001",
+    };
+
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    async fn put(store: &AnyStore, key: &str, bytes: &[u8]) {
+        let up = store.begin(key).await.unwrap();
+        up.finish(Bytes::copy_from_slice(bytes)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flipped_byte_anywhere_fails_the_read_back_small_or_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AnyStore::Local(LocalStore::open(dir.path()).unwrap());
+        let keys = Keys::derive(&[6u8; 32]);
+        let reader = TierReader::new(
+            store.clone(),
+            KeyRing::new(keys.clone(), Vec::new()),
+            1 << 20,
+        );
+        // 300 KB (one GET) and 10 MB (range GETs) of incompressible bytes.
+        for plain in [noise(300_000), noise(10_000_000)] {
+            let records = noise(5000);
+            let obj = encode(&plain, &records, &keys, [3; 16], ID, 1, 1 << 20).unwrap();
+            let entry = TieredChunk {
+                size: plain.len() as u64,
+                messages: 0,
+                object_len: obj.len() as u64,
+                key_id: keys.id,
+                header_digest: Some(format::digest(&obj[..HEADER_LEN])),
+            };
+            let r = ObjectRef {
+                key: "c/n1-chunk000000001",
+                id: ID,
+                entry,
+            };
+            put(&store, r.key, &obj).await;
+            reader.verify_object(&r).await.unwrap();
+            // A middle frame, the records, the index, one byte too many.
+            for at in [
+                obj.len() / 2,
+                obj.len() - 16 * 12 - 32 - 100,
+                obj.len() - 40,
+            ] {
+                let mut bad = obj.clone();
+                bad[at] ^= 4;
+                put(&store, r.key, &bad).await;
+                assert!(
+                    reader.verify_object(&r).await.is_err(),
+                    "flip at {at} of {}",
+                    obj.len()
+                );
+            }
+            let mut longer = obj.clone();
+            longer.push(0);
+            put(&store, r.key, &longer).await;
+            assert!(reader.verify_object(&r).await.is_err(), "longer object");
+            // Read as another chunk: refused.
+            put(&store, r.key, &obj).await;
+            let other = ObjectRef {
+                id: Identity {
+                    category: "c",
+                    chunk: "n1-chunk000000002",
+                },
+                ..r
+            };
+            assert!(reader.verify_object(&other).await.is_err());
+        }
     }
 }

@@ -81,6 +81,8 @@ impl TestS3 {
                         a = listener.accept() => a.unwrap(),
                         _ = &mut rx => break,
                     };
+                    // As a real S3 endpoint: no Nagle delay on small answers.
+                    let _ = sock.set_nodelay(true);
                     let (svc, fail) = (service.clone(), Arc::clone(&fail));
                     let (rot, root) = (Arc::clone(&rot), root.clone());
                     let handler = hyper::service::service_fn(
