@@ -3,10 +3,12 @@
 //! fdatasync'd before the local copy of a chunk is removed.
 //!
 //! ```text
-//! <crc32c 8 hex> + <category> <chunk> <size> <messages> <object_len> <key id hex>\n
+//! <crc32c 8 hex> + <category> <chunk> <size> <messages> <object_len> <key id hex> [<header sha256 hex>]\n
 //! <crc32c 8 hex> - <category> <chunk>\n
 //! ```
-//! The CRC32C covers the text after the first space. Loading stops at the
+//! The header digest binds the entry to the very object uploaded; entries
+//! written before format 2 have none. The CRC32C covers the text after the
+//! first space. Loading stops at the
 //! first torn or corrupt line (and cuts the file there). This module never
 //! touches chunk files or the object store.
 
@@ -34,6 +36,9 @@ pub struct TieredChunk {
     pub object_len: u64,
     /// Id of the key it was written with.
     pub key_id: [u8; 8],
+    /// SHA-256 of the object's header (format 2); None for entries
+    /// recorded before format 2, whose objects are upgraded.
+    pub header_digest: Option<[u8; 32]>,
 }
 
 /// An I/O failure of the manifest, naming the file or directory.
@@ -59,8 +64,9 @@ impl ManifestError {
     }
 }
 
-/// Tiered chunks by (category, chunk).
-type Entries = BTreeMap<(Category, ChunkName), TieredChunk>;
+/// Tiered chunks by category, then chunk (nested, so a lookup borrows
+/// the names instead of cloning them).
+type Entries = BTreeMap<Category, BTreeMap<ChunkName, TieredChunk>>;
 
 /// The tiered set, mirrored in the append log.
 #[derive(Debug)]
@@ -71,6 +77,18 @@ pub struct Manifest {
 
 fn line(body: &str) -> String {
     format!("{:08x} {body}\n", crc32c::crc32c(body.as_bytes()))
+}
+
+/// Parses `n` bytes of lowercase or uppercase hex.
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn parse_line(l: &str) -> Option<(bool, Category, ChunkName, Option<TieredChunk>)> {
@@ -88,13 +106,13 @@ fn parse_line(l: &str) -> Option<(bool, Category, ChunkName, Option<TieredChunk>
             let size = f.next()?.parse().ok()?;
             let messages = f.next()?.parse().ok()?;
             let object_len = f.next()?.parse().ok()?;
-            let id = f.next()?;
-            if id.len() != 16 {
+            let key_id = unhex::<8>(f.next()?)?;
+            let header_digest = match f.next() {
+                None => None,
+                Some(d) => Some(unhex::<32>(d)?),
+            };
+            if f.next().is_some() {
                 return None;
-            }
-            let mut key_id = [0u8; 8];
-            for (i, b) in key_id.iter_mut().enumerate() {
-                *b = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
             }
             Some((
                 true,
@@ -105,10 +123,20 @@ fn parse_line(l: &str) -> Option<(bool, Category, ChunkName, Option<TieredChunk>
                     messages,
                     object_len,
                     key_id,
+                    header_digest,
                 }),
             ))
         }
         _ => None,
+    }
+}
+
+fn remove(map: &mut Entries, cat: &Category, chunk: &ChunkName) {
+    if let Some(chunks) = map.get_mut(cat) {
+        chunks.remove(chunk);
+        if chunks.is_empty() {
+            map.remove(cat);
+        }
     }
 }
 
@@ -125,7 +153,7 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(ManifestError::io("read", &path)(e)),
         };
-        let mut map = BTreeMap::new();
+        let mut map = Entries::new();
         let mut valid = 0usize;
         for raw in text.split_inclusive(|&b| b == b'\n') {
             let Some(l) = raw
@@ -139,11 +167,9 @@ impl Manifest {
             };
             match (add, entry) {
                 (true, Some(e)) => {
-                    map.insert((cat, chunk), e);
+                    map.entry(cat).or_default().insert(chunk, e);
                 }
-                _ => {
-                    map.remove(&(cat, chunk));
-                }
+                _ => remove(&mut map, &cat, &chunk),
             }
             valid += raw.len();
         }
@@ -184,15 +210,19 @@ impl Manifest {
         e: TieredChunk,
     ) -> Result<(), ManifestError> {
         let mut g = self.inner.lock();
-        let body = format!(
+        let mut body = format!(
             "+ {cat} {chunk} {} {} {} {}",
             e.size,
             e.messages,
             e.object_len,
             super::keys::hex(&e.key_id)
         );
+        if let Some(d) = &e.header_digest {
+            body.push(' ');
+            body.push_str(&super::keys::hex(d));
+        }
         self.append(&mut g.0, &line(&body))?;
-        g.1.insert((cat.clone(), chunk.clone()), e);
+        g.1.entry(cat.clone()).or_default().insert(chunk.clone(), e);
         Ok(())
     }
 
@@ -203,18 +233,29 @@ impl Manifest {
     pub fn remove(&self, cat: &Category, chunk: &ChunkName) -> Result<(), ManifestError> {
         let mut g = self.inner.lock();
         self.append(&mut g.0, &line(&format!("- {cat} {chunk}")))?;
-        g.1.remove(&(cat.clone(), chunk.clone()));
+        remove(&mut g.1, cat, chunk);
         Ok(())
     }
 
     /// The entry of a chunk, if tiered.
     #[must_use]
     pub fn get(&self, cat: &Category, chunk: &ChunkName) -> Option<TieredChunk> {
-        self.inner
-            .lock()
-            .1
-            .get(&(cat.clone(), chunk.clone()))
-            .copied()
+        self.inner.lock().1.get(cat)?.get(chunk).copied()
+    }
+
+    /// The first entry (in name order) recorded before format 2 (without
+    /// a header digest) that `pick` accepts.
+    #[must_use]
+    pub fn first_unbound(
+        &self,
+        mut pick: impl FnMut(&Category, &ChunkName) -> bool,
+    ) -> Option<(Category, ChunkName, TieredChunk)> {
+        let g = self.inner.lock();
+        g.1.iter().find_map(|(c, chunks)| {
+            chunks.iter().find_map(|(n, e)| {
+                (e.header_digest.is_none() && pick(c, n)).then(|| (c.clone(), n.clone(), *e))
+            })
+        })
     }
 
     /// Every tiered chunk.
@@ -224,7 +265,7 @@ impl Manifest {
             .lock()
             .1
             .iter()
-            .map(|((c, n), e)| (c.clone(), n.clone(), *e))
+            .flat_map(|(c, chunks)| chunks.iter().map(move |(n, e)| (c.clone(), n.clone(), *e)))
             .collect()
     }
 }
@@ -244,12 +285,18 @@ mod tests {
             messages: 2,
             object_len: 99,
             key_id: [0xab; 8],
+            header_digest: None,
+        };
+        let bound = TieredChunk {
+            header_digest: Some([0xcd; 32]),
+            ..e
         };
         {
             let m = Manifest::open(dir.path()).unwrap();
             m.add(&cat, &a, e).unwrap();
             m.add(&cat, &b, e).unwrap();
             m.remove(&cat, &a).unwrap();
+            m.add(&cat, &b, bound).unwrap();
         }
         let path = dir.path().join(MANIFEST_FILE);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -257,7 +304,7 @@ mod tests {
         drop(f);
         let m = Manifest::open(dir.path()).unwrap();
         assert_eq!(m.get(&cat, &a), None);
-        assert_eq!(m.get(&cat, &b), Some(e));
+        assert_eq!(m.get(&cat, &b), Some(bound), "the last line wins");
         m.add(&cat, &a, e).unwrap();
         let again = Manifest::open(dir.path()).unwrap();
         assert_eq!(again.all().len(), 2);

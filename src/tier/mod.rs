@@ -4,11 +4,16 @@
 //! chunks fetch, verify, decrypt and decompress transparently.
 //!
 //! - [`keys`]: master key parsing and derived keys.
-//! - [`format`]: the object format (pure).
-//! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores.
-//! - [`manifest`]: the durable tiered set.
-//! - [`reader`]: cached, authenticated range reads.
+//! - [`format`]: the object format, reading side (pure); [`encode`]: the
+//!   streaming encoder (pure).
+//! - [`store`]: the `ObjectStore` trait, S3 and local-directory stores,
+//!   streamed uploads.
+//! - [`manifest`]: the durable tiered set, with each object's header digest.
+//! - [`meta`]: an object checked against its manifest entry (the binding).
+//! - [`reader`]: cached, authenticated range reads; full read-back checks.
+//! - `pipeline.rs`: one streamed upload (encoder thread → parts → store).
 //! - `upload.rs`: the upload/evict/GC loop of [`Tiering`].
+//! - `upgrade.rs`: format-1 objects re-encoded as format 2.
 //! - `read.rs`: `/read`, group-ack and `/peer/fetch` reads of tiered
 //!   chunks, under the same rules as local reads (`storage::chunk::window`).
 //!
@@ -16,19 +21,24 @@
 //! attaching tiered chunks to storage at startup, and status. Tiering never
 //! runs on the write path.
 //!
-//! Crash story of one upload: encode → PUT → verify (size, header, index
-//! and last frame authenticate) → manifest line fdatasync'd → local files
-//! removed. A crash before the manifest line leaves the local chunk (the
-//! upload is simply done again); after it, startup finds the manifest entry
-//! and removes the local files it still sees. Never neither.
+//! Crash story of one upload: stream the object (nothing visible before
+//! its last part) → read all of it back and verify every tag → manifest
+//! line (with the header digest) fdatasync'd → local files removed. A crash
+//! before the manifest line leaves the local chunk (the upload is simply
+//! done again); after it, startup finds the manifest entry and removes the
+//! local files it still sees. Never neither.
 
+pub mod encode;
 pub mod format;
 pub mod keys;
 pub mod manifest;
+pub mod meta;
+mod pipeline;
 mod read;
 pub mod reader;
 pub mod settings;
 pub mod store;
+mod upgrade;
 mod upload;
 
 pub use settings::{TierConfig, TierThresholds};
@@ -42,8 +52,10 @@ use parking_lot::Mutex;
 
 use crate::names::{Category, ChunkName};
 use crate::storage::{Storage, StorageError};
+use format::Identity;
 use keys::KeyRing;
 use manifest::{Manifest, ManifestError};
+use meta::ObjectRef;
 use reader::{TierReadError, TierReader};
 use store::{AnyStore, S3SetupError};
 
@@ -221,18 +233,29 @@ impl Tiering {
 
     /// After a start: fetches the header and index of the newest tiered
     /// chunks (up to 64 per category), so first reads of them need one
-    /// range GET, and the store's client is warmed up.
+    /// range GET, and the store's client is warmed up. Each header is
+    /// checked against the manifest first, so a planted object costs one
+    /// small GET and a warning.
     pub async fn warm_up(&self) {
         let all = self.manifest.all();
         let mut per_cat: HashMap<&Category, usize> = HashMap::new();
-        for (cat, chunk, _) in all.iter().rev() {
+        for (cat, chunk, entry) in all.iter().rev() {
             let n = per_cat.entry(cat).or_insert(0);
             if *n >= 64 {
                 continue;
             }
             *n += 1;
             let key = self.key(cat, chunk);
-            if let Err(e) = self.reader.prefetch(&key).await {
+            let (c, ch) = (cat.to_string(), chunk.to_string());
+            let obj = ObjectRef {
+                key: &key,
+                id: Identity {
+                    category: &c,
+                    chunk: &ch,
+                },
+                entry: *entry,
+            };
+            if let Err(e) = self.reader.prefetch(&obj).await {
                 tracing::warn!(%key, error = %crate::error_chain(&e), "could not prefetch a tiered object's index");
             }
         }

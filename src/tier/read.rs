@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::format::Identity;
+use super::meta::ObjectRef;
+use super::reader::TierReadError;
 use super::{TierError, Tiering};
 use crate::names::{Category, ChunkName};
 use crate::storage::chunk::batches::{self, BatchSelector};
@@ -15,7 +18,44 @@ use crate::storage::chunk::index::{self, Record};
 use crate::storage::chunk::window::{self, ReadRequest, Window};
 use crate::storage::chunk::{Chunk, ReadOutcome};
 
+/// The object key and chunk name of a tiered chunk (the category is
+/// borrowed), for its identity.
+struct Names<'c> {
+    key: String,
+    category: &'c Category,
+    chunk: String,
+}
+
 impl Tiering {
+    fn names<'c>(&self, category: &'c Category, chunk: &ChunkName) -> Names<'c> {
+        Names {
+            key: self.key(category, chunk),
+            category,
+            chunk: chunk.to_string(),
+        }
+    }
+
+    /// The object of a tiered chunk as the manifest records it.
+    fn object<'a>(
+        &self,
+        category: &Category,
+        chunk: &ChunkName,
+        names: &'a Names<'_>,
+    ) -> Result<ObjectRef<'a>, TierReadError> {
+        let entry = self
+            .manifest
+            .get(category, chunk)
+            .ok_or_else(|| TierReadError::NotTiered(names.key.clone()))?;
+        Ok(ObjectRef {
+            key: &names.key,
+            id: Identity {
+                category: names.category.as_str(),
+                chunk: &names.chunk,
+            },
+            entry,
+        })
+    }
+
     /// A `/read` of a tiered chunk: whole messages from `off`, at most
     /// `max_size` bytes; same rules as a local read.
     ///
@@ -37,8 +77,11 @@ impl Tiering {
         let Some(span) = req.span().map_err(|e| e.for_chunk(chunk.name()))? else {
             return Ok(ReadOutcome::Empty { sealed: true });
         };
-        let key = self.key(category, chunk.name());
-        let result = self.read_span(&key, chunk.name(), req, span).await;
+        let names = self.names(category, chunk.name());
+        let result = match self.object(category, chunk.name(), &names) {
+            Ok(obj) => self.read_span(&obj, chunk.name(), req, span).await,
+            Err(e) => Err(e.into()),
+        };
         if matches!(result, Err(TierError::Read(_))) {
             self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -47,12 +90,12 @@ impl Tiering {
 
     async fn read_span(
         &self,
-        key: &str,
+        obj: &ObjectRef<'_>,
         name: &ChunkName,
         req: ReadRequest,
         span: std::ops::Range<u64>,
     ) -> Result<ReadOutcome, TierError> {
-        let bytes = self.reader.read_range(key, span.start, span.end).await?;
+        let bytes = self.reader.read_range(obj, span.start, span.end).await?;
         match req.window(&bytes).map_err(|e| e.for_chunk(name))? {
             Window::Data(r) => Ok(ReadOutcome::Data(bytes.slice(r))),
             Window::TooSmallNeedLen => {
@@ -61,7 +104,7 @@ impl Tiering {
                 let mut probe_end = span.end;
                 let next_len = loop {
                     probe_end = probe_end.saturating_add(1 << 20).min(req.end);
-                    let more = self.reader.read_range(key, req.off, probe_end).await?;
+                    let more = self.reader.read_range(obj, req.off, probe_end).await?;
                     if let Some(n) = req.next_len(&more) {
                         break n;
                     }
@@ -88,8 +131,9 @@ impl Tiering {
         let Some(at) = window::boundary(off, end).map_err(|e| e.for_chunk(chunk.name()))? else {
             return Ok(());
         };
-        let key = self.key(category, chunk.name());
-        let b = self.reader.read_range(&key, at, off).await?;
+        let names = self.names(category, chunk.name());
+        let obj = self.object(category, chunk.name(), &names)?;
+        let b = self.reader.read_range(&obj, at, off).await?;
         window::boundary_byte(off, b.first().copied()).map_err(|e| e.for_chunk(chunk.name()).into())
     }
 
@@ -109,8 +153,9 @@ impl Tiering {
         off: u64,
         max_size: u64,
     ) -> Result<(Vec<Record>, Bytes), TierError> {
-        let key = self.key(category, chunk.name());
-        let raw = self.reader.records(&key).await?;
+        let names = self.names(category, chunk.name());
+        let obj = self.object(category, chunk.name(), &names)?;
+        let raw = self.reader.records(&obj).await?;
         let mut select = BatchSelector::new(off, chunk.state().end, max_size);
         for r in index::records_from(&raw, rec) {
             if !select.offer(r) {
@@ -123,7 +168,7 @@ impl Tiering {
         }
         let data = self
             .reader
-            .read_range(&key, off, batches::batches_end(&out, off))
+            .read_range(&obj, off, batches::batches_end(&out, off))
             .await?;
         Ok((out, data))
     }

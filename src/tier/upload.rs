@@ -1,34 +1,44 @@
-//! The tiering loop of [`Tiering`]: once a second, delete the objects of
-//! tiered chunks that were deleted, then pick own sealed local chunks that
-//! are old enough or over the local byte budget, and upload each: encode →
-//! PUT → verify → manifest line → evict the local files. A failed upload
-//! keeps the local copy and backs off. Never runs on the write path and
-//! never serves reads.
+//! The tiering loop of [`Tiering`]: pick own sealed local chunks that are
+//! old enough or over the local byte budget, and upload each: stream →
+//! read back and verify all of it → manifest line → evict the local files.
+//! Up to `tier_concurrency` uploads run at once, and the next starts as
+//! soon as one finishes; once a second the loop also rescans for work and
+//! deletes the objects of tiered chunks that were deleted. When no chunk
+//! waits, a free slot upgrades one format-1 object (`upgrade.rs`). A failed
+//! upload keeps the local copy and backs off. Never runs on the write path
+//! and never serves reads.
 
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::format::{self, FormatError};
+use super::format::{FormatError, Identity};
 use super::manifest::{ManifestError, TieredChunk};
+use super::meta::ObjectRef;
+use super::pipeline::{self, Job, PlainSource};
 use super::reader::TierReadError;
 use super::store::{ObjectStore, StoreError};
 use super::{Failing, Tiering};
-use crate::names::Category;
+use crate::names::{Category, ChunkName};
 use crate::storage::chunk::{index, Chunk};
 use crate::storage::{Storage, StorageError};
 
-/// How often the tierer looks for work.
+/// How often the tierer rescans for work and collects garbage.
 const PERIOD: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Bytes of index records read at once.
+const RECORDS_PIECE: u64 = 1 << 20;
 
-/// Why one upload failed (the chunk stays local and is retried). Shown,
-/// with its source chain, in logs and `GET /tier`.
+/// Why one upload (or upgrade) failed (the chunk stays local and is
+/// retried). Shown, with its source chain, in logs and `GET /tier`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UploadError {
@@ -60,12 +70,30 @@ pub enum UploadError {
     /// The encoding task failed.
     #[error("encode task")]
     EncodeTask(#[source] tokio::task::JoinError),
-    /// The PUT failed.
+    /// The upload failed.
     #[error(transparent)]
-    Put(#[from] StoreError),
+    Put(StoreError),
+    /// The upload stopped before its last part (its encoder failed).
+    #[error("upload abandoned before its last part")]
+    Abandoned,
+    /// The server is stopping.
+    #[error("stopped")]
+    Stopped,
     /// The object read back does not verify.
     #[error("verification after upload")]
     Verify(#[source] TierReadError),
+    /// The object to upgrade could not be read.
+    #[error("reading the object to upgrade")]
+    Source(#[source] TierReadError),
+    /// The object to upgrade holds another number of messages than
+    /// recorded.
+    #[error("the object holds {found} messages, the manifest records {recorded}")]
+    Messages {
+        /// Counted in the object.
+        found: u64,
+        /// In the manifest.
+        recorded: u64,
+    },
     /// The category is gone.
     #[error("category disappeared")]
     CategoryGone,
@@ -83,39 +111,162 @@ pub enum UploadError {
     EvictTask(#[source] tokio::task::JoinError),
 }
 
+/// A sealed local chunk as the encoder's plaintext source: its file read
+/// frame by frame, then its index records piece by piece.
+struct LocalChunk {
+    data: File,
+    data_path: PathBuf,
+    idx: File,
+    idx_path: PathBuf,
+    pos: u64,
+    rec_pos: u64,
+    rec_end: u64,
+}
+
+impl LocalChunk {
+    /// Opens a sealed chunk of `size` bytes and its index sidecar.
+    fn open(data_path: PathBuf, idx_path: PathBuf, size: u64) -> Result<Self, UploadError> {
+        let read_err = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| UploadError::Read { path, source }
+        };
+        let data = File::open(&data_path).map_err(read_err(&data_path))?;
+        let len = data.metadata().map_err(read_err(&data_path))?.len();
+        if len != size {
+            return Err(UploadError::SizeMismatch {
+                path: data_path,
+                len,
+                size,
+            });
+        }
+        let idx = File::open(&idx_path).map_err(read_err(&idx_path))?;
+        let rec_end = idx.metadata().map_err(read_err(&idx_path))?.len();
+        Ok(Self {
+            data,
+            data_path,
+            idx,
+            idx_path,
+            pos: 0,
+            // The records (the sidecar's header is not uploaded).
+            rec_pos: (index::HEADER_LEN as u64).min(rec_end),
+            rec_end,
+        })
+    }
+
+    fn records_len(&self) -> Result<u32, UploadError> {
+        u32::try_from(self.rec_end - self.rec_pos)
+            .map_err(|_| FormatError::Misuse("index records over 4 GiB").into())
+    }
+}
+
+fn read_at(f: &File, path: &Path, at: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), UploadError> {
+    buf.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+    f.read_exact_at(buf, at)
+        .map_err(|source| UploadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl PlainSource for LocalChunk {
+    fn read_frame(&mut self, len: usize, buf: &mut Vec<u8>) -> Result<(), UploadError> {
+        read_at(&self.data, &self.data_path, self.pos, len as u64, buf)?;
+        self.pos += len as u64;
+        Ok(())
+    }
+
+    fn read_records(&mut self, buf: &mut Vec<u8>) -> Result<(), UploadError> {
+        let n = (self.rec_end - self.rec_pos).min(RECORDS_PIECE);
+        read_at(&self.idx, &self.idx_path, self.rec_pos, n, buf)?;
+        self.rec_pos += n;
+        Ok(())
+    }
+}
+
 impl Tiering {
-    /// Runs the upload and cleanup loop until `stop` is cancelled.
+    /// Runs the upload and cleanup loop until `stop` is cancelled; uploads
+    /// in flight are then aborted (their chunks stay local).
     pub async fn run(self: Arc<Self>, storage: Arc<Storage>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.concurrency.max(1)));
-        let mut jobs = tokio::task::JoinSet::new();
+        let limit = self.cfg.concurrency.max(1);
+        let mut jobs: JoinSet<()> = JoinSet::new();
+        let mut queue: VecDeque<(Category, Arc<Chunk>)> = VecDeque::new();
+        let mut rescan = true;
+        // The one upgrade running, if any.
+        let mut upgrading: Option<tokio::task::Id> = None;
         loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            while jobs.try_join_next().is_some() {}
-            self.collect_garbage(&storage).await;
-            for (cat, chunk) in self.candidates(&storage) {
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            while jobs.len() < limit {
+                if queue.is_empty() && rescan {
+                    queue = self.candidates(&storage).into();
+                    rescan = false;
+                }
+                let Some((cat, chunk)) = queue.pop_front() else {
                     break;
                 };
+                if !self.still_wanted(&storage, &cat, &chunk) {
+                    continue;
+                }
                 self.uploading
                     .lock()
                     .push((cat.clone(), chunk.name().clone()));
-                let (me, st) = (Arc::clone(&self), Arc::clone(&storage));
+                let (me, st, stop) = (Arc::clone(&self), Arc::clone(&storage), stop.clone());
                 jobs.spawn(async move {
-                    let _permit = permit;
-                    me.upload(&st, &cat, &chunk).await;
+                    me.upload(&st, &cat, &chunk, &stop).await;
                     me.uploading
                         .lock()
                         .retain(|(c, n)| !(c == &cat && n == chunk.name()));
                 });
             }
+            if jobs.len() < limit && queue.is_empty() && upgrading.is_none() {
+                if let Some((cat, chunk, entry)) = self.next_upgrade() {
+                    let (me, st, stop) = (Arc::clone(&self), Arc::clone(&storage), stop.clone());
+                    let task = jobs.spawn(async move {
+                        me.upgrade(&st, &cat, &chunk, entry, &stop).await;
+                    });
+                    upgrading = Some(task.id());
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    self.collect_garbage(&storage).await;
+                    queue.clear();
+                    rescan = true;
+                }
+                Some(done) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                    let id = done.map_or_else(|e| e.id(), |(id, ())| id);
+                    if upgrading == Some(id) {
+                        upgrading = None;
+                    }
+                    rescan = true;
+                }
+            }
         }
-        // Let uploads in flight finish: their chunk stays local if cut.
         while jobs.join_next().await.is_some() {}
+    }
+
+    /// Whether a queued candidate is still local, present and idle.
+    fn still_wanted(&self, storage: &Storage, cat: &Category, chunk: &Arc<Chunk>) -> bool {
+        let present = storage
+            .category(cat)
+            .and_then(|l| l.chunk(chunk.name()))
+            .is_some_and(|c| Arc::ptr_eq(&c, chunk));
+        present
+            && !chunk.is_tiered()
+            && !self
+                .uploading
+                .lock()
+                .iter()
+                .any(|(c, n)| c == cat && n == chunk.name())
+            && !self.backing_off(cat, chunk.name())
+    }
+
+    fn backing_off(&self, cat: &Category, chunk: &ChunkName) -> bool {
+        self.failing
+            .lock()
+            .get(&(cat.clone(), chunk.clone()))
+            .is_some_and(|f| f.retry_at > Instant::now())
     }
 
     /// Own sealed local chunks to tier now, oldest first.
@@ -168,14 +319,54 @@ impl Tiering {
             .collect()
     }
 
-    async fn upload(&self, storage: &Storage, cat: &Category, chunk: &Arc<Chunk>) {
+    /// Records the outcome of one upload or upgrade: counters on success,
+    /// a growing backoff on failure.
+    pub(super) fn settle(
+        &self,
+        cat: &Category,
+        chunk: &ChunkName,
+        (done, failed): (&'static str, &'static str),
+        result: Result<TieredChunk, UploadError>,
+        started: Instant,
+    ) {
+        match result {
+            Ok(e) => {
+                self.failing.lock().remove(&(cat.clone(), chunk.clone()));
+                tracing::info!(category = %cat, %chunk, size = e.size, object = e.object_len,
+                    ms = started.elapsed().as_millis() as u64, "{done}");
+            }
+            Err(e) => {
+                let why = crate::error_chain(&e);
+                let mut f = self.failing.lock();
+                let entry = f.entry((cat.clone(), chunk.clone())).or_insert(Failing {
+                    attempts: 0,
+                    retry_at: Instant::now(),
+                    last_error: String::new(),
+                });
+                entry.attempts += 1;
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << entry.attempts.min(9))
+                    .min(MAX_BACKOFF);
+                entry.retry_at = Instant::now() + backoff;
+                entry.last_error.clone_from(&why);
+                tracing::warn!(category = %cat, %chunk, attempts = entry.attempts,
+                    retry_in_s = backoff.as_secs(), error = %why, "{failed}");
+            }
+        }
+    }
+
+    async fn upload(
+        &self,
+        storage: &Storage,
+        cat: &Category,
+        chunk: &Arc<Chunk>,
+        stop: &CancellationToken,
+    ) {
         let key = self.key(cat, chunk.name());
         let started = Instant::now();
-        match self.try_upload(storage, cat, chunk, &key).await {
+        let result = self.try_upload(storage, cat, chunk, &key, stop).await;
+        match &result {
             Ok(e) => {
-                self.failing
-                    .lock()
-                    .remove(&(cat.clone(), chunk.name().clone()));
                 self.counters.uploads.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .uploaded_bytes
@@ -183,32 +374,19 @@ impl Tiering {
                 self.counters
                     .object_bytes
                     .fetch_add(e.object_len, Ordering::Relaxed);
-                tracing::info!(category = %cat, chunk = %chunk.name(), size = e.size, object = e.object_len,
-                    ms = started.elapsed().as_millis() as u64, "tiered chunk");
             }
-            Err(e) => {
-                let why = crate::error_chain(&e);
+            Err(UploadError::Stopped) => return,
+            Err(_) => {
                 self.counters
                     .upload_failures
                     .fetch_add(1, Ordering::Relaxed);
-                let mut f = self.failing.lock();
-                let entry = f
-                    .entry((cat.clone(), chunk.name().clone()))
-                    .or_insert(Failing {
-                        attempts: 0,
-                        retry_at: Instant::now(),
-                        last_error: String::new(),
-                    });
-                entry.attempts += 1;
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << entry.attempts.min(9))
-                    .min(MAX_BACKOFF);
-                entry.retry_at = Instant::now() + backoff;
-                entry.last_error.clone_from(&why);
-                tracing::warn!(category = %cat, chunk = %chunk.name(), attempts = entry.attempts,
-                    retry_in_s = backoff.as_secs(), error = %why, "tiering a chunk failed; the local copy stays");
             }
         }
+        let what = (
+            "tiered chunk",
+            "tiering a chunk failed; the local copy stays",
+        );
+        self.settle(cat, chunk.name(), what, result, started);
     }
 
     async fn try_upload(
@@ -217,57 +395,48 @@ impl Tiering {
         cat: &Category,
         chunk: &Arc<Chunk>,
         key: &str,
+        stop: &CancellationToken,
     ) -> Result<TieredChunk, UploadError> {
+        let size = chunk.state().end;
         let (data_path, idx_path) = (
             chunk.data_path().to_path_buf(),
             chunk.idx_path().to_path_buf(),
         );
-        let size = chunk.state().end;
-        let (level, frame, keys) = (
-            self.cfg.level,
-            self.cfg.frame_size,
-            self.ring.current().clone(),
-        );
-        let encoded =
-            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64), UploadError> {
-                let data = std::fs::read(&data_path).map_err(|source| UploadError::Read {
-                    path: data_path.clone(),
-                    source,
-                })?;
-                if data.len() as u64 != size {
-                    return Err(UploadError::SizeMismatch {
-                        path: data_path,
-                        len: data.len() as u64,
-                        size,
-                    });
-                }
-                let idx = std::fs::read(&idx_path).map_err(|source| UploadError::Read {
-                    path: idx_path.clone(),
-                    source,
-                })?;
-                // The records (the header is not uploaded).
-                let records = idx.get(index::HEADER_LEN..).unwrap_or_default();
-                let messages = memchr::memchr_iter(b'\n', &data).count() as u64;
-                let mut iv = [0u8; 16];
-                getrandom::fill(&mut iv).map_err(UploadError::RandomIv)?;
-                let obj = format::encode(&data, records, &keys, iv, level, frame)?;
-                Ok((obj, messages))
-            })
-            .await
-            .map_err(UploadError::EncodeTask)??;
-        let (object, messages) = encoded;
-        let object_len = object.len() as u64;
-        self.store.put(key, Bytes::from(object)).await?;
-        self.reader
-            .verify(key, object_len)
-            .await
-            .map_err(UploadError::Verify)?;
+        let source =
+            tokio::task::spawn_blocking(move || LocalChunk::open(data_path, idx_path, size))
+                .await
+                .map_err(UploadError::EncodeTask)??;
+        let job = Job {
+            key: key.to_owned(),
+            category: cat.to_string(),
+            chunk: chunk.name().to_string(),
+            plain_size: size,
+            records_len: source.records_len()?,
+            frame_size: self.cfg.frame_size,
+            level: self.cfg.level,
+        };
+        let keys = self.ring.current().clone();
+        let done = pipeline::stream(&self.store, job, keys, source, stop).await?;
         let entry = TieredChunk {
             size,
-            messages,
-            object_len,
-            key_id: self.ring.current().id,
+            messages: done.messages,
+            object_len: done.encoded.object_len,
+            key_id: done.encoded.key_id,
+            header_digest: Some(done.encoded.header_digest),
         };
+        let (cat_name, chunk_name) = (cat.to_string(), chunk.name().to_string());
+        let obj = ObjectRef {
+            key,
+            id: Identity {
+                category: &cat_name,
+                chunk: &chunk_name,
+            },
+            entry,
+        };
+        self.reader
+            .verify_object(&obj)
+            .await
+            .map_err(UploadError::Verify)?;
         let Some(log) = storage.category(cat) else {
             return Err(UploadError::CategoryGone);
         };
@@ -278,6 +447,7 @@ impl Tiering {
         }
         self.manifest.add(cat, chunk.name(), entry)?;
         let name = chunk.name().clone();
+        let messages = entry.messages;
         tokio::task::spawn_blocking(move || log.evict_tiered(&name, messages))
             .await
             .map_err(UploadError::EvictTask)?

@@ -3,10 +3,18 @@
 //! store: produce → seal → tier → local file gone → read back identical,
 //! across restarts; S3 down, S3 answering 500, corrupted and truncated
 //! objects, a wrong key, and a crash between upload and manifest.
+//!
+//! - `tier/binding.rs`: objects bound to their chunk (swapped objects,
+//!   planted headers, format-1 objects and their upgrade).
+//! - `tier/upload.rs`: uploads verified end to end, streamed in bounded
+//!   memory, and started as soon as a slot frees.
+
+mod binding;
+mod upload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +32,11 @@ struct TestS3 {
     root: PathBuf,
     addr: SocketAddr,
     fail: Arc<AtomicBool>,
+    /// Objects still to corrupt at rest: the next ones completed (a PUT,
+    /// or a completed multipart upload) get their middle byte flipped on
+    /// disk after the store answered 200 — a store that damages what it
+    /// stored, or one that does not check payloads.
+    rot: Arc<AtomicU32>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -36,6 +49,7 @@ impl TestS3 {
             root: root.to_path_buf(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             fail: Arc::new(AtomicBool::new(false)),
+            rot: Arc::new(AtomicU32::new(0)),
             stop: None,
             thread: None,
         };
@@ -48,6 +62,7 @@ impl TestS3 {
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (root, addr, fail) = (self.root.clone(), self.addr, Arc::clone(&self.fail));
+        let rot = Arc::clone(&self.rot);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -66,20 +81,45 @@ impl TestS3 {
                         a = listener.accept() => a.unwrap(),
                         _ = &mut rx => break,
                     };
+                    // As a real S3 endpoint: no Nagle delay on small answers.
+                    let _ = sock.set_nodelay(true);
                     let (svc, fail) = (service.clone(), Arc::clone(&fail));
-                    let handler = hyper::service::service_fn(move |req| {
-                        let (svc, fail) = (svc.clone(), Arc::clone(&fail));
-                        async move {
-                            if fail.load(Ordering::SeqCst) {
-                                let mut r = hyper::Response::new(s3s::Body::from(
-                                    "<Error><Code>InternalError</Code></Error>".to_owned(),
-                                ));
-                                *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                                return Ok::<_, s3s::HttpError>(r);
+                    let (rot, root) = (Arc::clone(&rot), root.clone());
+                    let handler = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (svc, fail) = (svc.clone(), Arc::clone(&fail));
+                            let (rot, root) = (Arc::clone(&rot), root.clone());
+                            async move {
+                                if fail.load(Ordering::SeqCst) {
+                                    let mut r = hyper::Response::new(s3s::Body::from(
+                                        "<Error><Code>InternalError</Code></Error>".to_owned(),
+                                    ));
+                                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                    return Ok::<_, s3s::HttpError>(r);
+                                }
+                                let (method, uri) = (req.method().clone(), req.uri().clone());
+                                let resp = hyper::service::Service::call(&svc, req).await?;
+                                let query = uri.query().unwrap_or("");
+                                let completes = (method == hyper::Method::PUT
+                                    && !query.contains("partNumber"))
+                                    || (method == hyper::Method::POST
+                                        && query.contains("uploadId"));
+                                if completes
+                                    && resp.status().is_success()
+                                    && rot
+                                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                            n.checked_sub(1)
+                                        })
+                                        .is_ok()
+                                {
+                                    flip_middle_byte(
+                                        &root.join(uri.path().trim_start_matches('/')),
+                                    );
+                                }
+                                Ok(resp)
                             }
-                            hyper::service::Service::call(&svc, req).await
-                        }
-                    });
+                        },
+                    );
                     tokio::spawn(async move {
                         let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(sock), handler)
@@ -113,6 +153,34 @@ impl TestS3 {
             .join(category)
             .join(chunk)
     }
+}
+
+/// Flips the byte in the middle of a file (an object the store damaged).
+fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// `(VmRSS, VmHWM)` of a process, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The pid of the broker serving `data_dir` (from its `ready.json`).
+fn broker_pid(data_dir: &Path) -> u32 {
+    let ready = std::fs::read(data_dir.join(".chunkbus/ready.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&ready).unwrap();
+    u32::try_from(v["pid"].as_u64().unwrap()).unwrap()
 }
 
 impl Drop for TestS3 {
@@ -483,6 +551,10 @@ enum Fault {
     Corrupt = 3,
     /// Answer every request with `500 Internal Server Error` itself.
     Error500 = 4,
+    /// Forward, flipping one byte of the client→server stream at 128 KiB,
+    /// 384 KiB, 640 KiB, … of each connection: inside the body of any
+    /// upload that large.
+    CorruptUpload = 5,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of the test S3 server that injects
@@ -538,6 +610,7 @@ fn fault_now(mode: &std::sync::atomic::AtomicU8) -> Fault {
         2 => Fault::Slow,
         3 => Fault::Corrupt,
         4 => Fault::Error500,
+        5 => Fault::CorruptUpload,
         _ => Fault::Pass,
     }
 }
@@ -599,8 +672,27 @@ async fn proxy_one(
     };
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
+    let up_mode = Arc::clone(&mode);
     let up = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        const EVERY: usize = 256 << 10;
+        let mut buf = vec![0u8; 16 << 10];
+        let (mut seen, mut next_flip) = (0usize, EVERY / 2);
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            while next_flip < seen + n {
+                if fault_now(&up_mode) == Fault::CorruptUpload {
+                    buf[next_flip - seen] ^= 0x20;
+                }
+                next_flip += EVERY;
+            }
+            seen += n;
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = sw.shutdown().await;
     });
     let mut buf = vec![0u8; 16 << 10];

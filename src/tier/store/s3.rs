@@ -1,32 +1,18 @@
-//! Object stores behind one small trait: S3 (`aws-sdk-s3`, any
-//! S3-compatible endpoint) and a local directory (the embedded default).
-//! Both hold the same object format under the same keys
-//! (`[<prefix>/]<category>/<chunk>`).
+//! The S3 object store (`aws-sdk-s3`, any S3-compatible endpoint), with
+//! credentials from the settings, the environment or a profile file —
+//! never from instance metadata. Uploads up to one part go as one
+//! `PutObject`; larger ones as a multipart upload, aborted on failure.
+//! Every body is in memory when sent, so the SDK signs its SHA-256
+//! (`x-amz-content-sha256`) and the store refuses a body damaged on the
+//! way; the tierer still reads every object back before it trusts it.
 
-use std::future::Future;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
-use crate::fsutil;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// No such object.
-    #[error("object {0} not found")]
-    NotFound(String),
-    /// The store did not answer or answered with an error; retry later.
-    #[error("object store error on {key}: {why}")]
-    Failed {
-        /// The object key.
-        key: String,
-        /// What happened.
-        why: String,
-    },
-}
+use super::{failed, ObjectStore, ObjectUpload, StoreError};
 
 /// Why the S3 client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -53,115 +39,6 @@ pub enum S3SetupError {
         /// The profile file.
         path: PathBuf,
     },
-}
-
-/// What chunkbus needs from an object store.
-pub trait ObjectStore: Send + Sync {
-    /// Stores `body` under `key` (replacing any object there).
-    fn put(&self, key: &str, body: Bytes) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Bytes `[start, end)` of the object.
-    fn get_range(
-        &self,
-        key: &str,
-        start: u64,
-        end: u64,
-    ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
-    /// The object's size.
-    fn size(&self, key: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// Deletes the object (no error if it is gone).
-    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-/// Objects as files under a directory.
-#[derive(Debug, Clone)]
-pub struct LocalStore {
-    root: PathBuf,
-}
-
-impl LocalStore {
-    /// A store rooted at `root` (created if missing).
-    ///
-    /// # Errors
-    /// The directory cannot be created.
-    pub fn open(root: &Path) -> std::io::Result<Self> {
-        fsutil::create_dir_durable(root)?;
-        Ok(Self {
-            root: root.to_path_buf(),
-        })
-    }
-
-    fn path(&self, key: &str) -> PathBuf {
-        // Keys are built from validated names only ([A-Za-z0-9_-] and '/').
-        self.root.join(key)
-    }
-}
-
-fn failed(key: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed {
-        key: key.to_owned(),
-        why: e.to_string(),
-    }
-}
-
-fn io_error(key: &str, e: &std::io::Error) -> StoreError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        StoreError::NotFound(key.to_owned())
-    } else {
-        failed(key, e)
-    }
-}
-
-impl ObjectStore for LocalStore {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        let path = self.path(key);
-        let k = key.to_owned();
-        tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent() {
-                fsutil::create_dir_durable(dir).map_err(|e| failed(&k, e))?;
-            }
-            fsutil::rewrite_atomic(&path, &body).map_err(|e| failed(&k, e))
-        })
-        .await
-        .map_err(|e| failed(key, e))?
-    }
-
-    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
-        let path = self.path(key);
-        let k = key.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(&path).map_err(|e| io_error(&k, &e))?;
-            let len = usize::try_from(end.saturating_sub(start)).map_err(|e| failed(&k, e))?;
-            let mut buf = vec![0u8; len];
-            let mut got = 0;
-            while got < len {
-                match f.read_at(&mut buf[got..], start + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(io_error(&k, &e)),
-                }
-            }
-            buf.truncate(got);
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .map_err(|e| failed(key, e))?
-    }
-
-    async fn size(&self, key: &str) -> Result<u64, StoreError> {
-        tokio::fs::metadata(self.path(key))
-            .await
-            .map(|m| m.len())
-            .map_err(|e| io_error(key, &e))
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.path(key)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(failed(key, e)),
-        }
-    }
 }
 
 /// S3 connection settings (`Debug` shows the access key id, never the
@@ -312,17 +189,15 @@ fn sdk_error<E: std::error::Error + 'static>(
 }
 
 impl ObjectStore for S3Store {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(i64::try_from(body.len()).unwrap_or(i64::MAX))
-            .body(aws_sdk_s3::primitives::ByteStream::from(body))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| sdk_error(key, &e))
+    type Upload = S3Upload;
+
+    async fn begin(&self, key: &str) -> Result<S3Upload, StoreError> {
+        Ok(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            multipart: None,
+        })
     }
 
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
@@ -369,41 +244,137 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// The configured store.
-#[derive(Debug, Clone)]
-pub enum AnyStore {
-    /// `--tier-dir`.
-    Local(LocalStore),
-    /// `--s3-bucket`.
-    S3(S3Store),
+/// A multipart upload under way: its id and the parts sent.
+#[derive(Debug)]
+struct Multipart {
+    id: String,
+    parts: Vec<CompletedPart>,
 }
 
-impl ObjectStore for AnyStore {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        match self {
-            Self::Local(s) => s.put(key, body).await,
-            Self::S3(s) => s.put(key, body).await,
+/// An upload in progress to an [`S3Store`].
+#[derive(Debug)]
+pub struct S3Upload {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    multipart: Option<Multipart>,
+}
+
+fn content_length(b: &Bytes) -> i64 {
+    i64::try_from(b.len()).unwrap_or(i64::MAX)
+}
+
+impl S3Upload {
+    async fn send_part(&mut self, bytes: Bytes) -> Result<(), StoreError> {
+        let key = self.key.as_str();
+        if self.multipart.is_none() {
+            let out = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| sdk_error(key, &e))?;
+            let id = out
+                .upload_id()
+                .ok_or_else(|| failed(key, "CreateMultipartUpload returned no upload id"))?
+                .to_owned();
+            self.multipart = Some(Multipart {
+                id,
+                parts: Vec::new(),
+            });
         }
+        let Some(mp) = self.multipart.as_mut() else {
+            return Err(failed(key, "no multipart upload"));
+        };
+        let number =
+            i32::try_from(mp.parts.len() + 1).map_err(|_| failed(key, "too many parts"))?;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&mp.id)
+            .part_number(number)
+            .content_length(content_length(&bytes))
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| sdk_error(key, &e))?;
+        mp.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(())
     }
 
-    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
-        match self {
-            Self::Local(s) => s.get_range(key, start, end).await,
-            Self::S3(s) => s.get_range(key, start, end).await,
+    async fn complete(&mut self, last: Bytes) -> Result<(), StoreError> {
+        let key = self.key.as_str();
+        if self.multipart.is_none() {
+            return self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(content_length(&last))
+                .body(ByteStream::from(last))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error(key, &e));
         }
+        self.send_part(last).await?;
+        let key = self.key.as_str();
+        let Some(mp) = &self.multipart else {
+            return Err(failed(key, "multipart upload vanished"));
+        };
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&mp.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(mp.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(key, &e))
+    }
+}
+
+impl ObjectUpload for S3Upload {
+    async fn part(&mut self, bytes: Bytes) -> Result<(), StoreError> {
+        self.send_part(bytes).await
     }
 
-    async fn size(&self, key: &str) -> Result<u64, StoreError> {
-        match self {
-            Self::Local(s) => s.size(key).await,
-            Self::S3(s) => s.size(key).await,
+    async fn finish(mut self, last: Bytes) -> Result<(), StoreError> {
+        let done = self.complete(last).await;
+        if done.is_err() {
+            self.abort().await;
         }
+        done
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self {
-            Self::Local(s) => s.delete(key).await,
-            Self::S3(s) => s.delete(key).await,
+    async fn abort(self) {
+        if let Some(mp) = &self.multipart {
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&mp.id)
+                .send()
+                .await
+            {
+                tracing::warn!(key = %self.key, error = %crate::error_chain(&e),
+                    "could not abort a multipart upload; the store keeps its parts until it expires them");
+            }
         }
     }
 }
@@ -424,24 +395,5 @@ mod tests {
             Some(("C".into(), "D".into(), Some("T".into())))
         );
         assert_eq!(parse_profile(text, "missing"), None);
-    }
-
-    #[tokio::test]
-    async fn local_store_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LocalStore::open(dir.path()).unwrap();
-        s.put("c/n1-chunk000000001", Bytes::from_static(b"hello world"))
-            .await
-            .unwrap();
-        assert_eq!(s.size("c/n1-chunk000000001").await.unwrap(), 11);
-        assert_eq!(
-            &s.get_range("c/n1-chunk000000001", 6, 11).await.unwrap()[..],
-            b"world"
-        );
-        s.delete("c/n1-chunk000000001").await.unwrap();
-        assert!(matches!(
-            s.size("c/n1-chunk000000001").await,
-            Err(StoreError::NotFound(_))
-        ));
     }
 }
