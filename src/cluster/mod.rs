@@ -2,6 +2,8 @@
 //! `min_sync_replicas` waits, crash pull-back and cluster-wide acks.
 //!
 //! - [`peers`]: the `--peers` list.
+//! - [`placement`]: which servers hold a (category, owner) pair's copies
+//!   under a replication factor (rendezvous hashing, pure).
 //! - [`protocol`]: peer messages and the fetch-reply codec (`docs/peers.md`).
 //! - [`link`]: HTTP client for peer requests.
 //! - [`replicator`]: replica side, one task per peer.
@@ -21,6 +23,7 @@ pub mod group_sync;
 pub mod held;
 pub mod link;
 pub mod peers;
+pub mod placement;
 pub mod progress;
 pub mod protocol;
 pub mod recovery;
