@@ -11,6 +11,7 @@
 
 #[macro_use]
 mod progress;
+mod alt_servers;
 mod client;
 mod ctx;
 mod disk;

@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 use super::Scenario;
 use crate::client::Conn;
 use crate::ctx::{make_body, Ctx, LATENCY_BODY};
+use crate::latency::targets::ChunkbusHttp;
+use crate::latency::Schedule;
 use crate::report::{mbps, row, spread, us};
 use crate::servers::Chunkbus;
 use crate::{latency, load};
@@ -283,17 +285,20 @@ async fn lag_row(ctx: &mut Ctx, three: &Three, rate: f64, basis: &str) -> Result
     let mut lag = Histogram::<u64>::new(3)?;
     let mut saturated = false;
     for rep in 0..plan.reps {
-        let r = latency::open_loop(
-            three.addr(0),
-            three.addr(1),
-            &format!("lag{}r{rep}", rate as u64),
-            m,
+        let target = ChunkbusHttp {
+            addr: three.addr(0),
+            consume_addr: three.addr(1),
+            category: format!("lag{}r{rep}", rate as u64),
+        };
+        let schedule = Schedule {
+            message_size: m,
             body_size,
             rate,
-            plan.warmup,
-            plan.dur,
-        )
-        .await?;
+            warmup: plan.warmup,
+            dur: plan.dur,
+            conns: 16,
+        };
+        let r = latency::open_loop(&target, &schedule).await?;
         // Acks travel to every node: the copies go too.
         Conn::open(three.addr(0))
             .await?
