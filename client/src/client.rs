@@ -17,6 +17,13 @@ use crate::error::ClientError;
 /// but a later step (fdatasync, replicas) failed.
 pub const WRITTEN_HEADER: &str = "chunkbus-written";
 
+/// Response header the server sets (`true`) on a `404` for a chunk it
+/// knows is deleted for good (acked, or removed by retention). A `404`
+/// without it means the server does not hold the chunk, which may still
+/// change (a replica catching up): [`ClientError::ChunkDeleted`] vs
+/// [`ClientError::Status`] with 404.
+pub const DELETED_HEADER: &str = "chunkbus-deleted";
+
 /// Where a write was stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct WriteReply {
@@ -476,6 +483,10 @@ impl Client {
                     source: Box::new(e),
                 })?;
             let status = resp.status().as_u16();
+            let deleted = resp
+                .headers()
+                .get(DELETED_HEADER)
+                .is_some_and(|v| v.as_bytes() == b"true");
             let written = resp
                 .headers()
                 .get(WRITTEN_HEADER)
@@ -491,9 +502,9 @@ impl Client {
                     source: Box::new(e),
                 })?
                 .to_bytes();
-            Ok::<_, ClientError>((status, written, bytes))
+            Ok::<_, ClientError>((status, written, deleted, bytes))
         };
-        let (status, written, bytes) =
+        let (status, written, deleted, bytes) =
             tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_elapsed| ClientError::Timeout {
@@ -502,6 +513,10 @@ impl Client {
                 })??;
         if status == 200 {
             Ok(bytes)
+        } else if status == 404 && deleted {
+            Err(ClientError::ChunkDeleted {
+                message: String::from_utf8_lossy(&bytes).trim_end().to_owned(),
+            })
         } else {
             Err(ClientError::Status {
                 status,

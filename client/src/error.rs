@@ -33,6 +33,15 @@ pub enum ClientError {
         /// (`chunkbus-written` header); `None` when the server did not say.
         written: Option<bool>,
     },
+    /// The server answered `404` with `chunkbus-deleted: true`: the chunk
+    /// was deleted for good (acked, or removed by retention) and will never
+    /// be readable again. A plain `404` ([`ClientError::Status`]) is a chunk
+    /// the server does not hold, perhaps not *yet*.
+    #[error("server answered 404 (deleted): {message}")]
+    ChunkDeleted {
+        /// The server's explanation.
+        message: String,
+    },
     /// Connecting, sending or receiving failed.
     #[error("request to {url} failed")]
     Transport {
@@ -75,9 +84,11 @@ impl ClientError {
         match self {
             Self::Transport { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504 | 507),
-            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
-                false
-            }
+            Self::InvalidUrl { .. }
+            | Self::InvalidToken
+            | Self::Tls(_)
+            | Self::Decode { .. }
+            | Self::ChunkDeleted { .. } => false,
         }
     }
 
@@ -92,10 +103,19 @@ impl ClientError {
             Self::Transport { connect, .. } => *connect,
             Self::Timeout { .. } => false,
             Self::Status { written, .. } => self.is_retryable() && *written == Some(false),
-            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
-                false
-            }
+            Self::InvalidUrl { .. }
+            | Self::InvalidToken
+            | Self::Tls(_)
+            | Self::Decode { .. }
+            | Self::ChunkDeleted { .. } => false,
         }
+    }
+
+    /// Whether the server said the chunk is deleted for good
+    /// ([`ClientError::ChunkDeleted`]): skipping it loses nothing.
+    #[must_use]
+    pub fn is_chunk_deleted(&self) -> bool {
+        matches!(self, Self::ChunkDeleted { .. })
     }
 
     /// The HTTP status, if the server answered.
@@ -103,6 +123,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            Self::ChunkDeleted { .. } => Some(404),
             _ => None,
         }
     }

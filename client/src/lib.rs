@@ -116,7 +116,8 @@ pub mod tls;
 
 pub use acks::{AckReceiver, AckRecvError};
 pub use client::{
-    ChunkInfo, Client, GroupPosition, GroupStatus, WriteOptions, WriteReply, WRITTEN_HEADER,
+    ChunkInfo, Client, GroupPosition, GroupStatus, WriteOptions, WriteReply, DELETED_HEADER,
+    WRITTEN_HEADER,
 };
 pub use consumer::{Batch, Consumer, ConsumerConfig, Position, Positions};
 pub use error::{ClientError, ConsumerError, ProducerError};

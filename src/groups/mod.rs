@@ -41,6 +41,43 @@ pub enum GroupError {
         /// The refused offset.
         offset: u64,
     },
+    /// A conditional ack (`from`) found the group somewhere else: another
+    /// member has already acked (part of) this range, or the group is past
+    /// this chunk.
+    #[error(
+        "consumer {group} is at offset {stored} of {chunk}, not at {from}; another member has \
+         acked this range (ack from {from} to {offset} refused)"
+    )]
+    NotAt {
+        /// Group.
+        group: String,
+        /// Chunk.
+        chunk: String,
+        /// The stored position in this chunk (0 when none).
+        stored: u64,
+        /// The position the ack expected.
+        from: u64,
+        /// The refused offset.
+        offset: u64,
+    },
+    /// A conditional ack (`from`) of a chunk older than one where the group
+    /// already has a position: the group is past it.
+    #[error(
+        "consumer {group} is already at {newer}, past {chunk}; another member has acked it \
+         (ack from {from} to {offset} refused)"
+    )]
+    PastChunk {
+        /// Group.
+        group: String,
+        /// Chunk acked.
+        chunk: String,
+        /// The newer chunk of the same owner with a stored position.
+        newer: String,
+        /// The position the ack expected.
+        from: u64,
+        /// The refused offset.
+        offset: u64,
+    },
     /// No such group in the category.
     #[error("unknown consumer {group} in category {category}")]
     UnknownGroup {
@@ -84,7 +121,10 @@ impl crate::error::DomainError for GroupError {
     fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
         match self {
-            Self::Behind { .. } | Self::Unfinished { .. } => ErrorKind::Conflict,
+            Self::Behind { .. }
+            | Self::NotAt { .. }
+            | Self::PastChunk { .. }
+            | Self::Unfinished { .. } => ErrorKind::Conflict,
             Self::UnknownGroup { .. } => ErrorKind::NotFound,
             Self::Io { source, .. } if crate::fsutil::is_disk_full(source) => ErrorKind::DiskFull,
             Self::Io { .. } => ErrorKind::Internal,
@@ -207,6 +247,27 @@ impl GroupStore {
         chunk: &ChunkName,
         offset: u64,
     ) -> Result<Acked, GroupError> {
+        self.ack_if(category, group, chunk, None, offset).await
+    }
+
+    /// Like [`GroupStore::ack`], conditional on where the group is when
+    /// `from` is given (compare-and-set): the stored position in `chunk`
+    /// (0 when none) must be exactly `from`, and with no position in
+    /// `chunk`, the group must have none in a newer chunk of the same
+    /// owner either. So of two members that processed the same batch
+    /// (`from` → `offset`), exactly one is accepted.
+    ///
+    /// # Errors
+    /// As [`GroupStore::ack`]; [`GroupError::NotAt`] /
+    /// [`GroupError::PastChunk`] when the condition fails.
+    pub async fn ack_if(
+        &self,
+        category: &Category,
+        group: &GroupName,
+        chunk: &ChunkName,
+        from: Option<u64>,
+        offset: u64,
+    ) -> Result<Acked, GroupError> {
         loop {
             let g = self.group_or_new(category, group);
             let mut state = g.log.lock().await;
@@ -221,6 +282,34 @@ impl GroupStore {
                 continue;
             };
             let stored = g.positions.read().get(chunk).copied();
+            if let Some(from) = from {
+                if stored.unwrap_or(0) != from {
+                    return Err(GroupError::NotAt {
+                        group: group.to_string(),
+                        chunk: chunk.to_string(),
+                        stored: stored.unwrap_or(0),
+                        from,
+                        offset,
+                    });
+                }
+                if stored.is_none() {
+                    let newer = g
+                        .positions
+                        .read()
+                        .keys()
+                        .find(|c| c.owner() == chunk.owner() && c.index() > chunk.index())
+                        .cloned();
+                    if let Some(newer) = newer {
+                        return Err(GroupError::PastChunk {
+                            group: group.to_string(),
+                            chunk: chunk.to_string(),
+                            newer: newer.to_string(),
+                            from,
+                            offset,
+                        });
+                    }
+                }
+            }
             match stored {
                 Some(s) if s > offset => {
                     return Err(GroupError::Behind {
