@@ -158,9 +158,16 @@ pub enum ProducerError {
         #[source]
         source: Arc<ClientError>,
     },
-    /// The producer was closed.
+    /// The producer was closed (or stopped before the message's batch was
+    /// answered).
     #[error("producer is closed")]
     Closed,
+    /// [`try_send`](crate::CategoryProducer::try_send) or
+    /// [`send_timeout`](crate::CategoryProducer::send_timeout) would have
+    /// had to wait (longer) for memory (`buffer_bytes`): nothing was
+    /// queued.
+    #[error("the producer's buffer is full (buffer_bytes); the message was not queued")]
+    Full,
     /// [`Producer::shutdown`](crate::Producer::shutdown) stopped with
     /// messages not acknowledged (time ran out, or a category had failed).
     #[error("{messages} messages were not acknowledged at shutdown ({})",

@@ -106,15 +106,28 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+/// A builder-style setter for a public config field of the same name.
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = value;
+            self
+        }
+    };
+}
+
 mod acks;
 mod client;
 mod consumer;
 mod error;
 pub mod names;
 mod producer;
+mod stats;
 pub mod tls;
 
-pub use acks::{AckReceiver, AckRecvError};
+pub use acks::{AckReceiver, AckRecvError, BatchAck};
 pub use client::{
     ChunkInfo, Client, GroupPosition, GroupStatus, WriteOptions, WriteReply, DELETED_HEADER,
     WRITTEN_HEADER,
@@ -123,4 +136,7 @@ pub use consumer::{Batch, Consumer, ConsumerConfig, Position, Positions};
 pub use error::{ClientError, ConsumerError, ProducerError};
 /// The chunk-name parser under its older name, [`names::parse_chunk_name`].
 pub use names::parse_chunk_name as parse_chunk;
-pub use producer::{BatchAck, CategoryProducer, LaneReset, Producer, ProducerConfig};
+pub use producer::{
+    CategoryProducer, Delivery, LaneReset, Producer, ProducerConfig, Stored,
+};
+pub use stats::{Stats, StatsEvent, StatsHook};
