@@ -95,10 +95,7 @@ pub async fn open_loop(
         let category = category.to_owned();
         let mut ready_tx = Some(ready_tx);
         tokio::spawn(async move {
-            let config = ConsumerConfig {
-                wait: Duration::from_secs(1),
-                ..ConsumerConfig::default()
-            };
+            let config = ConsumerConfig::default().wait(Duration::from_secs(1));
             let mut c = Consumer::start(client, &category, config, Positions::default())?;
             let mut hist = Histogram::<u64>::new(3)?;
             let mut prev: [u8; STAMP] = [0; STAMP];

@@ -206,6 +206,23 @@ pub enum ConsumerError {
         /// Bytes returned.
         len: usize,
     },
+    /// The server keeps answering that it does not hold a chunk the
+    /// consumer must read next (a plain `404`: a replica still catching up,
+    /// a load balancer sending reads to a server without it), for longer
+    /// than [`missing_chunk_wait`](crate::ConsumerConfig::missing_chunk_wait).
+    /// The chunk is not skipped: the consumer keeps retrying and reports
+    /// this again while it lasts. Only a chunk the server says is deleted
+    /// ([`ClientError::ChunkDeleted`]) is skipped.
+    #[error("chunk {chunk} is not available on the server (not deleted; retrying) for {waited:?}")]
+    ChunkUnavailable {
+        /// The chunk.
+        chunk: String,
+        /// How long it has been missing.
+        waited: std::time::Duration,
+        /// The last answer (a `404`).
+        #[source]
+        source: ClientError,
+    },
     /// A stored position names a chunk that is not `<owner>-chunk<9 digits>`.
     #[error("invalid position: {0}")]
     InvalidPosition(String),

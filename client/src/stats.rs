@@ -101,7 +101,11 @@ pub(crate) struct Hook(pub(crate) Option<Arc<dyn StatsHook>>);
 
 impl fmt::Debug for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Some(StatsHook)" } else { "None" })
+        f.write_str(if self.0.is_some() {
+            "Some(StatsHook)"
+        } else {
+            "None"
+        })
     }
 }
 
@@ -172,9 +176,6 @@ pub(crate) fn in_span<F: std::future::Future>(
 /// Runs `fut` inside the span `span()` makes when the `spans` feature is
 /// on; otherwise runs it as is (and never calls `span`).
 #[cfg(not(feature = "spans"))]
-pub(crate) fn in_span<F: std::future::Future>(
-    fut: F,
-    _span: impl FnOnce() -> tracing::Span,
-) -> F {
+pub(crate) fn in_span<F: std::future::Future>(fut: F, _span: impl FnOnce() -> tracing::Span) -> F {
     fut
 }

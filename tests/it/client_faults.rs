@@ -86,7 +86,7 @@ async fn a_producer_fails_stop_instead_of_hanging_on_a_silent_server() {
         .with_request_timeout(Duration::from_millis(300));
     let producer = Producer::new(client, ProducerConfig::default());
     let lane = producer.category("c").unwrap();
-    lane.send("one").await.unwrap();
+    lane.enqueue("one").await.unwrap();
     let err = bounded("flush", producer.flush()).await.unwrap_err();
     match &err {
         ProducerError::BatchFailed {
@@ -158,18 +158,12 @@ async fn unread_acks_never_block_delivery() {
         .await
         .unwrap();
     let client = Client::new(&format!("http://{}", b.addr)).unwrap();
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            max_batch_bytes: 64,
-            ..ProducerConfig::default()
-        },
-    );
+    let producer = Producer::new(client, ProducerConfig::default().max_batch_bytes(64));
     let mut slow = producer.subscribe_acks(2);
     let mut all = producer.subscribe_acks(100_000);
     let lane = producer.category("acks").unwrap();
     for i in 0..300 {
-        lane.send(format!("message {i:04}")).await.unwrap();
+        lane.enqueue(format!("message {i:04}")).await.unwrap();
     }
     bounded("flush with unread acks", producer.flush())
         .await
@@ -199,7 +193,7 @@ async fn one_failed_category_does_not_stop_the_others() {
     let producer = Producer::new(client, ProducerConfig::default());
     let big = producer.category("big").unwrap();
     let ok = producer.category("ok").unwrap();
-    big.send("x".repeat(200)).await.unwrap(); // the server refuses it: 413
+    big.enqueue("x".repeat(200)).await.unwrap(); // the server refuses it: 413
     let err = bounded("flush big", big.flush()).await.unwrap_err();
     assert!(
         matches!(
@@ -212,18 +206,18 @@ async fn one_failed_category_does_not_stop_the_others() {
         "{err:?}"
     );
     assert!(
-        big.send("small").await.is_err(),
+        big.enqueue("small").await.is_err(),
         "the failed category stops"
     );
     for i in 0..10 {
-        ok.send(format!("fine {i}")).await.unwrap();
+        ok.enqueue(format!("fine {i}")).await.unwrap();
     }
     bounded("flush ok", ok.flush()).await.unwrap();
     assert!(bounded("flush all", producer.flush()).await.is_err());
 
     let reset = big.reset().await.expect("it had failed");
     assert_eq!(reset.dropped, 0..1);
-    big.send("small again").await.unwrap();
+    big.enqueue("small again").await.unwrap();
     bounded("flush after reset", producer.flush())
         .await
         .unwrap();
@@ -241,7 +235,7 @@ async fn shutdown_and_drop_report_undelivered_messages() {
     let producer = Producer::new(client, ProducerConfig::default());
     let lane = producer.category("c").unwrap();
     for m in ["a", "b", "c"] {
-        lane.send(m).await.unwrap();
+        lane.enqueue(m).await.unwrap();
     }
     let t = Instant::now();
     let err = bounded("shutdown", producer.shutdown(Duration::from_millis(300)))
@@ -258,14 +252,17 @@ async fn shutdown_and_drop_report_undelivered_messages() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(lane.send("d").await, Err(ProducerError::Closed)));
+    assert!(matches!(
+        lane.enqueue("d").await,
+        Err(ProducerError::Closed)
+    ));
 
     // Dropped without shutdown: a warning with the count.
     let client = Client::new(&format!("http://{addr}")).unwrap();
     let producer = Producer::new(client, ProducerConfig::default());
     let lane = producer.category("c").unwrap();
     for m in ["a", "b"] {
-        lane.send(m).await.unwrap();
+        lane.enqueue(m).await.unwrap();
     }
     let logs = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<u8>::new()));
     let sink = std::sync::Arc::clone(&logs);
@@ -308,10 +305,7 @@ async fn consumer_failures_are_reported_every_time_never_a_silent_end() {
         .unwrap()
         .to_owned();
     let client = Client::new(&format!("http://{}", b.addr)).unwrap();
-    let config = ConsumerConfig {
-        follow: false,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default().follow(false);
 
     // A resume position inside a message: the server refuses the read.
     let mut from = Positions::default();

@@ -109,7 +109,6 @@ impl Drop for SlotGuard {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-#[must_use = "a Delivery does nothing unless awaited; drop it to not wait"]
 pub struct Delivery {
     pub(crate) slot: Arc<BatchSlot>,
     pub(crate) seq: u64,
@@ -173,7 +172,13 @@ impl Future for Delivery {
             Some(o) => Poll::Ready(this.outcome(o)),
             None => {
                 // A future polled again (select loops) registers once.
-                if !st.wakers.iter().rev().take(4).any(|w| w.will_wake(cx.waker())) {
+                if !st
+                    .wakers
+                    .iter()
+                    .rev()
+                    .take(4)
+                    .any(|w| w.will_wake(cx.waker()))
+                {
                     st.wakers.push(cx.waker().clone());
                 }
                 Poll::Pending

@@ -101,7 +101,6 @@ impl Default for ProducerConfig {
     }
 }
 
-
 impl ProducerConfig {
     setter!(
         /// Sets [`ProducerConfig::max_batch_bytes`].

@@ -34,8 +34,7 @@ pub(super) async fn run(shared: Arc<Shared>, lane: Arc<Lane>) {
         };
         match next {
             Ok(batch) => {
-                let (first_seq, count, bytes) =
-                    (batch.first_seq, batch.count, batch.body.len());
+                let (first_seq, count, bytes) = (batch.first_seq, batch.count, batch.body.len());
                 let category = Arc::clone(&lane.category);
                 in_span(send_batch(&shared, &lane, batch), move || {
                     tracing::info_span!("chunkbus.produce", %category, first_seq, count, bytes)

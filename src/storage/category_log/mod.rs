@@ -235,14 +235,8 @@ impl CategoryLog {
         // writer held no chunk is between its creation and the listing.
         let _w = self.writer.lock();
         let next = *self.creator.lock();
-        let spare = self
-            .spare
-            .lock()
-            .as_ref()
-            .map(|s| s.chunk.name().index());
-        name.index() < next
-            && spare != Some(name.index())
-            && !self.chunks.read().contains_key(name)
+        let spare = self.spare.lock().as_ref().map(|s| s.chunk.name().index());
+        name.index() < next && spare != Some(name.index()) && !self.chunks.read().contains_key(name)
     }
 
     /// Remembers that the copy `name` of a peer's chunk was deleted here
