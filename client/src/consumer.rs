@@ -9,7 +9,7 @@
 //! store (alongside the application's own data, for exactly-once) and pass
 //! back to [`Consumer::start`] to resume.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -361,7 +361,10 @@ impl<'a> IntoIterator for &'a Batch {
 /// # Ok(()) }
 /// ```
 ///
-/// As a stream, with acks from another task through an [`Acker`]:
+/// As a stream (the inherent [`Consumer::next`] returns
+/// `Result<Option<Batch>>`; call the stream's `next` as
+/// `StreamExt::next(&mut consumer)`, or use any other combinator), with
+/// acks from other tasks through an [`Acker`]:
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -371,7 +374,7 @@ impl<'a> IntoIterator for &'a Batch {
 /// let config = ConsumerConfig::default().group(Some("billing".into()));
 /// let mut consumer = Consumer::start(client, "events", config, Positions::default())?;
 /// let acker = consumer.acker();
-/// while let Some(batch) = consumer.next_batch().await {
+/// while let Some(batch) = StreamExt::next(&mut consumer).await {
 ///     let batch = batch?;
 ///     let acker = acker.clone();
 ///     tokio::spawn(async move {
@@ -381,7 +384,6 @@ impl<'a> IntoIterator for &'a Batch {
 ///         }
 ///     });
 /// }
-/// # let _ = consumer.by_ref().next().await;
 /// # Ok(()) }
 /// ```
 ///
@@ -432,7 +434,14 @@ struct AckerInner {
     positions: tokio::sync::Mutex<Positions>,
     /// A copy for readers that cannot wait (updated under the lock above).
     snapshot: parking_lot::Mutex<Positions>,
+    /// Where this consumer began reading each chunk it read (shared with
+    /// the readers): the `from` of a group ack in a chunk this consumer
+    /// has not acked in yet (the group's position when it was read).
+    starts: ReadStarts,
 }
+
+/// Per chunk: the offset of the first batch this consumer read of it.
+type ReadStarts = Arc<parking_lot::Mutex<HashMap<Arc<str>, u64>>>;
 
 impl Acker {
     /// Marks `batch` (and everything before it from the same owner) as
@@ -475,7 +484,9 @@ impl Acker {
         }
         if let Some(group) = &me.group {
             if !batch.data.is_empty() && acked_here.is_none_or(|at| at < batch.end()) {
-                let from = acked_here.unwrap_or(0);
+                let from = acked_here
+                    .or_else(|| me.starts.lock().get(&*batch.chunk).copied())
+                    .unwrap_or(batch.offset);
                 in_span(
                     me.client.ack_group_from(
                         &me.category,
@@ -493,6 +504,12 @@ impl Acker {
             .0
             .insert(batch.owner.to_string(), batch.position());
         me.snapshot.lock().clone_from(&positions);
+        if let Some((owner, idx)) = parse_chunk_name(&batch.chunk) {
+            // Older chunks of this owner are done for this consumer.
+            me.starts
+                .lock()
+                .retain(|c, _| parse_chunk_name(c).is_none_or(|(o, i)| o != owner || i >= idx));
+        }
         if me.chunk_acks && batch.ends_chunk {
             match me
                 .client
@@ -558,6 +575,7 @@ impl Consumer {
         let category: Arc<str> = category.into();
         let (tx, rx) = mpsc::channel(config.read_ahead.max(1));
         let stats = Arc::new(Counters::new(config.stats_hook.clone()));
+        let starts = ReadStarts::default();
         let mut tasks = JoinSet::new();
         tasks.spawn(discover(
             client.clone(),
@@ -565,7 +583,7 @@ impl Consumer {
             config.clone(),
             from.clone(),
             tx,
-            Arc::clone(&stats),
+            (Arc::clone(&stats), Arc::clone(&starts)),
         ));
         Ok(Self {
             acker: Acker {
@@ -576,6 +594,7 @@ impl Consumer {
                     group: config.group.clone(),
                     snapshot: parking_lot::Mutex::new(from.clone()),
                     positions: tokio::sync::Mutex::new(from),
+                    starts,
                 }),
             },
             stats,
@@ -722,7 +741,7 @@ async fn discover(
     config: ConsumerConfig,
     from: Positions,
     tx: mpsc::Sender<Result<Batch, ConsumerError>>,
-    stats: Arc<Counters>,
+    (stats, starts): (Arc<Counters>, ReadStarts),
 ) {
     let mut from = from;
     let mut backoff = Backoff::default();
@@ -804,6 +823,7 @@ async fn discover(
                         target,
                         tx: tx.clone(),
                         stats: Arc::clone(&stats),
+                        starts: Arc::clone(&starts),
                         progress: parking_lot::Mutex::new(None),
                     }
                     .run(),
@@ -912,6 +932,7 @@ struct OwnerReader {
     target: Option<(String, u64)>,
     tx: mpsc::Sender<Result<Batch, ConsumerError>>,
     stats: Arc<Counters>,
+    starts: ReadStarts,
     /// Where the last batch handed to the application ended: a reader
     /// restarted after a failure resumes there.
     progress: parking_lot::Mutex<Option<Position>>,
@@ -1158,6 +1179,7 @@ impl OwnerReader {
                     messages: batch.len() as u64,
                     bytes: len,
                 });
+                self.starts.lock().entry(Arc::clone(&name)).or_insert(off);
                 off += len;
                 if self.tx.send(Ok(batch)).await.is_err() {
                     return Ok(());

@@ -588,3 +588,44 @@ async fn two_group_members_never_both_win_a_batch() {
     });
     assert_eq!(s, 409, "old form, behind: {text}");
 }
+
+/// Issue 20 idioms: `try_send` never waits and `send_timeout` waits only
+/// as long as it is told, when the memory budget is spent (here: the one
+/// batch is held by a request that is never answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_send_and_send_timeout_do_not_wait_for_memory() {
+    let addr = stalling_server();
+    let client = Client::new(&format!("http://{addr}"))
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(30));
+    let config = ProducerConfig::default()
+        .max_batch_bytes(64)
+        .buffer_bytes(64)
+        .linger(Duration::from_millis(1));
+    let producer = Producer::new(client, config);
+    let lane = producer.category("c").unwrap();
+    let mut queued = 0;
+    let t = Instant::now();
+    let full = loop {
+        match lane.try_send("0123456789") {
+            Ok(d) => {
+                assert_eq!(d.seq(), queued);
+                queued += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(queued < 100, "the budget is never spent");
+    };
+    assert!(matches!(full, ProducerError::Full), "{full:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let t = Instant::now();
+    let err = bounded(
+        "send_timeout",
+        lane.send_timeout("0123456789", Duration::from_millis(200)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ProducerError::Full), "{err:?}");
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    let _ = producer.shutdown(Duration::from_millis(10)).await;
+}
