@@ -79,6 +79,14 @@ impl ClientError {
     /// failures (connection refused, reset), `503` (shutting down,
     /// recovering, replicas not reached), `507` (disk full) and `408`.
     /// Validation errors (`400`, `404`, `413`) are permanent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) {
+    /// if let Err(e) = client.list_categories().await {
+    ///     if e.is_retryable() { /* try again later */ }
+    /// }
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -97,6 +105,18 @@ impl ClientError {
     /// established, or the server answered a retryable status and said
     /// `chunkbus-written: false`. A reset connection or a timeout after
     /// the body was sent is *not* safe: the server may have stored it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// use chunkbus_client::WriteOptions;
+    /// let body = bytes::Bytes::from_static(b"event\n");
+    /// let reply = match client.write("events", body.clone(), WriteOptions::default()).await {
+    ///     Err(e) if e.is_safe_to_resend() => client.write("events", body, WriteOptions::default()).await?,
+    ///     other => other?,
+    /// };
+    /// # let _ = reply;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn is_safe_to_resend(&self) -> bool {
         match self {
@@ -113,12 +133,29 @@ impl ClientError {
 
     /// Whether the server said the chunk is deleted for good
     /// ([`ClientError::ChunkDeleted`]): skipping it loses nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// match client.read("events", "node1-chunk000000000", 0, 1 << 20, None).await {
+    ///     Err(e) if e.is_chunk_deleted() => { /* go on with the next chunk */ }
+    ///     other => { let _ = other?; }
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn is_chunk_deleted(&self) -> bool {
         matches!(self, Self::ChunkDeleted { .. })
     }
 
     /// The HTTP status, if the server answered.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) {
+    /// if let Err(e) = client.delete_group("events", "nobody").await {
+    ///     assert_eq!(e.status(), Some(404));
+    /// }
+    /// # }
+    /// ```
     #[must_use]
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -182,7 +219,16 @@ pub enum ProducerError {
 
 impl ConsumerError {
     /// A group ack was refused with `409`: the group's stored position is
-    /// already past it.
+    /// already past it, or (a conditional ack) not where this consumer
+    /// left it: another member acked those messages.
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: chunkbus_client::Consumer, batch: chunkbus_client::Batch) {
+    /// if let Err(e) = consumer.ack(&batch).await {
+    ///     if e.is_conflict() { /* someone else processed it: discard my results */ }
+    /// }
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Client(e) if e.status() == Some(409))
