@@ -515,3 +515,46 @@ async fn compact(
     open.len = len;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_conditional_ack_moves_only_from_where_the_group_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GroupStore::open(dir.path(), FaultHook::default()).unwrap();
+        let cat = Category::parse("c").unwrap();
+        let g = GroupName::parse("g").unwrap();
+        let c1 = ChunkName::parse("n1-chunk000000001").unwrap();
+        let c2 = ChunkName::parse("n1-chunk000000002").unwrap();
+        let other = ChunkName::parse("n2-chunk000000000").unwrap();
+        // No position in c1 counts as 0.
+        assert_eq!(
+            store.ack_if(&cat, &g, &c1, Some(0), 10).await.unwrap(),
+            Acked::Moved
+        );
+        // The same batch again (another member): refused.
+        let e = store.ack_if(&cat, &g, &c1, Some(0), 10).await.unwrap_err();
+        assert!(matches!(e, GroupError::NotAt { stored: 10, .. }), "{e}");
+        // From where it is: accepted.
+        store.ack_if(&cat, &g, &c1, Some(10), 20).await.unwrap();
+        // A newer chunk of the owner: from 0, then the older one is past.
+        store.ack_if(&cat, &g, &c2, Some(0), 5).await.unwrap();
+        let old = ChunkName::parse("n1-chunk000000000").unwrap();
+        let e = store.ack_if(&cat, &g, &old, Some(0), 5).await.unwrap_err();
+        assert!(matches!(e, GroupError::PastChunk { .. }), "{e}");
+        // Another owner's chunks are independent.
+        store.ack_if(&cat, &g, &other, Some(0), 3).await.unwrap();
+        // The unconditional form keeps its forward-only rules.
+        assert_eq!(
+            store.ack(&cat, &g, &c1, 20).await.unwrap(),
+            Acked::Unchanged
+        );
+        assert!(matches!(
+            store.ack(&cat, &g, &c1, 15).await.unwrap_err(),
+            GroupError::Behind { .. }
+        ));
+        assert_eq!(store.positions_of(&cat, &g).unwrap().get(&c1), Some(&20));
+    }
+}

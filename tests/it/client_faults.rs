@@ -427,6 +427,33 @@ async fn a_chunk_missing_on_the_server_is_reported_never_skipped() {
     }
     assert!(consumer.stats().retries > 0);
 
+    // A gap between listed chunks (1 not listed, 2 is) is asked for, not
+    // jumped over: 0, then the report about 1, and never 2 before it.
+    let addr = scripted_server(|_method, target| {
+        if target.starts_with("/listChunks") {
+            let list = r#"[{"name":"n1-chunk000000000","complete":true,"size":2},
+                           {"name":"n1-chunk000000002","complete":true,"size":2}]"#;
+            return (200, "", list.as_bytes().to_vec());
+        }
+        if target.contains("off=0&") && !target.contains("chunk=n1-chunk000000001") {
+            return (200, "", b"x\n".to_vec());
+        }
+        if target.contains("chunk=n1-chunk000000001") {
+            return (404, "", b"unknown chunk\n".to_vec());
+        }
+        (200, "", Vec::new())
+    });
+    let client = Client::new(&format!("http://{addr}")).unwrap();
+    let mut consumer = Consumer::start(client, "c", config.clone(), Positions::default()).unwrap();
+    let first = bounded("next", consumer.next()).await.unwrap().unwrap();
+    assert_eq!(&*first.chunk, "n1-chunk000000000");
+    match bounded("next", consumer.next()).await {
+        Err(ConsumerError::ChunkUnavailable { chunk, .. }) => {
+            assert_eq!(chunk, "n1-chunk000000001");
+        }
+        other => panic!("jumped over chunk 1: {other:?}"),
+    }
+
     // Deleted (the server says so): skipped, the next chunk follows.
     let addr = scripted_server(listing_and_reads(true));
     let client = Client::new(&format!("http://{addr}")).unwrap();

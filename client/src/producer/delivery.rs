@@ -186,3 +186,41 @@ impl Future for Delivery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(slot: &Arc<BatchSlot>, seq: u64, at: u64) -> Delivery {
+        Delivery {
+            slot: Arc::clone(slot),
+            seq,
+            at,
+            len: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_resolve_to_their_own_offset_or_closed_when_dropped() {
+        let slot = Arc::new(BatchSlot::new("c".into()));
+        let (a, b) = (delivery(&slot, 7, 0), delivery(&slot, 8, 3));
+        assert!(a.try_result().is_none());
+        let waiter = tokio::spawn(b);
+        slot.resolve(Ok(Placed {
+            chunk: "n1-chunk000000002".into(),
+            offset: 100,
+        }));
+        let got = waiter.await.unwrap().unwrap();
+        assert_eq!(
+            (got.seq, &*got.chunk, got.offset, got.len),
+            (8, "n1-chunk000000002", 103, 3)
+        );
+        assert_eq!(a.await.unwrap().offset, 100);
+
+        // A batch dropped unanswered: its deliveries end with Closed.
+        let slot = Arc::new(BatchSlot::new("c".into()));
+        let d = delivery(&slot, 0, 0);
+        drop(SlotGuard(slot));
+        assert!(matches!(d.await, Err(ProducerError::Closed)));
+    }
+}
