@@ -188,6 +188,7 @@ impl Future for Delivery {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
