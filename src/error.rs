@@ -27,6 +27,10 @@ pub enum ErrorKind {
     Forbidden,
     /// The thing named (chunk, group, subscription, endpoint) does not exist.
     NotFound,
+    /// The thing named existed and was deleted for good (a chunk acked or
+    /// removed by retention): distinct from [`ErrorKind::NotFound`], which
+    /// may still appear (a copy not replicated yet).
+    Deleted,
     /// The endpoint exists but not with this method.
     MethodNotAllowed,
     /// The client was too slow to send its request.

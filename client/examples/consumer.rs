@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         consumer.ack(&batch).await?;
         // Write-then-rename: the file always holds one complete position set.
         let tmp = format!("{pos_file}.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(consumer.positions())?)?;
+        std::fs::write(&tmp, serde_json::to_vec(&consumer.positions())?)?;
         std::fs::rename(&tmp, &pos_file)?;
     }
     Ok(())

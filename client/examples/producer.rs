@@ -43,8 +43,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let events = producer.category(&category)?;
     for n in 0..count {
+        // Queued (waits only for buffer memory); `send` would wait for
+        // each message to be stored.
         events
-            .send(format!(r#"{{"n":{n},"kind":"example"}}"#))
+            .enqueue(format!(r#"{{"n":{n},"kind":"example"}}"#))
             .await?;
     }
     producer.close().await?;

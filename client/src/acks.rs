@@ -10,7 +10,23 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::producer::BatchAck;
+/// The server's acknowledgement of one batch of a
+/// [`Producer`](crate::Producer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchAck {
+    /// Category written to.
+    pub category: Arc<str>,
+    /// Sequence number (per category, from 0) of the batch's first message.
+    pub first_seq: u64,
+    /// Number of messages in the batch.
+    pub count: u64,
+    /// Chunk the batch was stored in.
+    pub chunk: String,
+    /// Offset of the batch's first byte in that chunk.
+    pub offset: u64,
+    /// Batch length in bytes.
+    pub size: u64,
+}
 
 /// Why [`AckReceiver::recv`] / [`AckReceiver::try_recv`] returned no ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +69,20 @@ pub struct AckReceiver {
 impl AckReceiver {
     /// The next ack, waiting for one.
     ///
+    /// ```no_run
+    /// # async fn demo(producer: chunkbus_client::Producer) {
+    /// use chunkbus_client::AckRecvError;
+    /// let mut acks = producer.subscribe_acks(1024);
+    /// loop {
+    ///     match acks.recv().await {
+    ///         Ok(ack) => println!("{} messages in {}", ack.count, ack.chunk),
+    ///         Err(AckRecvError::Lagged(n)) => eprintln!("missed {n} acks"),
+    ///         Err(_) => break, // closed
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`AckRecvError::Lagged`] once after acks were dropped (the next call
     /// returns the oldest ack still held), [`AckRecvError::Closed`] when the
@@ -72,6 +102,14 @@ impl AckReceiver {
     }
 
     /// The next ack if one is waiting.
+    ///
+    /// ```no_run
+    /// # fn demo(mut acks: chunkbus_client::AckReceiver) {
+    /// while let Ok(ack) = acks.try_recv() {
+    ///     println!("#{}..#{}", ack.first_seq, ack.first_seq + ack.count);
+    /// }
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`AckRecvError::Empty`] when none is waiting; otherwise as

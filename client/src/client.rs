@@ -17,6 +17,13 @@ use crate::error::ClientError;
 /// but a later step (fdatasync, replicas) failed.
 pub const WRITTEN_HEADER: &str = "chunkbus-written";
 
+/// Response header the server sets (`true`) on a `404` for a chunk it
+/// knows is deleted for good (acked, or removed by retention). A `404`
+/// without it means the server does not hold the chunk, which may still
+/// change (a replica catching up): [`ClientError::ChunkDeleted`] vs
+/// [`ClientError::Status`] with 404.
+pub const DELETED_HEADER: &str = "chunkbus-deleted";
+
 /// Where a write was stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct WriteReply {
@@ -93,13 +100,139 @@ pub struct Client {
     request_timeout: Duration,
 }
 
+/// Builds a [`Client`] ([`Client::builder`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use chunkbus_client::Client;
+///
+/// let client = Client::builder()
+///     .server("http://10.0.0.1:8080")
+///     .server("http://10.0.0.2:8080")
+///     .token("s3cret")
+///     .request_timeout(Duration::from_secs(10))
+///     .build()?;
+/// assert_eq!(client.request_timeout(), Duration::from_secs(10));
+/// # Ok::<(), chunkbus_client::ClientError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ClientBuilder {
+    servers: Vec<String>,
+    token: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+    request_timeout: Option<Duration>,
+}
+
+impl ClientBuilder {
+    /// Adds a server address (`http://host:port` or `https://…`); several
+    /// are tried in the order added.
+    ///
+    /// ```
+    /// let b = chunkbus_client::Client::builder().server("http://127.0.0.1:8080");
+    /// # let _ = b;
+    /// ```
+    pub fn server(mut self, url: impl Into<String>) -> Self {
+        self.servers.push(url.into());
+        self
+    }
+
+    /// Adds several server addresses.
+    ///
+    /// ```
+    /// let b = chunkbus_client::Client::builder().servers(["http://a:8080", "http://b:8080"]);
+    /// # let _ = b;
+    /// ```
+    pub fn servers<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.servers.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` ([`Client::with_token`]).
+    ///
+    /// ```
+    /// let b = chunkbus_client::Client::builder().token("s3cret");
+    /// # let _ = b;
+    /// ```
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Trusts the CA certificates in `pem` for `https://` servers
+    /// ([`Client::with_ca_pem`]).
+    ///
+    /// ```no_run
+    /// let pem = std::fs::read("ca.pem")?;
+    /// let b = chunkbus_client::Client::builder().ca_pem(pem);
+    /// # let _ = b;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Bounds every request ([`Client::with_request_timeout`]).
+    ///
+    /// ```
+    /// let b = chunkbus_client::Client::builder().request_timeout(std::time::Duration::from_secs(3));
+    /// # let _ = b;
+    /// ```
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// The client.
+    ///
+    /// ```
+    /// let client = chunkbus_client::Client::builder().server("http://127.0.0.1:8080").build()?;
+    /// # let _ = client;
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::with_servers`], [`Client::with_ca_pem`] and
+    /// [`Client::with_token`].
+    pub fn build(self) -> Result<Client, ClientError> {
+        let mut client = Client::with_servers(&self.servers)?;
+        if let Some(pem) = &self.ca_pem {
+            client = client.with_ca_pem(pem)?;
+        }
+        if let Some(token) = &self.token {
+            client = client.with_token(token)?;
+        }
+        if let Some(t) = self.request_timeout {
+            client = client.with_request_timeout(t);
+        }
+        Ok(client)
+    }
+}
+
 impl Client {
+    /// A [`ClientBuilder`]: addresses, token, CA certificates, timeout.
+    ///
+    /// ```
+    /// let client = chunkbus_client::Client::builder().server("http://127.0.0.1:8080").build()?;
+    /// # let _ = client;
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
     /// A client for the server at `base_url` (`http://host:port`, or
     /// `https://host:port` together with [`Client::with_ca_pem`]).
     ///
     /// # Errors
     /// [`ClientError::InvalidUrl`] for anything but an `http://` or
     /// `https://` URL.
+    /// ```
+    /// let client = chunkbus_client::Client::new("http://127.0.0.1:8080")?;
+    /// assert_eq!(client.active_server(), "http://127.0.0.1:8080");
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
         Self::with_servers([base_url])
     }
@@ -109,6 +242,11 @@ impl Client {
     /// # Errors
     /// [`ClientError::InvalidUrl`] for an empty list or anything but
     /// `http://` and `https://` URLs.
+    /// ```
+    /// let client = chunkbus_client::Client::with_servers(["http://10.0.0.1:8080", "http://10.0.0.2:8080"])?;
+    /// # let _ = client;
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
     pub fn with_servers<S: AsRef<str>>(
         urls: impl IntoIterator<Item = S>,
     ) -> Result<Self, ClientError> {
@@ -138,6 +276,12 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Tls`] when `pem` holds no usable certificate.
+    /// ```no_run
+    /// let pem = std::fs::read("ca.pem")?;
+    /// let client = chunkbus_client::Client::new("https://broker:8443")?.with_ca_pem(&pem)?;
+    /// # let _ = client;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
         let tls = crate::tls::client_config(pem).map_err(|e| ClientError::Tls(e.to_string()))?;
         self.http = http_client(tls);
@@ -151,6 +295,11 @@ impl Client {
     /// # Errors
     /// [`ClientError::InvalidToken`] when the token has characters a
     /// header cannot carry.
+    /// ```
+    /// let client = chunkbus_client::Client::new("http://127.0.0.1:8080")?.with_token("s3cret")?;
+    /// # let _ = client;
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
     pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
         let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| ClientError::InvalidToken)?;
@@ -166,6 +315,13 @@ impl Client {
     /// that runs out of time fails with [`ClientError::Timeout`], which for
     /// a write means "maybe stored". Connecting is bounded separately
     /// (5 s per address).
+    /// ```
+    /// use std::time::Duration;
+    /// let client = chunkbus_client::Client::new("http://127.0.0.1:8080")?
+    ///     .with_request_timeout(Duration::from_secs(5));
+    /// assert_eq!(client.request_timeout(), Duration::from_secs(5));
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
     #[must_use]
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -173,12 +329,37 @@ impl Client {
     }
 
     /// The bound on one request (see [`Client::with_request_timeout`]).
+    /// ```
+    /// let client = chunkbus_client::Client::new("http://127.0.0.1:8080")?;
+    /// assert_eq!(client.request_timeout(), chunkbus_client::DEFAULT_REQUEST_TIMEOUT);
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
     #[must_use]
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
 
+    /// Moves requests to the next address (after an answer that another
+    /// server may answer better, e.g. a chunk not replicated here yet).
+    pub(crate) fn fail_over(&self) {
+        let n = self.bases.len();
+        if n > 1 {
+            let cur = self.active.load(Ordering::Relaxed);
+            let _ = self.active.compare_exchange(
+                cur,
+                (cur + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// The address requests currently go to.
+    /// ```
+    /// let client = chunkbus_client::Client::new("http://127.0.0.1:8080/")?;
+    /// assert_eq!(client.active_server(), "http://127.0.0.1:8080");
+    /// # Ok::<(), chunkbus_client::ClientError>(())
+    /// ```
     #[must_use]
     pub fn active_server(&self) -> &str {
         &self.bases[self.active.load(Ordering::Relaxed) % self.bases.len()]
@@ -192,6 +373,13 @@ impl Client {
     /// large), 503/507 (retryable), or a transport error.
     /// [`ClientError::is_safe_to_resend`] says whether the body certainly
     /// was not stored.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// use chunkbus_client::WriteOptions;
+    /// let reply = client.write("events", "one\ntwo\n", WriteOptions::default()).await?;
+    /// println!("stored in {} at {}", reply.chunk, reply.offset);
+    /// # Ok(()) }
+    /// ```
     pub async fn write(
         &self,
         category: &str,
@@ -216,6 +404,15 @@ impl Client {
     /// # Errors
     /// [`ClientError::Status`] with 400 (bad offset, `max_size` too small for
     /// the next message) or 404 (unknown chunk), or a transport error.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// use std::time::Duration;
+    /// let bytes = client
+    ///     .read("events", "node1-chunk000000000", 0, 1 << 20, Some(Duration::from_secs(1)))
+    ///     .await?;
+    /// # let _ = bytes;
+    /// # Ok(()) }
+    /// ```
     pub async fn read(
         &self,
         category: &str,
@@ -243,6 +440,13 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Status`] 400 for a bad category, or a transport error.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// for c in client.list_chunks("events").await? {
+    ///     println!("{} {} bytes{}", c.name, c.size, if c.complete { " (sealed)" } else { "" });
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_chunks(&self, category: &str) -> Result<Vec<ChunkInfo>, ClientError> {
         self.json(
             Method::GET,
@@ -260,6 +464,15 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::list_chunks`].
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// use std::time::Duration;
+    /// let chunks = client
+    ///     .list_chunks_after("events", "node1-chunk000000003", Duration::from_secs(5))
+    ///     .await?;
+    /// # let _ = chunks;
+    /// # Ok(()) }
+    /// ```
     pub async fn list_chunks_after(
         &self,
         category: &str,
@@ -281,6 +494,12 @@ impl Client {
     ///
     /// # Errors
     /// A transport or decode error.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// let names = client.list_categories().await?;
+    /// # let _ = names;
+    /// # Ok(()) }
+    /// ```
     pub async fn list_categories(&self) -> Result<Vec<String>, ClientError> {
         self.json(
             Method::GET,
@@ -297,6 +516,15 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Status`] 400 (not sealed, or `size` too small) or 404.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// match client.ack_chunk("events", "node1-chunk000000000", 4096).await {
+    ///     Ok(()) => {}
+    ///     Err(e) if e.is_chunk_deleted() => {} // deleted already
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn ack_chunk(
         &self,
         category: &str,
@@ -313,13 +541,61 @@ impl Client {
             .map(drop)
     }
 
+    /// Stores consumer group `group`'s position in `chunk` as `to`,
+    /// durably, only if the group is at `from` in that chunk (0 when it has
+    /// no position there) — a compare-and-set (`POST
+    /// /ack?consumer=G&from=F&off=T`). Of two members that processed the
+    /// same messages, exactly one succeeds.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// match client.ack_group_from("events", "billing", "node1-chunk000000000", 0, 120).await {
+    ///     Ok(()) => {} // the group moved 0 → 120
+    ///     Err(e) if e.status() == Some(409) => {} // someone else acked it first
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 409 when the group is not at `from` (the
+    /// message says where it is), 400 for a bad offset or `from` > `to`,
+    /// 404 for an unknown chunk.
+    pub async fn ack_group_from(
+        &self,
+        category: &str,
+        group: &str,
+        chunk: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<(), ClientError> {
+        let q = format!(
+            "category={}&consumer={}&chunk={}&from={from}&off={to}",
+            enc(category),
+            enc(group),
+            enc(chunk)
+        );
+        self.call(Method::POST, "/ack", &q, Bytes::new(), Duration::ZERO)
+            .await
+            .map(drop)
+    }
+
     /// Stores consumer group `group`'s position in `chunk` as `offset` (a
-    /// message boundary), durably (`POST /ack?consumer=G`).
+    /// message boundary), durably (`POST /ack?consumer=G`), if it is not
+    /// behind the stored one. Unconditional otherwise: two members acking
+    /// the same batch both succeed; use [`Client::ack_group_from`] when
+    /// only one may.
     ///
     /// # Errors
     /// [`ClientError::Status`] 409 when `offset` is behind the stored
     /// position (the message names it), 400 for a bad offset, 404 for an
     /// unknown chunk.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// client.ack_group("events", "billing", "node1-chunk000000000", 120).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn ack_group(
         &self,
         category: &str,
@@ -342,6 +618,13 @@ impl Client {
     ///
     /// # Errors
     /// A transport, status or decode error.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// for g in client.consumers("events").await? {
+    ///     println!("{}: {} messages behind", g.consumer, g.lag_messages);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn consumers(&self, category: &str) -> Result<Vec<GroupStatus>, ClientError> {
         self.json(
             Method::GET,
@@ -357,6 +640,11 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Status`] 404 for an unknown group.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// client.delete_group("events", "billing").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_group(&self, category: &str, group: &str) -> Result<(), ClientError> {
         let q = format!("category={}&consumer={}", enc(category), enc(group));
         self.call(
@@ -400,17 +688,19 @@ impl Client {
         let mut last_err = None;
         for step in 0..self.bases.len() {
             let idx = (start + step) % self.bases.len();
-            match self
-                .call_one(
-                    &self.bases[idx],
-                    method.clone(),
-                    path,
-                    query,
-                    body.clone(),
-                    self.request_timeout.saturating_add(extra),
-                )
-                .await
-            {
+            let attempt = self.call_one(
+                &self.bases[idx],
+                method.clone(),
+                path,
+                query,
+                body.clone(),
+                self.request_timeout.saturating_add(extra),
+            );
+            let attempt = crate::stats::in_span(
+                attempt,
+                || tracing::debug_span!("chunkbus.request", %method, server = %self.bases[idx], path),
+            );
+            match attempt.await {
                 Err(e @ ClientError::Transport { connect: true, .. }) => {
                     last_err = Some(e);
                     // Move on only if nobody else has already.
@@ -476,6 +766,10 @@ impl Client {
                     source: Box::new(e),
                 })?;
             let status = resp.status().as_u16();
+            let deleted = resp
+                .headers()
+                .get(DELETED_HEADER)
+                .is_some_and(|v| v.as_bytes() == b"true");
             let written = resp
                 .headers()
                 .get(WRITTEN_HEADER)
@@ -491,17 +785,20 @@ impl Client {
                     source: Box::new(e),
                 })?
                 .to_bytes();
-            Ok::<_, ClientError>((status, written, bytes))
+            Ok::<_, ClientError>((status, written, deleted, bytes))
         };
-        let (status, written, bytes) =
-            tokio::time::timeout(timeout, exchange)
-                .await
-                .map_err(|_elapsed| ClientError::Timeout {
-                    url: url.clone(),
-                    after: timeout,
-                })??;
+        let (status, written, deleted, bytes) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_elapsed| ClientError::Timeout {
+                url: url.clone(),
+                after: timeout,
+            })??;
         if status == 200 {
             Ok(bytes)
+        } else if status == 404 && deleted {
+            Err(ClientError::ChunkDeleted {
+                message: String::from_utf8_lossy(&bytes).trim_end().to_owned(),
+            })
         } else {
             Err(ClientError::Status {
                 status,

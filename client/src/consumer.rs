@@ -9,7 +9,7 @@
 //! store (alongside the application's own data, for exactly-once) and pass
 //! back to [`Consumer::start`] to resume.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +20,23 @@ use tokio::task::JoinSet;
 use crate::client::{ChunkInfo, Client};
 use crate::error::{ClientError, ConsumerError};
 use crate::names::parse_chunk_name;
+use crate::stats::{in_span, Counters, Hook, Stats, StatsEvent, StatsHook};
 
-/// Tuning of a [`Consumer`].
+/// Tuning of a [`Consumer`]. Build it from [`ConsumerConfig::default`]
+/// with the setters (the struct is `#[non_exhaustive]`).
+///
+/// ```
+/// use std::time::Duration;
+/// use chunkbus_client::ConsumerConfig;
+///
+/// let config = ConsumerConfig::default()
+///     .follow(false)
+///     .group(Some("billing".into()))
+///     .wait(Duration::from_millis(500));
+/// assert!(!config.follow);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConsumerConfig {
     /// Bytes asked for per read (default 4 MiB; the server allows 16 MiB).
     pub max_read_bytes: u64,
@@ -39,8 +53,18 @@ pub struct ConsumerConfig {
     pub chunk_acks: bool,
     /// Consumer group: start from the group's positions stored on the
     /// server (unless `from` is given), and store each ack there
-    /// (`POST /ack?consumer=G`) before [`Consumer::ack`] returns.
+    /// (`POST /ack?consumer=G&from=F`, conditional on the group being
+    /// where this consumer last left it) before [`Consumer::ack`] returns.
     pub group: Option<String>,
+    /// How long a chunk the server does not hold (a plain `404`: a replica
+    /// catching up, a load balancer that picked another server) is retried
+    /// quietly, failing over between the client's addresses, before
+    /// [`ConsumerError::ChunkUnavailable`] is handed to the application
+    /// (default 5 s). Retrying goes on after that, reported each time: a
+    /// chunk is skipped only when the server says it was deleted.
+    pub missing_chunk_wait: Duration,
+    /// Sees every batch read, retry and error (default none).
+    stats_hook: Hook,
 }
 
 impl Default for ConsumerConfig {
@@ -52,7 +76,96 @@ impl Default for ConsumerConfig {
             read_ahead: 4,
             chunk_acks: false,
             group: None,
+            missing_chunk_wait: Duration::from_secs(5),
+            stats_hook: Hook::default(),
         }
+    }
+}
+
+impl ConsumerConfig {
+    setter!(
+        /// Sets [`ConsumerConfig::max_read_bytes`].
+        ///
+        /// ```
+        /// let c = chunkbus_client::ConsumerConfig::default().max_read_bytes(16 << 20);
+        /// assert_eq!(c.max_read_bytes, 16 << 20);
+        /// ```
+        max_read_bytes: u64
+    );
+    setter!(
+        /// Sets [`ConsumerConfig::wait`].
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let c = chunkbus_client::ConsumerConfig::default().wait(Duration::from_secs(5));
+        /// assert_eq!(c.wait, Duration::from_secs(5));
+        /// ```
+        wait: Duration
+    );
+    setter!(
+        /// Sets [`ConsumerConfig::follow`].
+        ///
+        /// ```
+        /// let c = chunkbus_client::ConsumerConfig::default().follow(false);
+        /// assert!(!c.follow);
+        /// ```
+        follow: bool
+    );
+    setter!(
+        /// Sets [`ConsumerConfig::read_ahead`].
+        ///
+        /// ```
+        /// let c = chunkbus_client::ConsumerConfig::default().read_ahead(16);
+        /// assert_eq!(c.read_ahead, 16);
+        /// ```
+        read_ahead: usize
+    );
+    setter!(
+        /// Sets [`ConsumerConfig::chunk_acks`].
+        ///
+        /// ```
+        /// let c = chunkbus_client::ConsumerConfig::default().chunk_acks(true);
+        /// assert!(c.chunk_acks);
+        /// ```
+        chunk_acks: bool
+    );
+    setter!(
+        /// Sets [`ConsumerConfig::group`].
+        ///
+        /// ```
+        /// let c = chunkbus_client::ConsumerConfig::default().group(Some("billing".into()));
+        /// assert_eq!(c.group.as_deref(), Some("billing"));
+        /// ```
+        group: Option<String>
+    );
+    setter!(
+        /// Sets [`ConsumerConfig::missing_chunk_wait`].
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let c = chunkbus_client::ConsumerConfig::default().missing_chunk_wait(Duration::from_secs(1));
+        /// assert_eq!(c.missing_chunk_wait, Duration::from_secs(1));
+        /// ```
+        missing_chunk_wait: Duration
+    );
+
+    /// Calls `hook` for every batch read, retry and error ([`StatsHook`]);
+    /// [`Consumer::stats`] counts them either way.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use chunkbus_client::{ConsumerConfig, StatsEvent, StatsHook};
+    /// struct Log;
+    /// impl StatsHook for Log {
+    ///     fn record(&self, event: &StatsEvent<'_>) { eprintln!("{event:?}"); }
+    /// }
+    /// let c = ConsumerConfig::default().stats_hook(Arc::new(Log));
+    /// # let _ = c;
+    /// ```
+    #[must_use]
+    pub fn stats_hook(mut self, hook: Arc<dyn StatsHook>) -> Self {
+        self.stats_hook = Hook(Some(hook));
+        self
     }
 }
 
@@ -92,17 +205,81 @@ pub struct Batch {
 
 impl Batch {
     /// Offset just past this batch: the position to store once processed.
+    ///
+    /// ```
+    /// # use chunkbus_client::Batch;
+    /// # let batch = Batch::from_parts("n1-chunk000000000", 10, "a\nbb\n");
+    /// assert_eq!(batch.end(), 15);
+    /// ```
     #[must_use]
     pub fn end(&self) -> u64 {
         self.offset + self.data.len() as u64
     }
 
     /// The messages, each with its trailing newline.
+    ///
+    /// ```
+    /// # use chunkbus_client::Batch;
+    /// # let batch = Batch::from_parts("n1-chunk000000000", 0, "a\nbb\n");
+    /// let msgs: Vec<&[u8]> = batch.messages().collect();
+    /// assert_eq!(msgs, [&b"a\n"[..], &b"bb\n"[..]]);
+    /// ```
     pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
         self.data.split_inclusive(|&b| b == b'\n')
     }
 
+    /// The messages with their offsets in the chunk (where each starts):
+    /// `(offset, message)`, the message with its trailing newline. Also
+    /// what `for (offset, msg) in &batch` iterates.
+    ///
+    /// ```
+    /// # use chunkbus_client::Batch;
+    /// # let batch = Batch::from_parts("n1-chunk000000000", 10, "a\nbb\n");
+    /// let got: Vec<(u64, &[u8])> = batch.iter().collect();
+    /// assert_eq!(got, [(10, &b"a\n"[..]), (12, &b"bb\n"[..])]);
+    /// for (offset, msg) in &batch {
+    ///     println!("{offset}: {}", String::from_utf8_lossy(msg));
+    /// }
+    /// ```
+    #[must_use]
+    pub fn iter(&self) -> Messages<'_> {
+        Messages {
+            rest: &self.data,
+            offset: self.offset,
+        }
+    }
+
+    /// Number of messages in the batch (counts newlines).
+    ///
+    /// ```
+    /// # use chunkbus_client::Batch;
+    /// # let batch = Batch::from_parts("n1-chunk000000000", 0, "a\nbb\n");
+    /// assert_eq!(batch.len(), 2);
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        memchr::memchr_iter(b'\n', &self.data).count()
+    }
+
+    /// Whether the batch holds no message (only an end-of-chunk marker).
+    ///
+    /// ```
+    /// # use chunkbus_client::Batch;
+    /// assert!(Batch::from_parts("n1-chunk000000000", 7, "").is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// Where to resume after this batch.
+    ///
+    /// ```
+    /// # use chunkbus_client::Batch;
+    /// # let batch = Batch::from_parts("n1-chunk000000000", 10, "a\n");
+    /// let p = batch.position();
+    /// assert_eq!((p.chunk.as_str(), p.offset), ("n1-chunk000000000", 12));
+    /// ```
     #[must_use]
     pub fn position(&self) -> Position {
         Position {
@@ -110,9 +287,63 @@ impl Batch {
             offset: self.end(),
         }
     }
+
+    /// A batch of `data` read from `chunk` at `offset` (for tests and
+    /// examples; the consumer makes the real ones). The owner is taken
+    /// from the chunk name.
+    ///
+    /// ```
+    /// use chunkbus_client::Batch;
+    /// let b = Batch::from_parts("node1-chunk000000003", 0, "hello\n");
+    /// assert_eq!(&*b.owner, "node1");
+    /// ```
+    #[must_use]
+    pub fn from_parts(chunk: &str, offset: u64, data: impl Into<Bytes>) -> Self {
+        let owner = parse_chunk_name(chunk).map_or(chunk, |(o, _)| o);
+        Self {
+            owner: owner.into(),
+            chunk: chunk.into(),
+            offset,
+            data: data.into(),
+            ends_chunk: false,
+        }
+    }
 }
 
-/// Reads one category; see the module docs.
+/// The messages of a [`Batch`] with their offsets ([`Batch::iter`]).
+#[derive(Debug, Clone)]
+pub struct Messages<'a> {
+    rest: &'a [u8],
+    offset: u64,
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = (u64, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let len = memchr::memchr(b'\n', self.rest).map_or(self.rest.len(), |i| i + 1);
+        let (msg, rest) = self.rest.split_at(len);
+        let at = self.offset;
+        self.rest = rest;
+        self.offset += len as u64;
+        Some((at, msg))
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = (u64, &'a [u8]);
+    type IntoIter = Messages<'a>;
+
+    fn into_iter(self) -> Messages<'a> {
+        self.iter()
+    }
+}
+
+/// Reads one category; see the module docs. It is a
+/// [`Stream`](futures_core::Stream) of batches too.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -121,28 +352,205 @@ impl Batch {
 /// let saved = Positions::default(); // or what the application stored
 /// let mut consumer = Consumer::start(client, "events", ConsumerConfig::default(), saved)?;
 /// while let Some(batch) = consumer.next().await? {
-///     for msg in batch.messages() {
-///         print!("{}", String::from_utf8_lossy(msg));
+///     for (offset, msg) in &batch {
+///         print!("{offset}: {}", String::from_utf8_lossy(msg));
 ///     }
 ///     consumer.ack(&batch).await?;
 ///     // store consumer.positions() with the results, in one transaction
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// As a stream (the inherent [`Consumer::next`] returns
+/// `Result<Option<Batch>>`; call the stream's `next` as
+/// `StreamExt::next(&mut consumer)`, or use any other combinator), with
+/// acks from other tasks through an [`Acker`]:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use futures::StreamExt;
+/// use chunkbus_client::{Client, Consumer, ConsumerConfig, Positions};
+/// let client = Client::new("http://127.0.0.1:8080")?;
+/// let config = ConsumerConfig::default().group(Some("billing".into()));
+/// let mut consumer = Consumer::start(client, "events", config, Positions::default())?;
+/// let acker = consumer.acker();
+/// while let Some(batch) = StreamExt::next(&mut consumer).await {
+///     let batch = batch?;
+///     let acker = acker.clone();
+///     tokio::spawn(async move {
+///         // process batch …
+///         if let Err(e) = acker.ack(&batch).await {
+///             eprintln!("not acked: {e}");
+///         }
+///     });
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// # Cancel safety
+/// - [`Consumer::next`], [`Consumer::next_batch`] and polling the stream
+///   are cancel safe: a batch leaves the read-ahead queue only when it is
+///   returned.
+/// - [`Consumer::ack`] / [`Acker::ack`] are *not* fully cancel safe: a
+///   group ack (or chunk ack) cancelled after its request left may have
+///   been stored by the server while the local positions were not
+///   updated. Acking the same batch again then fails with a conflict
+///   ([`ConsumerError::is_conflict`]); restart from the group's positions
+///   on the server (drop the consumer and start a new one without
+///   explicit positions) to be sure where the group is.
 #[derive(Debug)]
 pub struct Consumer {
-    client: Client,
-    category: Arc<str>,
-    chunk_acks: bool,
-    group: Option<String>,
-    positions: Positions,
+    acker: Acker,
+    stats: Arc<Counters>,
     rx: mpsc::Receiver<Result<Batch, ConsumerError>>,
     tasks: JoinSet<()>,
 }
 
+/// Acknowledges batches of a [`Consumer`]; cheap to clone and to move to
+/// other tasks ([`Consumer::acker`]). All clones share the consumer's
+/// positions, and their acks are applied one at a time.
+///
+/// ```no_run
+/// # async fn demo(consumer: &mut chunkbus_client::Consumer) -> Result<(), chunkbus_client::ConsumerError> {
+/// let acker = consumer.acker();
+/// if let Some(batch) = consumer.next().await? {
+///     tokio::spawn(async move { acker.ack(&batch).await });
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Acker {
+    inner: Arc<AckerInner>,
+}
+
+#[derive(Debug)]
+struct AckerInner {
+    client: Client,
+    category: Arc<str>,
+    chunk_acks: bool,
+    group: Option<String>,
+    /// What was acknowledged; the lock is held across an ack's requests,
+    /// so acks apply one at a time and in the order they lock.
+    positions: tokio::sync::Mutex<Positions>,
+    /// A copy for readers that cannot wait (updated under the lock above).
+    snapshot: parking_lot::Mutex<Positions>,
+    /// Where this consumer began reading each chunk it read (shared with
+    /// the readers): the `from` of a group ack in a chunk this consumer
+    /// has not acked in yet (the group's position when it was read).
+    starts: ReadStarts,
+}
+
+/// Per chunk: the offset of the first batch this consumer read of it.
+type ReadStarts = Arc<parking_lot::Mutex<HashMap<Arc<str>, u64>>>;
+
+impl Acker {
+    /// Marks `batch` (and everything before it from the same owner) as
+    /// processed. With a `group`, the position is stored on the server
+    /// first, conditionally: only if the group is still where this
+    /// consumer last left it in that chunk (`from`), so of two members
+    /// that processed the same messages exactly one succeeds; with
+    /// `chunk_acks`, the end of a sealed chunk deletes the chunk on the
+    /// server. A batch at or behind what this consumer already acked is
+    /// a no-op.
+    ///
+    /// ```no_run
+    /// # async fn demo(acker: chunkbus_client::Acker, batch: chunkbus_client::Batch) {
+    /// match acker.ack(&batch).await {
+    ///     Ok(()) => {}
+    ///     Err(e) if e.is_conflict() => { /* another member had it: discard my results */ }
+    ///     Err(e) => eprintln!("ack failed: {e}"),
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The group ack failed: a `409` ([`ConsumerError::is_conflict`]) means
+    /// the group is not where this consumer left it (another member acked
+    /// these messages, or the group moved past them); or the chunk ack
+    /// failed (other than the chunk being already deleted).
+    ///
+    /// # Cancel safety
+    /// See [`Consumer`]: a cancelled ack may have been stored.
+    pub async fn ack(&self, batch: &Batch) -> Result<(), ConsumerError> {
+        let me = &self.inner;
+        let mut positions = me.positions.lock().await;
+        let acked_here = positions
+            .0
+            .get(&*batch.owner)
+            .filter(|p| *p.chunk == *batch.chunk)
+            .map(|p| p.offset);
+        if acked_here.is_some_and(|at| at >= batch.end()) && !batch.ends_chunk {
+            return Ok(()); // already covered by an ack of this consumer
+        }
+        if let Some(group) = &me.group {
+            if !batch.data.is_empty() && acked_here.is_none_or(|at| at < batch.end()) {
+                let from = acked_here
+                    .or_else(|| me.starts.lock().get(&*batch.chunk).copied())
+                    .unwrap_or(batch.offset);
+                in_span(
+                    me.client.ack_group_from(
+                        &me.category,
+                        group,
+                        &batch.chunk,
+                        from,
+                        batch.end(),
+                    ),
+                    || tracing::info_span!("chunkbus.ack", category = %me.category, %group, chunk = %batch.chunk, from, to = batch.end()),
+                )
+                .await?;
+            }
+        }
+        positions
+            .0
+            .insert(batch.owner.to_string(), batch.position());
+        me.snapshot.lock().clone_from(&positions);
+        if let Some((owner, idx)) = parse_chunk_name(&batch.chunk) {
+            // Older chunks of this owner are done for this consumer.
+            me.starts
+                .lock()
+                .retain(|c, _| parse_chunk_name(c).is_none_or(|(o, i)| o != owner || i >= idx));
+        }
+        if me.chunk_acks && batch.ends_chunk {
+            match me
+                .client
+                .ack_chunk(&me.category, &batch.chunk, batch.end())
+                .await
+            {
+                // Deleted already (by another consumer, or retention).
+                Ok(()) | Err(ClientError::ChunkDeleted { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// What has been acknowledged so far (a copy).
+    ///
+    /// ```no_run
+    /// # fn demo(acker: chunkbus_client::Acker) -> Result<(), serde_json::Error> {
+    /// let json = serde_json::to_string(&acker.positions())?;
+    /// # let _ = json;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn positions(&self) -> Positions {
+        self.inner.snapshot.lock().clone()
+    }
+}
+
 impl Consumer {
-    /// Starts reading `category` after `from` (empty: from the beginning).
-    /// Needs a Tokio runtime.
+    /// Starts reading `category` after `from` (empty: from the beginning,
+    /// or from the group's stored positions with a `group`). Needs a Tokio
+    /// runtime.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use chunkbus_client::{Client, Consumer, ConsumerConfig, Positions};
+    /// let client = Client::new("http://127.0.0.1:8080")?;
+    /// let consumer = Consumer::start(client, "events", ConsumerConfig::default(), Positions::default())?;
+    /// # drop(consumer);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`ConsumerError::InvalidPosition`] for a position whose chunk name is
@@ -166,6 +574,8 @@ impl Consumer {
         }
         let category: Arc<str> = category.into();
         let (tx, rx) = mpsc::channel(config.read_ahead.max(1));
+        let stats = Arc::new(Counters::new(config.stats_hook.clone()));
+        let starts = ReadStarts::default();
         let mut tasks = JoinSet::new();
         tasks.spawn(discover(
             client.clone(),
@@ -173,13 +583,21 @@ impl Consumer {
             config.clone(),
             from.clone(),
             tx,
+            (Arc::clone(&stats), Arc::clone(&starts)),
         ));
         Ok(Self {
-            client,
-            category,
-            chunk_acks: config.chunk_acks,
-            group: config.group.clone(),
-            positions: from,
+            acker: Acker {
+                inner: Arc::new(AckerInner {
+                    client,
+                    category,
+                    chunk_acks: config.chunk_acks,
+                    group: config.group.clone(),
+                    snapshot: parking_lot::Mutex::new(from.clone()),
+                    positions: tokio::sync::Mutex::new(from),
+                    starts,
+                }),
+            },
+            stats,
             rx,
             tasks,
         })
@@ -188,65 +606,124 @@ impl Consumer {
     /// The next batch; `None` once everything is read (only without
     /// `follow`).
     ///
+    /// ```no_run
+    /// # async fn demo(mut consumer: chunkbus_client::Consumer) -> Result<(), chunkbus_client::ConsumerError> {
+    /// while let Some(batch) = consumer.next().await? {
+    ///     println!("{} messages from {}", batch.len(), batch.chunk);
+    ///     consumer.ack(&batch).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// A permanent error (bad category, server answered 4xx, malformed
-    /// data). Transport errors and 503s are retried with backoff without
-    /// being reported. A permanent error is reported every time it
-    /// happens: the reader that hit it (or owner discovery) starts again
-    /// after a backoff (25 ms doubling to 5 s) from the last batch it
-    /// handed out, so an owner's messages never stop silently and `next`
-    /// never returns `None` while something failed.
+    /// data, a chunk the server keeps not having). Transport errors and
+    /// 503s are retried with backoff without being reported. A permanent
+    /// error is reported every time it happens: the reader that hit it (or
+    /// owner discovery) starts again after a backoff (25 ms doubling to
+    /// 5 s) from the last batch it handed out, so an owner's messages never
+    /// stop silently and `next` never returns `None` while something
+    /// failed. Calling `next` again after an error goes on.
     ///
     /// # Cancel safety
     /// Cancel safe: a batch is removed from the read-ahead queue only when
     /// this future returns it.
     pub async fn next(&mut self) -> Result<Option<Batch>, ConsumerError> {
-        match self.rx.recv().await {
-            Some(Ok(batch)) => Ok(Some(batch)),
-            Some(Err(e)) => Err(e),
-            None => Ok(None),
-        }
+        self.next_batch().await.transpose()
+    }
+
+    /// The next batch or error, as the stream yields it: `None` once
+    /// everything is read (only without `follow`).
+    ///
+    /// ```no_run
+    /// # async fn demo(mut consumer: chunkbus_client::Consumer) {
+    /// while let Some(item) = consumer.next_batch().await {
+    ///     match item {
+    ///         Ok(batch) => { let _ = consumer.ack(&batch).await; }
+    ///         Err(e) => eprintln!("{e}"), // reported, retried
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Consumer::next`].
+    pub async fn next_batch(&mut self) -> Option<Result<Batch, ConsumerError>> {
+        self.rx.recv().await
     }
 
     /// Marks `batch` (and everything before it from the same owner) as
-    /// processed. With a `group`, the position is stored on the server
-    /// first; with `chunk_acks`, the end of a sealed chunk deletes the
-    /// chunk on the server.
+    /// processed: [`Acker::ack`].
+    ///
+    /// ```no_run
+    /// # async fn demo(mut consumer: chunkbus_client::Consumer) -> Result<(), chunkbus_client::ConsumerError> {
+    /// if let Some(batch) = consumer.next().await? {
+    ///     consumer.ack(&batch).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// The group ack failed: a `409` ([`ConsumerError::is_conflict`]) means
-    /// the group had already moved past this batch (another member
-    /// processed it); or the chunk ack failed (other than the chunk being
-    /// already gone).
-    pub async fn ack(&mut self, batch: &Batch) -> Result<(), ConsumerError> {
-        if let Some(group) = &self.group {
-            if !batch.data.is_empty() {
-                self.client
-                    .ack_group(&self.category, group, &batch.chunk, batch.end())
-                    .await?;
-            }
-        }
-        self.positions
-            .0
-            .insert(batch.owner.to_string(), batch.position());
-        if self.chunk_acks && batch.ends_chunk {
-            match self
-                .client
-                .ack_chunk(&self.category, &batch.chunk, batch.end())
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if e.status() == Some(404) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+    /// As [`Acker::ack`].
+    ///
+    /// # Cancel safety
+    /// See [`Consumer`]: a cancelled ack may have been stored.
+    pub async fn ack(&self, batch: &Batch) -> Result<(), ConsumerError> {
+        self.acker.ack(batch).await
     }
 
-    /// What has been acknowledged so far.
+    /// A cloneable handle that acks this consumer's batches from other
+    /// tasks, sharing its positions.
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &chunkbus_client::Consumer) {
+    /// let acker = consumer.acker();
+    /// let for_another_task = acker.clone();
+    /// # drop(for_another_task);
+    /// # }
+    /// ```
     #[must_use]
-    pub fn positions(&self) -> &Positions {
-        &self.positions
+    pub fn acker(&self) -> Acker {
+        self.acker.clone()
+    }
+
+    /// What has been acknowledged so far (a copy): store it with the
+    /// application's results and pass it to [`Consumer::start`] to resume.
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &chunkbus_client::Consumer) -> Result<(), serde_json::Error> {
+    /// let json = serde_json::to_string(&consumer.positions())?;
+    /// # let _ = json;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn positions(&self) -> Positions {
+        self.acker.positions()
+    }
+
+    /// Counters since the consumer started: bytes, messages and batches
+    /// read, retries, errors handed to the application.
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &chunkbus_client::Consumer) {
+    /// let s = consumer.stats();
+    /// println!("{} bytes in {} batches, {} retries", s.bytes, s.batches, s.retries);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+}
+
+impl futures_core::Stream for Consumer {
+    type Item = Result<Batch, ConsumerError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.get_mut().rx.poll_recv(cx)
     }
 }
 
@@ -264,6 +741,7 @@ async fn discover(
     config: ConsumerConfig,
     from: Positions,
     tx: mpsc::Sender<Result<Batch, ConsumerError>>,
+    (stats, starts): (Arc<Counters>, ReadStarts),
 ) {
     let mut from = from;
     let mut backoff = Backoff::default();
@@ -277,6 +755,10 @@ async fn discover(
                     }
                     // Surfaced every time, retried: never a silent end.
                     Err(e) => {
+                        stats.record(&StatsEvent::Error {
+                            category: &category,
+                            error: &e,
+                        });
                         if tx.send(Err(e.into())).await.is_err() {
                             return;
                         }
@@ -298,6 +780,10 @@ async fn discover(
             // The readers keep running; the failure is surfaced every
             // time and discovery tries again.
             Err(e) => {
+                stats.record(&StatsEvent::Error {
+                    category: &category,
+                    error: &e,
+                });
                 if tx.send(Err(e.into())).await.is_err() {
                     return;
                 }
@@ -305,10 +791,18 @@ async fn discover(
                 continue;
             }
         };
-        for chunk in &listing {
-            let Some((owner, _)) = parse_chunk_name(&chunk.name) else {
-                continue;
-            };
+        // Every listed owner, and every owner with a start position even
+        // if this server lists nothing of it (yet): its reader finds out
+        // whether its chunks were deleted or are merely missing here.
+        let listed = listing
+            .iter()
+            .filter_map(|c| parse_chunk_name(&c.name).map(|(o, _)| o));
+        let owners: Vec<String> = listed
+            .chain(from.0.keys().map(String::as_str))
+            .map(str::to_owned)
+            .collect();
+        for owner in &owners {
+            let owner = owner.as_str();
             if known.insert(owner.to_owned()) {
                 let target = if config.follow {
                     None
@@ -328,6 +822,8 @@ async fn discover(
                         start: from.0.get(owner).cloned(),
                         target,
                         tx: tx.clone(),
+                        stats: Arc::clone(&stats),
+                        starts: Arc::clone(&starts),
                         progress: parking_lot::Mutex::new(None),
                     }
                     .run(),
@@ -435,6 +931,8 @@ struct OwnerReader {
     /// Without `follow`: the last chunk of this owner at start and its size.
     target: Option<(String, u64)>,
     tx: mpsc::Sender<Result<Batch, ConsumerError>>,
+    stats: Arc<Counters>,
+    starts: ReadStarts,
     /// Where the last batch handed to the application ended: a reader
     /// restarted after a failure resumes there.
     progress: parking_lot::Mutex<Option<Position>>,
@@ -451,6 +949,10 @@ impl OwnerReader {
             match self.read_all().await {
                 Ok(()) => return,
                 Err(e) => {
+                    self.stats.record(&StatsEvent::Error {
+                        category: &self.category,
+                        error: &e,
+                    });
                     if self.tx.send(Err(e)).await.is_err() {
                         return;
                     }
@@ -488,10 +990,11 @@ impl OwnerReader {
         // Whether to list again before the next step; every path through
         // the loop below decides it anew.
         let mut stale = true;
-        // (chunk index, name, offset) being read; None = pick the next one
-        // at or after `next_idx`.
+        // (chunk index, name, offset) being read; None = pick the next one.
         let mut cursor: Option<(u64, Arc<str>, u64)> = None;
-        let mut next_idx = 0u64;
+        // The index that comes next once the cursor's chunk is done; None
+        // before any position (start at the oldest chunk listed).
+        let mut next_idx: Option<u64> = None;
         if let Some(pos) = &self.start {
             if let Some((_, idx)) = parse_chunk_name(&pos.chunk) {
                 cursor = Some((idx, pos.chunk.as_str().into(), pos.offset));
@@ -502,6 +1005,8 @@ impl OwnerReader {
         // The last sealed chunk read to its end.
         let mut last_done: Option<Arc<str>> = None;
         let mut backoff = Duration::from_millis(25);
+        // Since when the cursor's chunk has been answered with a plain 404.
+        let mut missing_since: Option<tokio::time::Instant> = None;
         loop {
             if self.tx.is_closed() {
                 return Ok(());
@@ -520,20 +1025,21 @@ impl OwnerReader {
                         _ => None,
                     })
                     .collect();
-                // A resume position whose chunk is gone (acked away):
-                // continue with the next one.
-                if let Some((idx, _, _)) = &cursor {
-                    if !mine.iter().any(|(i, _)| i == idx) {
-                        next_idx = idx + 1;
-                        cursor = None;
-                    }
-                }
+                // A cursor whose chunk is not listed is still read: the
+                // answer says whether it was deleted (skip) or is merely
+                // not here (yet) — never skipped on a guess.
             }
             if cursor.is_none() {
-                cursor = mine
-                    .iter()
-                    .find(|(i, _)| *i >= next_idx)
-                    .map(|(i, c)| (*i, c.name.as_str().into(), 0));
+                cursor = match next_idx {
+                    None => mine.first().map(|(i, c)| (*i, c.name.as_str().into(), 0)),
+                    Some(n) => match mine.iter().find(|(i, _)| *i >= n) {
+                        Some((i, c)) if *i == n => Some((n, c.name.as_str().into(), 0)),
+                        // An index below a listed one that is not listed:
+                        // deleted, or not replicated here yet. Ask.
+                        Some(_) => Some((n, chunk_name(&self.owner, n).into(), 0)),
+                        None => None,
+                    },
+                };
             }
             let Some((idx, name, mut off)) = cursor.clone() else {
                 if !self.config.follow {
@@ -561,7 +1067,7 @@ impl OwnerReader {
                     }
                 }
                 if sealed_size.is_some_and(|s| off >= s) {
-                    next_idx = idx + 1;
+                    next_idx = Some(idx + 1);
                     cursor = None;
                     last_done = Some(Arc::clone(&name));
                     // Go on from the listing we have; list again only when it
@@ -584,25 +1090,60 @@ impl OwnerReader {
                     break;
                 }
                 let wait = sealed_size.is_none().then_some(self.config.wait);
-                let data = match self
-                    .client
-                    .read(&self.category, &name, off, self.config.max_read_bytes, wait)
-                    .await
-                {
+                let read =
+                    self.client
+                        .read(&self.category, &name, off, self.config.max_read_bytes, wait);
+                let read = in_span(
+                    read,
+                    || tracing::info_span!("chunkbus.read", category = %self.category, chunk = %name, off),
+                );
+                let data = match read.await {
                     Ok(d) => {
                         backoff = Duration::from_millis(25);
+                        missing_since = None;
                         d
                     }
-                    Err(e) if e.status() == Some(404) => {
-                        // Deleted (acked by another consumer): move on.
-                        next_idx = idx + 1;
+                    Err(ClientError::ChunkDeleted { .. }) => {
+                        // The server knows it is gone for good (acked by
+                        // another consumer, retention): move on.
+                        next_idx = Some(idx + 1);
                         cursor = None;
+                        stale = true;
+                        missing_since = None;
+                        break;
+                    }
+                    Err(e) if e.status() == Some(404) => {
+                        // Not held there, perhaps not *yet* (a replica
+                        // catching up): retry, failing over, for a while
+                        // quietly, then report it (and go on retrying).
+                        let now = tokio::time::Instant::now();
+                        let since = *missing_since.get_or_insert(now);
+                        if now.duration_since(since) >= self.config.missing_chunk_wait {
+                            return Err(ConsumerError::ChunkUnavailable {
+                                chunk: name.to_string(),
+                                waited: now.duration_since(since),
+                                source: e,
+                            });
+                        }
+                        self.stats.record(&StatsEvent::Retry {
+                            category: &self.category,
+                            error: &e,
+                        });
+                        self.client.fail_over();
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        cursor = Some((idx, Arc::clone(&name), off));
                         stale = true;
                         break;
                     }
                     Err(e) if e.is_retryable() => {
+                        self.stats.record(&StatsEvent::Retry {
+                            category: &self.category,
+                            error: &e,
+                        });
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
+                        cursor = Some((idx, Arc::clone(&name), off));
                         stale = true;
                         break; // list again, then resume at the same cursor
                     }
@@ -632,8 +1173,14 @@ impl OwnerReader {
                 if batch.ends_chunk {
                     ended.insert(idx);
                 }
+                self.stats.record(&StatsEvent::Read {
+                    category: &self.category,
+                    chunk: &name,
+                    messages: batch.len() as u64,
+                    bytes: len,
+                });
+                self.starts.lock().entry(Arc::clone(&name)).or_insert(off);
                 off += len;
-                cursor = Some((idx, Arc::clone(&name), off));
                 if self.tx.send(Ok(batch)).await.is_err() {
                     return Ok(());
                 }
@@ -644,4 +1191,9 @@ impl OwnerReader {
             }
         }
     }
+}
+
+/// The name of `owner`'s chunk number `idx`: `<owner>-chunk<9 digits>`.
+fn chunk_name(owner: &str, idx: u64) -> String {
+    format!("{owner}-chunk{idx:09}")
 }

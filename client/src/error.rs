@@ -33,6 +33,15 @@ pub enum ClientError {
         /// (`chunkbus-written` header); `None` when the server did not say.
         written: Option<bool>,
     },
+    /// The server answered `404` with `chunkbus-deleted: true`: the chunk
+    /// was deleted for good (acked, or removed by retention) and will never
+    /// be readable again. A plain `404` ([`ClientError::Status`]) is a chunk
+    /// the server does not hold, perhaps not *yet*.
+    #[error("server answered 404 (deleted): {message}")]
+    ChunkDeleted {
+        /// The server's explanation.
+        message: String,
+    },
     /// Connecting, sending or receiving failed.
     #[error("request to {url} failed")]
     Transport {
@@ -70,14 +79,24 @@ impl ClientError {
     /// failures (connection refused, reset), `503` (shutting down,
     /// recovering, replicas not reached), `507` (disk full) and `408`.
     /// Validation errors (`400`, `404`, `413`) are permanent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) {
+    /// if let Err(e) = client.list_categories().await {
+    ///     if e.is_retryable() { /* try again later */ }
+    /// }
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Transport { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504 | 507),
-            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
-                false
-            }
+            Self::InvalidUrl { .. }
+            | Self::InvalidToken
+            | Self::Tls(_)
+            | Self::Decode { .. }
+            | Self::ChunkDeleted { .. } => false,
         }
     }
 
@@ -86,23 +105,62 @@ impl ClientError {
     /// established, or the server answered a retryable status and said
     /// `chunkbus-written: false`. A reset connection or a timeout after
     /// the body was sent is *not* safe: the server may have stored it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// use chunkbus_client::WriteOptions;
+    /// let body = bytes::Bytes::from_static(b"event\n");
+    /// let reply = match client.write("events", body.clone(), WriteOptions::default()).await {
+    ///     Err(e) if e.is_safe_to_resend() => client.write("events", body, WriteOptions::default()).await?,
+    ///     other => other?,
+    /// };
+    /// # let _ = reply;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn is_safe_to_resend(&self) -> bool {
         match self {
             Self::Transport { connect, .. } => *connect,
             Self::Timeout { .. } => false,
             Self::Status { written, .. } => self.is_retryable() && *written == Some(false),
-            Self::InvalidUrl { .. } | Self::InvalidToken | Self::Tls(_) | Self::Decode { .. } => {
-                false
-            }
+            Self::InvalidUrl { .. }
+            | Self::InvalidToken
+            | Self::Tls(_)
+            | Self::Decode { .. }
+            | Self::ChunkDeleted { .. } => false,
         }
     }
 
+    /// Whether the server said the chunk is deleted for good
+    /// ([`ClientError::ChunkDeleted`]): skipping it loses nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// match client.read("events", "node1-chunk000000000", 0, 1 << 20, None).await {
+    ///     Err(e) if e.is_chunk_deleted() => { /* go on with the next chunk */ }
+    ///     other => { let _ = other?; }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn is_chunk_deleted(&self) -> bool {
+        matches!(self, Self::ChunkDeleted { .. })
+    }
+
     /// The HTTP status, if the server answered.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) {
+    /// if let Err(e) = client.delete_group("events", "nobody").await {
+    ///     assert_eq!(e.status(), Some(404));
+    /// }
+    /// # }
+    /// ```
     #[must_use]
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            Self::ChunkDeleted { .. } => Some(404),
             _ => None,
         }
     }
@@ -137,9 +195,16 @@ pub enum ProducerError {
         #[source]
         source: Arc<ClientError>,
     },
-    /// The producer was closed.
+    /// The producer was closed (or stopped before the message's batch was
+    /// answered).
     #[error("producer is closed")]
     Closed,
+    /// [`try_send`](crate::CategoryProducer::try_send) or
+    /// [`send_timeout`](crate::CategoryProducer::send_timeout) would have
+    /// had to wait (longer) for memory (`buffer_bytes`): nothing was
+    /// queued.
+    #[error("the producer's buffer is full (buffer_bytes); the message was not queued")]
+    Full,
     /// [`Producer::shutdown`](crate::Producer::shutdown) stopped with
     /// messages not acknowledged (time ran out, or a category had failed).
     #[error("{messages} messages were not acknowledged at shutdown ({})",
@@ -154,7 +219,16 @@ pub enum ProducerError {
 
 impl ConsumerError {
     /// A group ack was refused with `409`: the group's stored position is
-    /// already past it.
+    /// already past it, or (a conditional ack) not where this consumer
+    /// left it: another member acked those messages.
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: chunkbus_client::Consumer, batch: chunkbus_client::Batch) {
+    /// if let Err(e) = consumer.ack(&batch).await {
+    ///     if e.is_conflict() { /* someone else processed it: discard my results */ }
+    /// }
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Client(e) if e.status() == Some(409))
@@ -177,6 +251,23 @@ pub enum ConsumerError {
         off: u64,
         /// Bytes returned.
         len: usize,
+    },
+    /// The server keeps answering that it does not hold a chunk the
+    /// consumer must read next (a plain `404`: a replica still catching up,
+    /// a load balancer sending reads to a server without it), for longer
+    /// than [`missing_chunk_wait`](crate::ConsumerConfig::missing_chunk_wait).
+    /// The chunk is not skipped: the consumer keeps retrying and reports
+    /// this again while it lasts. Only a chunk the server says is deleted
+    /// ([`ClientError::ChunkDeleted`]) is skipped.
+    #[error("chunk {chunk} is not available on the server (not deleted; retrying) for {waited:?}")]
+    ChunkUnavailable {
+        /// The chunk.
+        chunk: String,
+        /// How long it has been missing.
+        waited: std::time::Duration,
+        /// The last answer (a `404`).
+        #[source]
+        source: ClientError,
     },
     /// A stored position names a chunk that is not `<owner>-chunk<9 digits>`.
     #[error("invalid position: {0}")]

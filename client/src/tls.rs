@@ -33,6 +33,11 @@ pub enum TlsError {
 }
 
 /// The rustls provider used by chunkbus everywhere.
+///
+/// ```
+/// let p = chunkbus_client::tls::provider();
+/// assert!(!p.cipher_suites.is_empty());
+/// ```
 #[must_use]
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -42,6 +47,10 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 ///
 /// # Errors
 /// [`TlsError::BadCa`] when `pem` holds no certificate or a broken one.
+///
+/// ```
+/// assert!(chunkbus_client::tls::root_store(b"not a certificate").is_err());
+/// ```
 pub fn root_store(pem: &[u8]) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
@@ -62,6 +71,13 @@ pub fn root_store(pem: &[u8]) -> Result<RootCertStore, TlsError> {
 ///
 /// # Errors
 /// As [`root_store`], or rustls refusing the protocol versions.
+///
+/// ```no_run
+/// let pem = std::fs::read("ca.pem")?;
+/// let config = chunkbus_client::tls::client_config(&pem)?;
+/// # let _ = config;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn client_config(pem: &[u8]) -> Result<ClientConfig, TlsError> {
     config_with(root_store(pem)?)
 }
@@ -71,6 +87,12 @@ pub fn client_config(pem: &[u8]) -> Result<ClientConfig, TlsError> {
 ///
 /// # Errors
 /// rustls refusing the protocol versions (it does not for aws-lc-rs).
+///
+/// ```
+/// let config = chunkbus_client::tls::untrusting_config()?;
+/// # let _ = config;
+/// # Ok::<(), chunkbus_client::tls::TlsError>(())
+/// ```
 pub fn untrusting_config() -> Result<ClientConfig, TlsError> {
     config_with(RootCertStore::empty())
 }
@@ -84,6 +106,13 @@ fn config_with(roots: RootCertStore) -> Result<ClientConfig, TlsError> {
 
 /// A connector for `http://` and `https://` URLs (the latter verified with
 /// `tls`).
+///
+/// ```
+/// let tls = chunkbus_client::tls::untrusting_config()?;
+/// let connector = chunkbus_client::tls::connector(tls);
+/// # let _ = connector;
+/// # Ok::<(), chunkbus_client::tls::TlsError>(())
+/// ```
 #[must_use]
 pub fn connector(tls: ClientConfig) -> Connector {
     let mut http = HttpConnector::new();

@@ -50,13 +50,11 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut consumer = Consumer::start(
         client,
         &args.category,
-        ConsumerConfig {
-            max_read_bytes: args.max_read,
-            wait: args.wait,
-            follow: args.follow,
-            group: args.group.clone(),
-            ..ConsumerConfig::default()
-        },
+        ConsumerConfig::default()
+            .max_read_bytes(args.max_read)
+            .wait(args.wait)
+            .follow(args.follow)
+            .group(args.group.clone()),
         Positions::default(),
     )?;
     let start = Instant::now();

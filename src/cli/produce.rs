@@ -50,19 +50,19 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let batch = usize::try_from(args.batch_size).context("--batch-size")?;
     let producer = Producer::new(
         client,
-        ProducerConfig {
-            max_batch_bytes: batch,
-            max_message_bytes: usize::try_from(args.max_message_size)
-                .context("--max-message-size")?
-                .min(batch),
-            linger: args.linger,
-            buffer_bytes: usize::try_from(args.buffer).context("--buffer")?,
-            write: WriteOptions {
+        ProducerConfig::default()
+            .max_batch_bytes(batch)
+            .max_message_bytes(
+                usize::try_from(args.max_message_size)
+                    .context("--max-message-size")?
+                    .min(batch),
+            )
+            .linger(args.linger)
+            .buffer_bytes(usize::try_from(args.buffer).context("--buffer")?)
+            .write(WriteOptions {
                 sync: args.sync,
                 min_sync_replicas: args.min_sync_replicas,
-            },
-            ..ProducerConfig::default()
-        },
+            }),
     );
     let lane = producer.category(&args.category)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);

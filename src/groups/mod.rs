@@ -41,6 +41,43 @@ pub enum GroupError {
         /// The refused offset.
         offset: u64,
     },
+    /// A conditional ack (`from`) found the group somewhere else: another
+    /// member has already acked (part of) this range, or the group is past
+    /// this chunk.
+    #[error(
+        "consumer {group} is at offset {stored} of {chunk}, not at {from}; another member has \
+         acked this range (ack from {from} to {offset} refused)"
+    )]
+    NotAt {
+        /// Group.
+        group: String,
+        /// Chunk.
+        chunk: String,
+        /// The stored position in this chunk (0 when none).
+        stored: u64,
+        /// The position the ack expected.
+        from: u64,
+        /// The refused offset.
+        offset: u64,
+    },
+    /// A conditional ack (`from`) of a chunk older than one where the group
+    /// already has a position: the group is past it.
+    #[error(
+        "consumer {group} is already at {newer}, past {chunk}; another member has acked it \
+         (ack from {from} to {offset} refused)"
+    )]
+    PastChunk {
+        /// Group.
+        group: String,
+        /// Chunk acked.
+        chunk: String,
+        /// The newer chunk of the same owner with a stored position.
+        newer: String,
+        /// The position the ack expected.
+        from: u64,
+        /// The refused offset.
+        offset: u64,
+    },
     /// No such group in the category.
     #[error("unknown consumer {group} in category {category}")]
     UnknownGroup {
@@ -84,7 +121,10 @@ impl crate::error::DomainError for GroupError {
     fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
         match self {
-            Self::Behind { .. } | Self::Unfinished { .. } => ErrorKind::Conflict,
+            Self::Behind { .. }
+            | Self::NotAt { .. }
+            | Self::PastChunk { .. }
+            | Self::Unfinished { .. } => ErrorKind::Conflict,
             Self::UnknownGroup { .. } => ErrorKind::NotFound,
             Self::Io { source, .. } if crate::fsutil::is_disk_full(source) => ErrorKind::DiskFull,
             Self::Io { .. } => ErrorKind::Internal,
@@ -207,6 +247,27 @@ impl GroupStore {
         chunk: &ChunkName,
         offset: u64,
     ) -> Result<Acked, GroupError> {
+        self.ack_if(category, group, chunk, None, offset).await
+    }
+
+    /// Like [`GroupStore::ack`], conditional on where the group is when
+    /// `from` is given (compare-and-set): the stored position in `chunk`
+    /// (0 when none) must be exactly `from`, and with no position in
+    /// `chunk`, the group must have none in a newer chunk of the same
+    /// owner either. So of two members that processed the same batch
+    /// (`from` → `offset`), exactly one is accepted.
+    ///
+    /// # Errors
+    /// As [`GroupStore::ack`]; [`GroupError::NotAt`] /
+    /// [`GroupError::PastChunk`] when the condition fails.
+    pub async fn ack_if(
+        &self,
+        category: &Category,
+        group: &GroupName,
+        chunk: &ChunkName,
+        from: Option<u64>,
+        offset: u64,
+    ) -> Result<Acked, GroupError> {
         loop {
             let g = self.group_or_new(category, group);
             let mut state = g.log.lock().await;
@@ -221,6 +282,34 @@ impl GroupStore {
                 continue;
             };
             let stored = g.positions.read().get(chunk).copied();
+            if let Some(from) = from {
+                if stored.unwrap_or(0) != from {
+                    return Err(GroupError::NotAt {
+                        group: group.to_string(),
+                        chunk: chunk.to_string(),
+                        stored: stored.unwrap_or(0),
+                        from,
+                        offset,
+                    });
+                }
+                if stored.is_none() {
+                    let newer = g
+                        .positions
+                        .read()
+                        .keys()
+                        .find(|c| c.owner() == chunk.owner() && c.index() > chunk.index())
+                        .cloned();
+                    if let Some(newer) = newer {
+                        return Err(GroupError::PastChunk {
+                            group: group.to_string(),
+                            chunk: chunk.to_string(),
+                            newer: newer.to_string(),
+                            from,
+                            offset,
+                        });
+                    }
+                }
+            }
             match stored {
                 Some(s) if s > offset => {
                     return Err(GroupError::Behind {
@@ -425,4 +514,47 @@ async fn compact(
     open.file = Arc::new(file);
     open.len = len;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_conditional_ack_moves_only_from_where_the_group_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GroupStore::open(dir.path(), FaultHook::default()).unwrap();
+        let cat = Category::parse("c").unwrap();
+        let g = GroupName::parse("g").unwrap();
+        let c1 = ChunkName::parse("n1-chunk000000001").unwrap();
+        let c2 = ChunkName::parse("n1-chunk000000002").unwrap();
+        let other = ChunkName::parse("n2-chunk000000000").unwrap();
+        // No position in c1 counts as 0.
+        assert_eq!(
+            store.ack_if(&cat, &g, &c1, Some(0), 10).await.unwrap(),
+            Acked::Moved
+        );
+        // The same batch again (another member): refused.
+        let e = store.ack_if(&cat, &g, &c1, Some(0), 10).await.unwrap_err();
+        assert!(matches!(e, GroupError::NotAt { stored: 10, .. }), "{e}");
+        // From where it is: accepted.
+        store.ack_if(&cat, &g, &c1, Some(10), 20).await.unwrap();
+        // A newer chunk of the owner: from 0, then the older one is past.
+        store.ack_if(&cat, &g, &c2, Some(0), 5).await.unwrap();
+        let old = ChunkName::parse("n1-chunk000000000").unwrap();
+        let e = store.ack_if(&cat, &g, &old, Some(0), 5).await.unwrap_err();
+        assert!(matches!(e, GroupError::PastChunk { .. }), "{e}");
+        // Another owner's chunks are independent.
+        store.ack_if(&cat, &g, &other, Some(0), 3).await.unwrap();
+        // The unconditional form keeps its forward-only rules.
+        assert_eq!(
+            store.ack(&cat, &g, &c1, 20).await.unwrap(),
+            Acked::Unchanged
+        );
+        assert!(matches!(
+            store.ack(&cat, &g, &c1, 15).await.unwrap_err(),
+            GroupError::Behind { .. }
+        ));
+        assert_eq!(store.positions_of(&cat, &g).unwrap().get(&c1), Some(&20));
+    }
 }

@@ -49,10 +49,7 @@ async fn check_ack(
     name: &ChunkName,
     size: u64,
 ) -> Result<(Arc<CategoryLog>, u64), ApiError> {
-    let unknown = || StorageError::UnknownChunk {
-        category: category.to_string(),
-        name: name.to_string(),
-    };
+    let unknown = || storage.missing_chunk(category, name);
     let log = storage.category(category).ok_or_else(unknown)?;
     let chunk = log.chunk(name).ok_or_else(unknown)?;
     // Listed as complete as soon as it is closed; delete only once the seal
@@ -128,6 +125,7 @@ async fn ack_copy(
     if matches!(forwarded, Forwarded::Queued) {
         tracing::info!(chunk = %name, owner = %name.owner(), "owner unreachable; ack stored and forwarded when it returns");
     }
+    log.note_deleted_copy(name);
     let n = name.clone();
     crate::cluster::blocking(move || log.remove_copy(&n))
         .await

@@ -18,6 +18,11 @@ use crate::error::{DomainError, ErrorKind};
 /// resend), `true` = appended, but a later step (fdatasync) failed.
 pub use chunkbus_client::WRITTEN_HEADER;
 
+/// Header on a `404` for a chunk known to be deleted for good (`true`):
+/// a consumer may skip it. A `404` without it may be a chunk this server
+/// does not hold *yet*.
+pub use chunkbus_client::DELETED_HEADER;
+
 /// The status answering each kind of failure.
 #[must_use]
 pub fn status_of(kind: ErrorKind) -> StatusCode {
@@ -25,7 +30,9 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        // SPEC: an unknown chunk is a `404`; the `chunkbus-deleted` header
+        // tells a deleted one apart.
+        ErrorKind::NotFound | ErrorKind::Deleted => StatusCode::NOT_FOUND,
         ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Conflict => StatusCode::CONFLICT,
@@ -53,6 +60,9 @@ pub struct ApiError {
     pub written: Option<bool>,
     /// For `405`: the methods the path allows (the `Allow` header).
     pub allow: Option<String>,
+    /// The chunk asked for is deleted for good: sent as
+    /// `chunkbus-deleted: true` on the `404`.
+    pub deleted: bool,
 }
 
 impl<E: DomainError> From<E> for ApiError {
@@ -69,6 +79,7 @@ impl<E: DomainError> From<E> for ApiError {
             message,
             written: None,
             allow: None,
+            deleted: kind == ErrorKind::Deleted,
         }
     }
 }
@@ -108,6 +119,9 @@ impl ApiError {
                 header::HeaderValue::from_static(if written { "true" } else { "false" }),
             );
         }
+        if self.deleted {
+            h.insert(DELETED_HEADER, header::HeaderValue::from_static("true"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
@@ -135,6 +149,7 @@ mod tests {
             (ErrorKind::Unauthorized, 401),
             (ErrorKind::Forbidden, 403),
             (ErrorKind::NotFound, 404),
+            (ErrorKind::Deleted, 404),
             (ErrorKind::MethodNotAllowed, 405),
             (ErrorKind::RequestTimeout, 408),
             (ErrorKind::Conflict, 409),
@@ -234,6 +249,7 @@ mod tests {
             message: "no\ntoken".into(),
             written: Some(false),
             allow: None,
+            deleted: false,
         }
         .into_response();
         assert_eq!(r.status(), 401);
@@ -244,6 +260,7 @@ mod tests {
             message: "use GET".into(),
             written: None,
             allow: Some("GET, POST".into()),
+            deleted: false,
         }
         .into_response();
         assert_eq!(r.headers()[header::ALLOW], "GET, POST");

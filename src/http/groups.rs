@@ -1,16 +1,16 @@
 //! Consumer groups: `POST /ack?category=C&consumer=G&chunk=NAME&off=O`
-//! (durable, forward-only positions), `GET /consumers?category=C`
+//! (durable, forward-only positions; with `&from=F` a compare-and-set:
+//! accepted only when the group is at `F` in that chunk), `GET /consumers?category=C`
 //! (positions and lag), `DELETE /consumers?category=C&consumer=G`.
 
 use hyper::body::Incoming;
 use hyper::Request;
 
 use super::error::ApiError;
-use super::params::Query;
+use super::params::{Query, RequestError};
 use super::{json, ok_line, AppState, HttpResponse};
 use crate::groups::Acked;
 use crate::names::GroupName;
-use crate::storage::StorageError;
 
 /// One group in `GET /consumers`.
 #[derive(serde::Serialize)]
@@ -42,15 +42,16 @@ pub(super) async fn ack(
     let group = group_param(&query)?;
     let name = query.chunk()?;
     let off = query.u64("off")?;
+    let from = query.opt_u64("from")?;
+    if let Some(from) = from.filter(|&f| f > off) {
+        return Err(RequestError::AckFromPastOff { from, off }.into());
+    }
     let storage = state.storage()?;
     let groups = state.groups()?;
     let chunk = storage
         .category(&category)
         .and_then(|log| log.chunk(&name))
-        .ok_or_else(|| StorageError::UnknownChunk {
-            category: category.to_string(),
-            name: name.to_string(),
-        })?;
+        .ok_or_else(|| storage.missing_chunk(&category, &name))?;
     if chunk.is_tiered() {
         state
             .tiering()?
@@ -59,7 +60,7 @@ pub(super) async fn ack(
     } else {
         chunk.check_boundary(off)?;
     }
-    let acked = groups.ack(&category, &group, &name, off).await?;
+    let acked = groups.ack_if(&category, &group, &name, from, off).await?;
     if let (Some(cluster), Acked::Moved) = (state.cluster.get(), acked) {
         cluster.group_feed.acked(&category, &group, &name, off);
     }

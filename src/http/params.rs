@@ -54,6 +54,14 @@ pub enum RequestError {
         /// Its value (shortened).
         value: String,
     },
+    /// A conditional group ack whose `from` is past its `off`.
+    #[error("from={from} is past off={off}; a group ack moves from `from` forward to `off`")]
+    AckFromPastOff {
+        /// The `from` given.
+        from: u64,
+        /// The `off` given.
+        off: u64,
+    },
     /// `max_size` above [`MAX_READ_SIZE`].
     #[error("max_size={0} is larger than the limit of {MAX_READ_SIZE} bytes (16 MiB)")]
     MaxSizeTooLarge(u64),

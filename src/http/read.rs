@@ -16,7 +16,6 @@ use super::{ok, AppState, HttpResponse, ServiceError};
 use crate::config::MAX_READ_SIZE;
 use crate::names::Category;
 use crate::storage::chunk::{Chunk, ReadOutcome};
-use crate::storage::StorageError;
 use crate::tier::Tiering;
 
 pub(super) async fn read(
@@ -34,10 +33,7 @@ pub(super) async fn read(
     }
     check_wait(wait_ms)?;
     let storage = state.storage()?;
-    let unknown = || StorageError::UnknownChunk {
-        category: category.to_string(),
-        name: name.to_string(),
-    };
+    let unknown = || storage.missing_chunk(&category, &name);
     let chunk = storage
         .category(&category)
         .and_then(|log| log.chunk(&name))

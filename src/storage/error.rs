@@ -49,6 +49,17 @@ pub enum StorageError {
         /// The chunk name asked for.
         name: String,
     },
+    /// A chunk this server knows is deleted for good (acked, removed by
+    /// retention, or an index that never held data): it will never be
+    /// readable again. Answered `404` as SPEC asks for an unknown chunk,
+    /// with `chunkbus-deleted: true`.
+    #[error("chunk {name} of category {category} was deleted (acked or removed by retention) and will never be readable again; go on with the owner's next chunk")]
+    DeletedChunk {
+        /// The category.
+        category: String,
+        /// The chunk name asked for.
+        name: String,
+    },
     /// An ack named a chunk that may still grow.
     #[error("chunk {name} is not sealed yet; only sealed (complete) chunks can be acked")]
     NotSealed {
@@ -160,6 +171,7 @@ impl crate::error::DomainError for StorageError {
             Self::DiskFull { .. } => ErrorKind::DiskFull,
             Self::Failed { .. } => ErrorKind::Unavailable,
             Self::UnknownChunk { .. } => ErrorKind::NotFound,
+            Self::DeletedChunk { .. } => ErrorKind::Deleted,
             Self::TooManyCategories { .. } => ErrorKind::Conflict,
             Self::NotSealed { .. }
             | Self::AckTooSmall { .. }

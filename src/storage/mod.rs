@@ -230,6 +230,29 @@ impl Storage {
         self.categories.read().logs.get(category).cloned()
     }
 
+    /// The error for a chunk that is not held here:
+    /// [`StorageError::DeletedChunk`] when it is known to be deleted for
+    /// good ([`CategoryLog::is_deleted`]), else
+    /// [`StorageError::UnknownChunk`] (it may still appear, e.g. a copy not
+    /// replicated yet).
+    #[must_use]
+    pub fn missing_chunk(&self, category: &Category, name: &ChunkName) -> StorageError {
+        let deleted = self
+            .category(category)
+            .is_some_and(|log| log.is_deleted(name));
+        if deleted {
+            StorageError::DeletedChunk {
+                category: category.to_string(),
+                name: name.to_string(),
+            }
+        } else {
+            StorageError::UnknownChunk {
+                category: category.to_string(),
+                name: name.to_string(),
+            }
+        }
+    }
+
     /// Every category's log, in name order.
     #[must_use]
     pub fn logs(&self) -> Vec<Arc<CategoryLog>> {

@@ -108,3 +108,106 @@ async fn client_errors_are_typed() {
     assert!(Client::new("ftp://x").is_err());
     assert!(Client::new("https://").is_err());
 }
+
+/// Issue 20 idioms: a future per send resolving to where the message was
+/// stored, the consumer as a `Stream`, `(offset, message)` iteration that
+/// agrees with those places, a cloneable `Acker`, builders and stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_resolve_to_where_consumers_find_the_messages() {
+    use std::collections::HashMap;
+
+    use chunkbus_client::{
+        Consumer, ConsumerConfig, Positions, Producer, ProducerConfig, StatsEvent, StatsHook,
+    };
+    use futures::StreamExt;
+
+    #[derive(Default)]
+    struct Seen(std::sync::atomic::AtomicU64);
+    impl StatsHook for Seen {
+        fn record(&self, event: &StatsEvent<'_>) {
+            if let StatsEvent::Stored { messages, .. } = event {
+                self.0
+                    .fetch_add(*messages, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    let b = tokio::task::spawn_blocking(|| TestBroker::start(&["--max-chunk-size", "4096"]))
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .server(format!("http://{}", b.addr))
+        .request_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let seen = std::sync::Arc::new(Seen::default());
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig::default()
+            .max_batch_bytes(512)
+            .stats_hook(seen.clone()),
+    );
+    let lane = producer.category("idioms").unwrap();
+    let first = lane.send("m-0000").await.unwrap();
+    assert_eq!((first.seq, first.offset, first.len), (0, 0, 7));
+    let mut pending = Vec::new();
+    for i in 1..600 {
+        pending.push(lane.enqueue(format!("m-{i:04}")).await.unwrap());
+    }
+    // Where each message went, by its text.
+    let mut placed = HashMap::new();
+    placed.insert("m-0000".to_owned(), (first.chunk.to_string(), first.offset));
+    for (i, d) in (1..).zip(pending) {
+        assert_eq!(d.seq(), i);
+        let s = d.await.unwrap();
+        assert_eq!((s.seq, s.len), (i, 7));
+        placed.insert(format!("m-{i:04}"), (s.chunk.to_string(), s.offset));
+    }
+    let stats = producer.stats();
+    assert_eq!(stats.messages, 600);
+    assert_eq!(stats.bytes, 600 * 7);
+    assert!(stats.batches > 1, "{stats:?}");
+    assert_eq!(seen.0.load(std::sync::atomic::Ordering::Relaxed), 600);
+    producer.close().await.unwrap();
+
+    // The consumer as a stream; acks from another task through an Acker.
+    let mut consumer = Consumer::start(
+        client,
+        "idioms",
+        ConsumerConfig::default().follow(false).max_read_bytes(1000),
+        Positions::default(),
+    )
+    .unwrap();
+    let acker = consumer.acker();
+    let mut found = 0;
+    let mut acks = Vec::new();
+    // `StreamExt::next` (the inherent `next` returns `Result<Option<_>>`).
+    while let Some(batch) =
+        tokio::time::timeout(Duration::from_secs(20), StreamExt::next(&mut consumer))
+            .await
+            .expect("stream hung")
+    {
+        let batch = batch.unwrap();
+        assert_eq!(batch.iter().count(), batch.len());
+        for (offset, msg) in &batch {
+            let text = String::from_utf8_lossy(msg).trim_end().to_owned();
+            assert_eq!(
+                placed.get(&text),
+                Some(&(batch.chunk.to_string(), offset)),
+                "{text} is where its send said"
+            );
+            found += 1;
+        }
+        let acker = acker.clone();
+        acks.push(tokio::spawn(async move { acker.ack(&batch).await }));
+    }
+    assert_eq!(found, 600);
+    for a in acks {
+        a.await.unwrap().unwrap();
+    }
+    let positions = consumer.positions();
+    let last = positions.0.get("node1").expect("a position");
+    let (chunk, offset) = placed.get("m-0599").unwrap();
+    assert_eq!((&last.chunk, last.offset), (chunk, offset + 7));
+    assert_eq!(consumer.stats().messages, 600);
+}

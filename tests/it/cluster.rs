@@ -301,6 +301,20 @@ fn an_ack_on_any_server_deletes_the_chunk_everywhere() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    // A read of a deleted chunk: 404, marked deleted (issue 20 defect 5).
+    let read_marked = |n: &TestBroker, name: &str| {
+        let r = n
+            .http
+            .get(n.url(&format!(
+                "/read?category=a&chunk={name}&off=0&max_size=65536"
+            )))
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.headers().contains_key("chunkbus-deleted"),
+        )
+    };
     // 1. Ack on a replica (n2) of n1's chunk: gone on all three.
     let first = &list[0];
     let (s, msg) = c.nodes[1].get_text(&format!(
@@ -310,6 +324,11 @@ fn an_ack_on_any_server_deletes_the_chunk_everywhere() {
     assert_eq!(s, 200, "{msg}");
     for n in &c.nodes {
         wait_gone(n, &first.name);
+        assert_eq!(read_marked(n, &first.name), (404, true), "{}", n.addr);
+    }
+    // A chunk of n1 no server has seen yet is a plain 404 everywhere.
+    for n in &c.nodes {
+        assert_eq!(read_marked(n, "n1-chunk000000900"), (404, false));
     }
     // 2. n3 is down during an ack on n1: it deletes its copy once back.
     let second = &list[1];
@@ -321,6 +340,7 @@ fn an_ack_on_any_server_deletes_the_chunk_everywhere() {
     assert_eq!(s, 200, "{msg}");
     c.nodes[2].start_again();
     wait_gone(&c.nodes[2], &second.name);
+    assert_eq!(read_marked(&c.nodes[2], &second.name), (404, true));
     // 3. The owner is down during an ack on n2: stored, applied on return.
     let third = &list[2];
     c.nodes[0].kill9();

@@ -32,12 +32,10 @@ fn group<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Val
 
 /// Consumes with `group` until `limit` messages or the end; acks each batch.
 async fn consume_group(url: &str, category: &str, group: &str, limit: usize) -> Vec<String> {
-    let config = ConsumerConfig {
-        follow: false,
-        max_read_bytes: 2048,
-        group: Some(group.to_owned()),
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default()
+        .follow(false)
+        .max_read_bytes(2048)
+        .group(Some(group.to_owned()));
     let mut c = Consumer::start(
         Client::new(url).unwrap(),
         category,

@@ -38,15 +38,12 @@ async fn four_producers_one_million_messages_exact_and_ordered() {
         tasks.push(tokio::spawn(async move {
             let producer = Producer::new(
                 Client::new(&url).unwrap(),
-                ProducerConfig {
-                    max_batch_bytes: 256 << 10,
-                    ..ProducerConfig::default()
-                },
+                ProducerConfig::default().max_batch_bytes(256 << 10),
             );
             let mut acks = producer.subscribe_acks(1 << 16);
             let lane = producer.category("nums").unwrap();
             for n in 0..PER {
-                let seq = lane.send(format!("p{p} {n}")).await.unwrap();
+                let seq = lane.enqueue(format!("p{p} {n}")).await.unwrap().seq();
                 assert_eq!(seq, n, "sequence numbers count messages");
             }
             producer.close().await.unwrap();
@@ -62,10 +59,7 @@ async fn four_producers_one_million_messages_exact_and_ordered() {
     for t in tasks {
         t.await.unwrap();
     }
-    let config = ConsumerConfig {
-        follow: false,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default().follow(false);
     let mut consumer = Consumer::start(
         Client::new(&url).unwrap(),
         "nums",
@@ -107,14 +101,12 @@ async fn consumer_resumes_from_stored_positions_duplicates_only_the_unacked_batc
     let lane = producer.category("r").unwrap();
     const N: u64 = 50_000;
     for n in 0..N {
-        lane.send(format!("p0 {n}")).await.unwrap();
+        lane.enqueue(format!("p0 {n}")).await.unwrap();
     }
     producer.flush().await.unwrap();
-    let config = ConsumerConfig {
-        follow: false,
-        max_read_bytes: 16 << 10,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default()
+        .follow(false)
+        .max_read_bytes(16 << 10);
     // First run: process and ack (storing positions, as JSON, after each
     // ack), then process one more batch and "crash" before acking it.
     let mut seen: Vec<u64> = Vec::new();
@@ -131,7 +123,7 @@ async fn consumer_resumes_from_stored_positions_duplicates_only_the_unacked_batc
             break ns.len();
         }
         consumer.ack(&batch).await.unwrap();
-        stored = serde_json::to_string(consumer.positions()).unwrap();
+        stored = serde_json::to_string(&consumer.positions()).unwrap();
     };
     drop(consumer);
     assert!(stored.contains("node1-chunk"), "{stored}");
@@ -162,7 +154,7 @@ async fn chunk_acks_delete_processed_sealed_chunks() {
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     let lane = producer.category("ca").unwrap();
     for n in 0..5_000 {
-        lane.send(format!("p0 {n}")).await.unwrap();
+        lane.enqueue(format!("p0 {n}")).await.unwrap();
         if n % 500 == 499 {
             lane.flush().await.unwrap(); // several bodies → several chunks
         }
@@ -170,11 +162,7 @@ async fn chunk_acks_delete_processed_sealed_chunks() {
     producer.flush().await.unwrap();
     let before = client.list_chunks("ca").await.unwrap();
     assert!(before.len() >= 3, "{before:?}");
-    let config = ConsumerConfig {
-        follow: false,
-        chunk_acks: true,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default().follow(false).chunk_acks(true);
     let mut consumer = Consumer::start(client.clone(), "ca", config, Positions::default()).unwrap();
     let mut count = 0;
     while let Some(batch) = consumer.next().await.unwrap() {
@@ -198,14 +186,11 @@ async fn failover_to_the_second_address_when_the_first_is_dead() {
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     let lane = producer.category("fo").unwrap();
     for n in 0..1000 {
-        lane.send(format!("p0 {n}")).await.unwrap();
+        lane.enqueue(format!("p0 {n}")).await.unwrap();
     }
     producer.flush().await.unwrap();
     assert_eq!(client.active_server(), format!("http://{}", b.addr));
-    let config = ConsumerConfig {
-        follow: false,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default().follow(false);
     let fresh =
         Client::with_servers(["http://127.0.0.1:1", &format!("http://{}", b.addr)]).unwrap();
     let mut consumer = Consumer::start(fresh, "fo", config, Positions::default()).unwrap();
@@ -223,15 +208,13 @@ async fn producer_memory_is_bounded_while_the_server_is_stopped() {
     const BUFFER: usize = 4 << 20;
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            buffer_bytes: BUFFER,
-            max_batch_bytes: 256 << 10,
-            ..ProducerConfig::default()
-        },
+        ProducerConfig::default()
+            .buffer_bytes(BUFFER)
+            .max_batch_bytes(256 << 10),
     );
     // Warm the connection so the stop hits an established one.
     let lane = producer.category("bp").unwrap();
-    lane.send("p0 0").await.unwrap();
+    lane.enqueue("p0 0").await.unwrap();
     producer.flush().await.unwrap();
     b.signal(libc::SIGSTOP);
     let sent = Arc::new(AtomicU64::new(1));
@@ -240,7 +223,7 @@ async fn producer_memory_is_bounded_while_the_server_is_stopped() {
         tokio::spawn(async move {
             let msg_tail = "x".repeat(90);
             for n in 1..200_000u64 {
-                lane.send(format!("p0 {n} {msg_tail}")).await.unwrap();
+                lane.enqueue(format!("p0 {n} {msg_tail}")).await.unwrap();
                 sent.store(n + 1, Ordering::Relaxed);
             }
         })
@@ -265,10 +248,7 @@ async fn producer_memory_is_bounded_while_the_server_is_stopped() {
         .expect("resumes after SIGCONT")
         .unwrap();
     producer.flush().await.unwrap();
-    let config = ConsumerConfig {
-        follow: false,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default().follow(false);
     let mut consumer = Consumer::start(client, "bp", config, Positions::default()).unwrap();
     let mut expect = 0;
     while let Some(batch) = consumer.next().await.unwrap() {
@@ -291,21 +271,18 @@ async fn producer_rejects_bad_messages_and_stops_at_a_refused_batch() {
     let client = Client::new(&format!("http://{}", b.addr)).unwrap();
     let producer = Producer::new(
         client.clone(),
-        ProducerConfig {
-            max_message_bytes: 4096,
-            ..ProducerConfig::default()
-        },
+        ProducerConfig::default().max_message_bytes(4096),
     );
     assert!(producer.category("a/b").is_err());
     let lane = producer.category("bad").unwrap();
-    let e = lane.send("two\nlines").await.unwrap_err();
+    let e = lane.enqueue("two\nlines").await.unwrap_err();
     assert!(matches!(e, ProducerError::InvalidMessage(_)), "{e}");
-    let e = lane.send("x".repeat(5000)).await.unwrap_err();
+    let e = lane.enqueue("x".repeat(5000)).await.unwrap_err();
     assert!(e.to_string().contains("max_message_bytes"), "{e}");
     assert!(lane.send_lines(b"no newline").await.is_err());
     // 2 KiB messages pass the producer's limit but not the server's: 413,
     // which stops the producer (nothing after a lost batch is stored).
-    lane.send("y".repeat(2000)).await.unwrap();
+    lane.enqueue("y".repeat(2000)).await.unwrap();
     let e = producer.flush().await.unwrap_err();
     match &e {
         ProducerError::BatchFailed {
@@ -318,7 +295,7 @@ async fn producer_rejects_bad_messages_and_stops_at_a_refused_batch() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(lane.send("z").await.is_err(), "fail-stop");
+    assert!(lane.enqueue("z").await.is_err(), "fail-stop");
     assert!(client.list_chunks("bad").await.unwrap().is_empty());
 }
 

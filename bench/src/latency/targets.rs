@@ -29,10 +29,7 @@ fn follow_chunkbus(
     let client = Client::new(&format!("http://{addr}"))?;
     let category = category.to_owned();
     Ok(tokio::spawn(async move {
-        let config = ConsumerConfig {
-            wait: Duration::from_secs(1),
-            ..ConsumerConfig::default()
-        };
+        let config = ConsumerConfig::default().wait(Duration::from_secs(1));
         let mut c = Consumer::start(client, &category, config, Positions::default())?;
         while let Some(batch) = c.next().await? {
             let mut done = false;

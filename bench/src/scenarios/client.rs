@@ -154,7 +154,7 @@ async fn produce(s: &Chunkbus, message_size: usize, dur: Duration) -> Result<(f6
     let (mut n, mut peak) = (0u64, 0usize);
     while start.elapsed() < dur {
         for _ in 0..1024 {
-            lane.send(&msg).await?;
+            lane.enqueue(&msg).await?;
         }
         n += 1024;
         peak = peak.max(producer.buffered_bytes());
@@ -177,11 +177,9 @@ async fn read_raw(s: &Chunkbus, category: &str) -> Result<f64> {
 
 async fn read_consumer(s: &Chunkbus, category: &str) -> Result<f64> {
     let client = Client::new(&format!("http://{}", s.addr))?;
-    let config = ConsumerConfig {
-        max_read_bytes: 16 << 20,
-        follow: false,
-        ..ConsumerConfig::default()
-    };
+    let config = ConsumerConfig::default()
+        .max_read_bytes(16 << 20)
+        .follow(false);
     let start = Instant::now();
     let mut consumer = Consumer::start(client, category, config, Positions::default())?;
     let mut bytes = 0u64;

@@ -107,6 +107,7 @@ impl Replicator {
             let Some(log) = self.shared.storage.category(&cat) else {
                 continue;
             };
+            log.note_deleted_copy(&name);
             let removed = tokio::task::spawn_blocking(move || log.remove_copy(&name)).await;
             match removed {
                 Ok(Ok(true)) => {

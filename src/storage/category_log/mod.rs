@@ -131,6 +131,11 @@ pub struct CategoryLog {
     listed: tokio::sync::watch::Sender<u64>,
     /// Key and last append in the open-chunk cache.
     usage: Usage,
+    /// Copies of peers' chunks deleted here because their owner deleted
+    /// them (or they were acked here): such a chunk is gone for good, not
+    /// "not copied yet". In memory; after a restart the owner's full
+    /// tombstone list fills it again on the first poll.
+    deleted_copies: Mutex<std::collections::HashSet<ChunkName>>,
 }
 
 impl CategoryLog {
@@ -151,6 +156,7 @@ impl CategoryLog {
             preparing: AtomicBool::new(false),
             listed: tokio::sync::watch::Sender::new(0),
             usage: ctx.cache.usage(),
+            deleted_copies: Mutex::new(std::collections::HashSet::new()),
             ctx,
         }
     }
@@ -212,6 +218,34 @@ impl CategoryLog {
     #[must_use]
     pub fn chunk(&self, name: &ChunkName) -> Option<Arc<Chunk>> {
         self.chunks.read().get(name).cloned()
+    }
+
+    /// Whether `name`, not held here, is known to be deleted (or never to
+    /// hold data): an own chunk whose index was handed out and that is
+    /// neither held nor the pre-created spare (own indexes are never
+    /// reused, and chunks are activated in index order), or a copy deleted
+    /// here because its owner deleted it. Anything else not held may still
+    /// appear (a copy not replicated yet) and is merely unknown.
+    #[must_use]
+    pub fn is_deleted(&self, name: &ChunkName) -> bool {
+        if name.owner() != &self.ctx.server {
+            return self.deleted_copies.lock().contains(name);
+        }
+        // Lock order of activation (writer → creator → spare): with the
+        // writer held no chunk is between its creation and the listing.
+        let _w = self.writer.lock();
+        let next = *self.creator.lock();
+        let spare = self.spare.lock().as_ref().map(|s| s.chunk.name().index());
+        name.index() < next && spare != Some(name.index()) && !self.chunks.read().contains_key(name)
+    }
+
+    /// Remembers that the copy `name` of a peer's chunk was deleted here
+    /// because it was deleted for good (its owner's tombstone, an ack):
+    /// [`CategoryLog::is_deleted`] says so from now on.
+    pub fn note_deleted_copy(&self, name: &ChunkName) {
+        if name.owner() != &self.ctx.server {
+            self.deleted_copies.lock().insert(name.clone());
+        }
     }
 
     /// The open chunk, if any.
