@@ -339,6 +339,18 @@ impl Client {
         self.request_timeout
     }
 
+    /// A clone whose active address moves on its own from now on: its
+    /// [`Client::fail_over`] and connect failovers no longer move this
+    /// client's requests (nor those of its other clones). Consumer readers
+    /// use one, so a reader that moves to another server for a chunk not
+    /// replicated yet does not take the consumer's group acks with it.
+    pub(crate) fn detached(&self) -> Self {
+        Self {
+            active: Arc::new(AtomicUsize::new(self.active.load(Ordering::Relaxed))),
+            ..self.clone()
+        }
+    }
+
     /// Moves requests to the next address (after an answer that another
     /// server may answer better, e.g. a chunk not replicated here yet).
     pub(crate) fn fail_over(&self) {
@@ -839,4 +851,32 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_clone_fails_over_alone() {
+        let c = Client::with_servers(["http://127.0.0.1:1", "http://127.0.0.1:2"])
+            .expect("valid addresses");
+        let shared = c.clone();
+        let reader = c.detached();
+        reader.fail_over();
+        assert_eq!(reader.active_server(), "http://127.0.0.1:2");
+        assert_eq!(
+            c.active_server(),
+            "http://127.0.0.1:1",
+            "not moved by the reader"
+        );
+        c.fail_over();
+        assert_eq!(
+            shared.active_server(),
+            "http://127.0.0.1:2",
+            "clones move together"
+        );
+        reader.fail_over();
+        assert_eq!(reader.active_server(), "http://127.0.0.1:1");
+    }
 }

@@ -438,6 +438,9 @@ struct AckerInner {
     /// the readers): the `from` of a group ack in a chunk this consumer
     /// has not acked in yet (the group's position when it was read).
     starts: ReadStarts,
+    /// The first group ack that failed: later acks are refused
+    /// ([`ConsumerError::GroupAckStopped`]).
+    stopped: parking_lot::Mutex<Option<String>>,
 }
 
 /// Per chunk: the offset of the first batch this consumer read of it.
@@ -456,9 +459,9 @@ impl Acker {
     /// ```no_run
     /// # async fn demo(acker: chunkbus_client::Acker, batch: chunkbus_client::Batch) {
     /// match acker.ack(&batch).await {
-    ///     Ok(()) => {}
+    ///     Ok(()) => { /* commit my results */ }
     ///     Err(e) if e.is_conflict() => { /* another member had it: discard my results */ }
-    ///     Err(e) => eprintln!("ack failed: {e}"),
+    ///     Err(e) => { /* unknown: discard, then restart from the group's positions */ }
     /// }
     /// # }
     /// ```
@@ -467,7 +470,12 @@ impl Acker {
     /// The group ack failed: a `409` ([`ConsumerError::is_conflict`]) means
     /// the group is not where this consumer left it (another member acked
     /// these messages, or the group moved past them); or the chunk ack
-    /// failed (other than the chunk being already deleted).
+    /// failed (other than the chunk being already deleted). After a group
+    /// ack failed or was cancelled, this consumer no longer knows where
+    /// the group is, so every later ack fails with
+    /// [`ConsumerError::GroupAckStopped`] (acking on could cover batches it
+    /// gave up, or move the group past ones nobody processed): start a new
+    /// consumer, which resumes from the group's stored positions.
     ///
     /// # Cancel safety
     /// See [`Consumer`]: a cancelled ack may have been stored.
@@ -483,10 +491,17 @@ impl Acker {
             return Ok(()); // already covered by an ack of this consumer
         }
         if let Some(group) = &me.group {
+            if let Some(first) = me.stopped.lock().clone() {
+                return Err(ConsumerError::GroupAckStopped { first });
+            }
             if !batch.data.is_empty() && acked_here.is_none_or(|at| at < batch.end()) {
                 let from = acked_here
                     .or_else(|| me.starts.lock().get(&*batch.chunk).copied())
                     .unwrap_or(batch.offset);
+                // Until the answer is in, local state may be wrong (an
+                // ack cancelled here may still be stored).
+                *me.stopped.lock() =
+                    Some("a group ack was cancelled before its answer arrived".to_owned());
                 in_span(
                     me.client.ack_group_from(
                         &me.category,
@@ -497,7 +512,13 @@ impl Acker {
                     ),
                     || tracing::info_span!("chunkbus.ack", category = %me.category, %group, chunk = %batch.chunk, from, to = batch.end()),
                 )
-                .await?;
+                .await
+                .map_err(|e| {
+                    // Local state no longer says where the group is.
+                    *me.stopped.lock() = Some(e.to_string());
+                    e
+                })?;
+                *me.stopped.lock() = None;
             }
         }
         positions
@@ -595,6 +616,7 @@ impl Consumer {
                     snapshot: parking_lot::Mutex::new(from.clone()),
                     positions: tokio::sync::Mutex::new(from),
                     starts,
+                    stopped: parking_lot::Mutex::new(None),
                 }),
             },
             stats,
@@ -815,7 +837,10 @@ async fn discover(
                 };
                 readers.spawn(
                     OwnerReader {
-                        client: client.clone(),
+                        // Its own active address: moving it for a missing
+                        // chunk must not move the group acks (all members
+                        // of a group ack on one server).
+                        client: client.detached(),
                         category: Arc::clone(&category),
                         owner: owner.into(),
                         config: config.clone(),

@@ -272,4 +272,15 @@ pub enum ConsumerError {
     /// A stored position names a chunk that is not `<owner>-chunk<9 digits>`.
     #[error("invalid position: {0}")]
     InvalidPosition(String),
+    /// An earlier group ack of this consumer failed (`409`: another member
+    /// moved the group; or its answer was lost, so whether it was stored
+    /// is unknown). Acking on from local state could cover batches this
+    /// consumer gave up (rolled back) or skip the group past ones nobody
+    /// processed, so every later ack fails with this error: start a new
+    /// consumer from the group's stored positions.
+    #[error("an earlier group ack failed ({first}); restart the consumer from the group's stored positions")]
+    GroupAckStopped {
+        /// The error of the first failed ack.
+        first: String,
+    },
 }

@@ -345,6 +345,20 @@ impl Cluster {
             .map(|_| ())
     }
 
+    /// Takes back the deletion mark of a copy whose ack its owner refused.
+    fn forget_deleted(&self, category: &str, chunk: &str) {
+        let (Some(run), Ok(cat), Ok(name)) = (
+            self.running.get(),
+            crate::names::Category::parse(category),
+            crate::names::ChunkName::parse(chunk),
+        ) else {
+            return;
+        };
+        if let Some(log) = run.storage.category(&cat) {
+            log.forget_deleted_copy(&name);
+        }
+    }
+
     async fn forward_pending(&self, stop: CancellationToken) {
         loop {
             tokio::select! {
@@ -368,6 +382,9 @@ impl Cluster {
                     Err(e) => {
                         tracing::warn!(owner = %owner.name, chunk = %ack.chunk, error = %e, "owner refused a stored ack; dropping it");
                         self.pending.remove(&ack.category, &ack.chunk);
+                        // The chunk still exists at its owner: no longer
+                        // say "deleted" for it here.
+                        self.forget_deleted(&ack.category, &ack.chunk);
                     }
                 }
             }

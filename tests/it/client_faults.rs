@@ -656,3 +656,53 @@ async fn try_send_and_send_timeout_do_not_wait_for_memory() {
     assert!(t.elapsed() >= Duration::from_millis(200));
     let _ = producer.shutdown(Duration::from_millis(10)).await;
 }
+
+/// Review of issue 20 defect 6: after a member's group ack failed (here a
+/// `409`: another member had the batch), its local idea of where the group
+/// is no longer holds. Acking on would either keep failing until the next
+/// chunk and then move the group past messages nobody processed, or cover
+/// batches it rolled back; so every later ack is refused until it restarts
+/// from the group's positions, and the group stays where the winner put it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_group_ack_a_member_acks_nothing_more() {
+    use chunkbus_client::{Consumer, ConsumerConfig, ConsumerError, Positions};
+    let b = tokio::task::spawn_blocking(|| crate::harness::TestBroker::start(&[]))
+        .await
+        .unwrap();
+    let line = |c: char| format!("{}\n", c.to_string().repeat(99));
+    let body: String = ['a', 'b', 'c'].into_iter().map(line).collect();
+    let (status, text) = tokio::task::block_in_place(|| b.write("c", body));
+    assert_eq!(status, 200, "{text}");
+    let client = Client::new(&format!("http://{}", b.addr)).unwrap();
+    let config = ConsumerConfig::default()
+        .follow(false)
+        .max_read_bytes(100)
+        .group(Some("g".into()));
+    let mut one =
+        Consumer::start(client.clone(), "c", config.clone(), Positions::default()).unwrap();
+    let mut two = Consumer::start(client.clone(), "c", config, Positions::default()).unwrap();
+    let a1 = bounded("next", one.next()).await.unwrap().unwrap();
+    let a2 = bounded("next", two.next()).await.unwrap().unwrap();
+    assert_eq!((a1.offset, a1.end()), (0, 100));
+    assert_eq!((a2.offset, a2.end()), (0, 100));
+    bounded("ack one", one.ack(&a1)).await.unwrap();
+    let err = bounded("ack two", two.ack(&a2)).await.unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    // Member two goes on with the next batch: refused, not sent.
+    let b2 = bounded("next", two.next()).await.unwrap().unwrap();
+    assert_eq!((b2.offset, b2.end()), (100, 200));
+    let err = bounded("ack two again", two.ack(&b2)).await.unwrap_err();
+    assert!(
+        matches!(err, ConsumerError::GroupAckStopped { .. }),
+        "{err:?}"
+    );
+    // Member one is unaffected and the group is where one left it.
+    let b1 = bounded("next", one.next()).await.unwrap().unwrap();
+    bounded("ack one again", one.ack(&b1)).await.unwrap();
+    let (s, text) = tokio::task::block_in_place(|| b.get_text("/consumers?category=c"));
+    assert_eq!(s, 200, "{text}");
+    assert!(
+        text.contains("200"),
+        "group at 200 (one's acks only): {text}"
+    );
+}

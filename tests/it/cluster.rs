@@ -573,3 +573,83 @@ fn random_kills_restarts_and_stops_converge_byte_identical() {
     assert!(total > 5_000, "the load ran ({total} acked)");
     assert_identical_files(&c, "chaos", &list);
 }
+
+/// An owner skips chunk indexes that never held data (here the spare it
+/// discards for a body larger than `max_chunk_size`). A replica says such
+/// an index is deleted for good (its owner announced a later chunk but
+/// never this one), so a consumer reading through the replica alone goes
+/// past it instead of waiting for a chunk that will never come; an index
+/// past everything announced stays a plain 404 (it may still come).
+#[test]
+fn indexes_an_owner_skipped_are_marked_deleted_on_replicas() {
+    let c = TestCluster::start(2, &["--max-chunk-size", "4KiB"]);
+    let msg = |ch: char, n: usize| format!("{}\n", ch.to_string().repeat(n - 1));
+    assert_eq!(c.nodes[0].write("g", msg('a', 3000)).0, 200);
+    // Does not fit: chunk 0 is full, the category is busy, and a spare
+    // (index 2) is created behind the new chunk 1.
+    assert_eq!(c.nodes[0].write("g", msg('b', 3000)).0, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    // Larger than a chunk: a chunk of its own (3); the spare is discarded.
+    assert_eq!(c.nodes[0].write("g", msg('c', 6000)).0, 200);
+    assert_eq!(c.nodes[0].write("g", msg('d', 100)).0, 200);
+    let list = c.converge("g", CONVERGE, |l| l.len() == 4);
+    let names: Vec<&str> = list.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "n1-chunk000000000",
+            "n1-chunk000000001",
+            "n1-chunk000000003",
+            "n1-chunk000000004"
+        ]
+    );
+    let read = |n: &TestBroker, name: &str| {
+        let r = n
+            .http
+            .get(n.url(&format!(
+                "/read?category=g&chunk={name}&off=0&max_size=65536"
+            )))
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.headers().contains_key("chunkbus-deleted"),
+        )
+    };
+    for n in &c.nodes {
+        assert_eq!(read(n, "n1-chunk000000002"), (404, true), "{}", n.addr);
+        assert_eq!(read(n, "n1-chunk000000005"), (404, false), "{}", n.addr);
+    }
+    // The Rust consumer, given only the replica, reads everything.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let got = rt.block_on(async {
+        let client = chunkbus_client::Client::new(&format!("http://{}", c.nodes[1].addr)).unwrap();
+        let config = chunkbus_client::ConsumerConfig::default()
+            .follow(false)
+            .missing_chunk_wait(Duration::from_millis(300));
+        let mut consumer = chunkbus_client::Consumer::start(
+            client,
+            "g",
+            config,
+            chunkbus_client::Positions::default(),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+                .await
+                .expect("the consumer stalled");
+            match next {
+                Ok(Some(batch)) => {
+                    for m in batch.messages() {
+                        got.push(m[0]);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => panic!("consumer error: {e}"),
+            }
+        }
+        got
+    });
+    assert_eq!(got, b"abcd");
+}

@@ -130,9 +130,14 @@ impl Replicator {
                 tracing::warn!(peer = %self.shared.peer.name, chunk = %c.chunk, "ignoring invalid chunk name from peer");
                 continue;
             };
-            if name.owner() != &self.shared.peer.name
-                || self.pending.contains(&c.category, &c.chunk)
-            {
+            if name.owner() != &self.shared.peer.name {
+                continue;
+            }
+            // Before the pending check: an acked chunk was announced too.
+            if let Some(log) = self.shared.storage.category(&cat) {
+                log.note_announced(&name);
+            }
+            if self.pending.contains(&c.category, &c.chunk) {
                 continue;
             }
             let local = self

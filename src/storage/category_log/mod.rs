@@ -132,10 +132,23 @@ pub struct CategoryLog {
     /// Key and last append in the open-chunk cache.
     usage: Usage,
     /// Copies of peers' chunks deleted here because their owner deleted
-    /// them (or they were acked here): such a chunk is gone for good, not
-    /// "not copied yet". In memory; after a restart the owner's full
-    /// tombstone list fills it again on the first poll.
+    /// them (or they were acked here and the owner took the ack): such a
+    /// chunk is gone for good, not "not copied yet". In memory; after a
+    /// restart the owner's full tombstone list fills it again on the first
+    /// poll.
     deleted_copies: Mutex<std::collections::HashSet<ChunkName>>,
+    /// What peers' change feeds announced of their chunks here since this
+    /// process started (see [`CategoryLog::note_announced`]).
+    announced: Mutex<Announced>,
+}
+
+/// Peers' chunks of a category their change feeds announced.
+#[derive(Debug, Default)]
+struct Announced {
+    /// Every announced chunk (with data, as feeds announce only those).
+    names: std::collections::HashSet<ChunkName>,
+    /// Per owner, the highest announced index.
+    highest: std::collections::HashMap<crate::names::ServerName, u64>,
 }
 
 impl CategoryLog {
@@ -157,6 +170,7 @@ impl CategoryLog {
             listed: tokio::sync::watch::Sender::new(0),
             usage: ctx.cache.usage(),
             deleted_copies: Mutex::new(std::collections::HashSet::new()),
+            announced: Mutex::new(Announced::default()),
             ctx,
         }
     }
@@ -223,13 +237,29 @@ impl CategoryLog {
     /// Whether `name`, not held here, is known to be deleted (or never to
     /// hold data): an own chunk whose index was handed out and that is
     /// neither held nor the pre-created spare (own indexes are never
-    /// reused, and chunks are activated in index order), or a copy deleted
-    /// here because its owner deleted it. Anything else not held may still
-    /// appear (a copy not replicated yet) and is merely unknown.
+    /// reused, and chunks are activated in index order); a copy deleted
+    /// here because its owner deleted it; or a peer's chunk its change feed
+    /// skipped: the feed announced a later chunk of the same owner but
+    /// never this one. An owner activates its chunks in index order and
+    /// announces each one's first bytes before the next is activated, so
+    /// a skipped index never held data (a discarded spare, an empty chunk
+    /// retired or removed at restart) or was deleted before this server
+    /// polled. Anything else not held may still appear (a copy not
+    /// replicated yet) and is merely unknown.
     #[must_use]
     pub fn is_deleted(&self, name: &ChunkName) -> bool {
         if name.owner() != &self.ctx.server {
-            return self.deleted_copies.lock().contains(name);
+            if self.deleted_copies.lock().contains(name) {
+                return true;
+            }
+            let skipped = {
+                let a = self.announced.lock();
+                !a.names.contains(name)
+                    && a.highest
+                        .get(name.owner())
+                        .is_some_and(|&h| h > name.index())
+            };
+            return skipped && !self.chunks.read().contains_key(name);
         }
         // Lock order of activation (writer → creator → spare): with the
         // writer held no chunk is between its creation and the listing.
@@ -246,6 +276,25 @@ impl CategoryLog {
         if name.owner() != &self.ctx.server {
             self.deleted_copies.lock().insert(name.clone());
         }
+    }
+
+    /// Records that the change feed of `name`'s owner announced it (it
+    /// holds data): see [`CategoryLog::is_deleted`].
+    pub fn note_announced(&self, name: &ChunkName) {
+        if name.owner() == &self.ctx.server {
+            return;
+        }
+        let mut a = self.announced.lock();
+        if a.names.insert(name.clone()) {
+            let h = a.highest.entry(name.owner().clone()).or_insert(0);
+            *h = (*h).max(name.index());
+        }
+    }
+
+    /// Takes back [`CategoryLog::note_deleted_copy`]: the owner refused
+    /// the ack that deleted the copy here, so the chunk still exists.
+    pub fn forget_deleted_copy(&self, name: &ChunkName) {
+        self.deleted_copies.lock().remove(name);
     }
 
     /// The open chunk, if any.
