@@ -513,10 +513,9 @@ impl Acker {
                     || tracing::info_span!("chunkbus.ack", category = %me.category, %group, chunk = %batch.chunk, from, to = batch.end()),
                 )
                 .await
-                .map_err(|e| {
+                .inspect_err(|e| {
                     // Local state no longer says where the group is.
                     *me.stopped.lock() = Some(e.to_string());
-                    e
                 })?;
                 *me.stopped.lock() = None;
             }
