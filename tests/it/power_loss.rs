@@ -702,6 +702,8 @@ fn power_loss_two_node_cluster() {
                 "48KiB".to_owned(),
                 "--flush-interval".to_owned(),
                 "200ms".to_owned(),
+                "--replication-timeout".to_owned(),
+                "2s".to_owned(),
             ]
             .into();
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -733,6 +735,16 @@ fn power_loss_two_node_cluster() {
             Arc::clone(&stop),
             Arc::clone(&ledger),
         ));
+        // Without sync=1: the copy on the peer that kept its power (page
+        // cache) is what must bring these back.
+        threads.push(writer(
+            nodes[0].url("/write?category=m&min_sync_replicas=1"),
+            "m",
+            true,
+            cycle * 16 + 4,
+            Arc::clone(&stop),
+            Arc::clone(&ledger),
+        ));
         std::thread::sleep(Duration::from_millis(300 + rng.below(600)));
         let crash_at = Instant::now();
         disks[victim].crash(crash_options(cycle, &mut rng));
@@ -749,7 +761,7 @@ fn power_loss_two_node_cluster() {
         }
         let ledger = std::mem::take(&mut *ledger.lock().unwrap());
         // Both nodes converge on the same chunks of every category.
-        for cat in ["r", "d"] {
+        for cat in ["r", "d", "m"] {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let (a, b) = (nodes[0].chunks(cat), nodes[1].chunks(cat));
@@ -767,12 +779,19 @@ fn power_loss_two_node_cluster() {
         for (i, n) in nodes.iter().enumerate() {
             // Default writes are n1's own: lost only if n1 lost power.
             let owner_crashed = victim == 0;
-            world.check_node(i, n, &["r", "d"], &ledger.acks, crash_at, owner_crashed);
+            world.check_node(
+                i,
+                n,
+                &["r", "d", "m"],
+                &ledger.acks,
+                crash_at,
+                owner_crashed,
+            );
         }
         for i in 0..2 {
             world.learn_acks(i, &ledger.acks);
         }
-        for cat in ["r", "d"] {
+        for cat in ["r", "d", "m"] {
             for c in nodes[0].chunks(cat) {
                 world.learn_name(cat, &c.name);
             }
