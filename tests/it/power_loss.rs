@@ -49,6 +49,25 @@ fn fuse_available(test: &str) -> bool {
     }
 }
 
+/// `POWER_LOSS_SOAK=N` multiplies the cycles (for long local runs; CI
+/// runs 1×).
+fn soak() -> u64 {
+    std::env::var("POWER_LOSS_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// `POWER_LOSS_SEED=N` changes every scenario's seed (crash options,
+/// timing, message sizes).
+fn seed_override() -> u64 {
+    std::env::var("POWER_LOSS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Deterministic pseudo-random numbers.
 struct Lcg(u64);
 impl Lcg {
@@ -318,6 +337,8 @@ struct World {
     names: HashSet<(String, String)>,
     lost_default: u64,
     checked_acks: u64,
+    recovery_crashes: u64,
+    shutdown_crashes: u64,
 }
 
 impl World {
@@ -541,6 +562,7 @@ fn single_node(name: &str, cycles: u64, extra: &[&str], seed: u64) {
     if !fuse_available(name) {
         return;
     }
+    let (cycles, seed) = (cycles * soak(), seed ^ seed_override());
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let mut disk = Disk::new(tmp.path(), "data");
@@ -604,6 +626,13 @@ fn single_node(name: &str, cycles: u64, extra: &[&str], seed: u64) {
         // state, kill the process, cold remount.
         let delivered_before = receiver.accepted();
         let crash_at = Instant::now();
+        if cycle % 4 == 3 {
+            // Power loss during a clean shutdown (sealing every open chunk,
+            // removing the spare).
+            b.signal(libc::SIGTERM);
+            std::thread::sleep(Duration::from_millis(rng.below(100)));
+            world.shutdown_crashes += 1;
+        }
         let stats = disk.crash(crash_options(cycle, &mut rng));
         b.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -611,6 +640,17 @@ fn single_node(name: &str, cycles: u64, extra: &[&str], seed: u64) {
             t.join().unwrap();
         }
         disk.remount();
+        let mut recovery_crashes = 0;
+        if cycle % 3 == 2 {
+            // A second power loss while the server recovers from the first
+            // (sealing torn chunks, removing empty ones, pulling back).
+            b.launch_again();
+            std::thread::sleep(Duration::from_millis(rng.below(150)));
+            disk.crash(crash_options(cycle + 1, &mut rng));
+            b.kill9();
+            disk.remount();
+            recovery_crashes = 1;
+        }
         b.start_again();
         wait_healthy(&b);
         let ledger = std::mem::take(&mut *ledger.lock().unwrap());
@@ -626,11 +666,12 @@ fn single_node(name: &str, cycles: u64, extra: &[&str], seed: u64) {
         tiered = tiered.max(check_manifest(&disk.mnt));
         check_subscription(&b, &receiver, &delivered_before);
         eprintln!(
-            "{name} cycle {cycle}: {} acks, dropped {} unsynced bytes, {} dirs",
+            "{name} cycle {cycle}: {} acks, dropped {} unsynced bytes, {} dirs; {recovery_crashes} crash(es) during recovery",
             ledger.acks.len(),
             stats.dropped_bytes,
             stats.dropped_dirs
         );
+        world.recovery_crashes += recovery_crashes;
     }
     assert!(
         world.checked_acks > cycles * 10,
@@ -638,7 +679,9 @@ fn single_node(name: &str, cycles: u64, extra: &[&str], seed: u64) {
     );
     assert!(tiered > 0, "nothing was ever tiered");
     eprintln!(
-        "{name}: {cycles} power-loss cycles in {:?}; {} acks checked, {} default writes lost within flush_interval",
+        "{name}: {cycles} power-loss cycles ({} of them during shutdown, +{} during recovery) in {:?}; {} acks checked, {} default writes lost within flush_interval",
+        world.shutdown_crashes,
+        world.recovery_crashes,
         started.elapsed(),
         world.checked_acks,
         world.lost_default
@@ -684,7 +727,7 @@ fn power_loss_two_node_cluster() {
     if !fuse_available(NAME) {
         return;
     }
-    let cycles = 16u64;
+    let cycles = 16 * soak();
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let mut disks = [Disk::new(tmp.path(), "n1"), Disk::new(tmp.path(), "n2")];
@@ -711,7 +754,7 @@ fn power_loss_two_node_cluster() {
         })
         .collect();
     let mut world = World::default();
-    let mut rng = Lcg(0x5eed_0004);
+    let mut rng = Lcg(0x5eed_0004 ^ seed_override());
     for cycle in 0..cycles {
         let victim = (cycle % 2) as usize;
         let stop = Arc::new(AtomicBool::new(false));
