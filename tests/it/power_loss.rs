@@ -861,3 +861,60 @@ fn power_loss_two_node_cluster() {
         }
     }
 }
+
+/// Regression cycle for the state files a fresh server creates with a plain
+/// `open(O_CREAT)`: the tier manifest and the cluster tombstone log. Each
+/// record is fdatasync'd, but that covers the file, not its directory
+/// entry; before the fix a power loss kept the eviction (its directory was
+/// fsynced) and lost the manifest that recorded where the chunk went. In the
+/// server `ready.json`'s directory fsync hid this, so the cycle runs the
+/// two components directly on powerfs, with nothing else syncing the
+/// directory.
+#[test]
+fn power_loss_keeps_new_tier_manifest_and_tombstone_log() {
+    use chunkbus::names::{Category, ChunkName};
+    use chunkbus::storage::feed::{ChangeFeed, TOMBSTONES_FILE};
+    use chunkbus::tier::manifest::{Manifest, TieredChunk};
+
+    const NAME: &str = "power_loss_keeps_new_tier_manifest_and_tombstone_log";
+    if !fuse_available(NAME) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut disk = Disk::new(tmp.path(), "state");
+    let state = disk.mnt.join(".chunkbus");
+    chunkbus::fsutil::create_dir_durable(&state).unwrap();
+    let (cat, chunk) = (
+        Category::parse("c").unwrap(),
+        ChunkName::parse("node1-chunk000000007").unwrap(),
+    );
+    let entry = TieredChunk {
+        size: 100,
+        messages: 3,
+        object_len: 80,
+        key_id: [7; 8],
+    };
+    {
+        let m = Manifest::open(&state).unwrap();
+        m.add(&cat, &chunk, entry).unwrap();
+        let feed = ChangeFeed::open(Some(&state), chunkbus::fsutil::FaultHook::default()).unwrap();
+        feed.deleted(&cat, &chunk).unwrap();
+    }
+    disk.crash(CrashOptions::default());
+    disk.remount();
+    let m = Manifest::open(&state).unwrap();
+    assert_eq!(
+        m.get(&cat, &chunk),
+        Some(entry),
+        "an fdatasync'd manifest line lost with its file"
+    );
+    let tombstones = std::fs::read_to_string(state.join(TOMBSTONES_FILE)).unwrap_or_default();
+    assert!(
+        tombstones.contains("c node1-chunk000000007"),
+        "an fdatasync'd tombstone lost with its file: {tombstones:?}"
+    );
+    drop(m);
+    if let Some(fs) = disk.fs.take() {
+        fs.unmount().unwrap();
+    }
+}
