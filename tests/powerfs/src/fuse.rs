@@ -10,6 +10,9 @@
 //! syncs nothing), `setattr` (size, mode), `fallocate`, `create`/`mknod`,
 //! `mkdir`, `link`, `unlink`, `rmdir`, `rename` (with `RENAME_NOREPLACE`
 //! and `RENAME_EXCHANGE`). Symlinks, xattrs and locks are not supported.
+//! `readdir` offsets are positions in the sorted listing, so a directory
+//! changed between two `readdir` calls of one listing may show an entry
+//! twice or skip one (as some real file systems do).
 
 use std::ffi::OsStr;
 use std::io;

@@ -11,12 +11,27 @@
 //! `EIO`, and [`Mounted::unmount`] + [`PowerFs::mount`] on the same image
 //! gives a fresh mount (cold kernel caches) with what a disk would hold.
 //!
-//! It is mounted in-process (`fuser::spawn_mount2`'s successor,
-//! [`fuser::spawn_mount`]) rather than as a separate daemon: the test holds
+//! It is mounted in-process ([`fuser::spawn_mount`], pure Rust; as root it
+//! mounts directly, else through `fusermount3`) rather than as a separate
+//! daemon: the test holds
 //! the crash switch as a plain method call, so the crash happens at an exact
 //! point of the test with no control protocol to get wrong, and the FUSE
 //! threads die with the test process. Needs root (or `fusermount3`) and
 //! `/dev/fuse`.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! use powerfs::{CrashOptions, PowerFs, Tear};
+//! let (image, mnt) = (std::path::Path::new("/tmp/img"), std::path::Path::new("/tmp/mnt"));
+//! let fs = PowerFs::mount(image, mnt)?;
+//! // … run the program under test on `mnt` …
+//! fs.crash(CrashOptions { seed: 1, tear: Tear::Page, keep_pages: 0.3 })?;
+//! // … kill the program …
+//! fs.unmount()?;
+//! let fs = PowerFs::mount(image, mnt)?; // what a disk would hold
+//! # fs.unmount()
+//! # }
+//! ```
 //!
 //! This crate never touches anything outside its image directory and its
 //! mount point.
