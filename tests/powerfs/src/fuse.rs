@@ -161,9 +161,19 @@ impl Mounted {
     /// The unmount failed.
     pub fn unmount(mut self) -> io::Result<()> {
         match self.session.take() {
-            Some(s) => s.umount_and_join(),
+            Some(s) => session_ended(s.umount_and_join()),
             None => Ok(()),
         }
+    }
+}
+
+/// The unmount aborts the kernel connection: a worker thread still reading
+/// `/dev/fuse` then gets `ECONNABORTED` instead of `ENODEV`, which fuser
+/// reports as an error although the session ended as asked.
+fn session_ended(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+        r => r,
     }
 }
 
