@@ -51,8 +51,15 @@ bench-deps:
 	  || echo "could not install$$missing: those bench rows will be skipped"; \
 	fi
 
-## The tests also render the status page in a real headless Chromium.
+## The tests also render the status page in a real headless Chromium, and
+## the power-loss suite mounts a FUSE file system (fuse3; best effort: it
+## prints SKIP when /dev/fuse is missing).
 test-deps: bench-deps
+	@if [ -e /dev/fuse ] && ! command -v fusermount3 >/dev/null; then \
+	  echo "installing fuse3 for the power-loss suite"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3) >/dev/null 2>&1 \
+	  || echo "could not install fuse3: powerfs mounts directly as root, or the suite prints SKIP"; \
+	fi
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "installing chromium for the status page test"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \

@@ -67,9 +67,10 @@ impl ChangeFeed {
         let mut log = None;
         if let Some(dir) = state_dir {
             let path = dir.join(TOMBSTONES_FILE);
+            let mut created = false;
             match std::fs::read_to_string(&path) {
                 Ok(text) => tombstones = parse_tombstones(&text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => created = true,
                 Err(e) => return Err(StorageError::io("read", &path, e)),
             }
             let file = OpenOptions::new()
@@ -77,6 +78,11 @@ impl ChangeFeed {
                 .append(true)
                 .open(&path)
                 .map_err(|e| StorageError::io("open", &path, e))?;
+            if created {
+                // The fdatasync of each tombstone covers the file, not its
+                // name: make the new entry durable itself.
+                crate::fsutil::fsync_dir(dir).map_err(|e| StorageError::io("fsync", dir, e))?;
+            }
             log = Some((file, path));
         }
         Ok(Self {

@@ -148,9 +148,13 @@ impl Manifest {
     pub fn open(dir: &Path) -> Result<Self, ManifestError> {
         fsutil::create_dir_durable(dir).map_err(ManifestError::io("create", dir))?;
         let path = dir.join(MANIFEST_FILE);
+        let mut created = false;
         let text = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                created = true;
+                Vec::new()
+            }
             Err(e) => return Err(ManifestError::io("read", &path)(e)),
         };
         let mut map = Entries::new();
@@ -179,6 +183,11 @@ impl Manifest {
             .write(true)
             .open(&path)
             .map_err(ManifestError::io("open", &path))?;
+        if created {
+            // Each line's fdatasync covers the file, not its name: without
+            // this, a crash could keep an eviction but lose the manifest.
+            fsutil::fsync_dir(dir).map_err(ManifestError::io("fsync", dir))?;
+        }
         if valid != text.len() {
             tracing::warn!(path = %path.display(), kept = valid, "cut torn tail of the tier manifest");
             file.set_len(valid as u64)

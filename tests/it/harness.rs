@@ -82,6 +82,18 @@ impl TestBroker {
     }
 
     fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Starts a stopped broker again without waiting for it to be ready
+    /// (to crash it during recovery).
+    pub fn launch_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.launch();
+    }
+
+    fn launch(&mut self) {
         let ready = self.data_dir.join(".chunkbus").join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = File::options()
@@ -110,8 +122,12 @@ impl TestBroker {
             .stderr(log)
             .spawn()
             .expect("spawn chunkbus");
-        let pid = child.id();
         self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
+        let ready = self.data_dir.join(".chunkbus").join("ready.json");
+        let pid = self.child.as_ref().expect("launched").id();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(text) = std::fs::read(&ready) {

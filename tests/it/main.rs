@@ -15,6 +15,7 @@ mod harness;
 mod hostile_web;
 mod limits;
 mod peer_auth;
+mod power_loss;
 mod pubsub;
 mod recovery;
 mod reload;

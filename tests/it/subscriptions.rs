@@ -16,11 +16,11 @@ use crate::harness::TestBroker;
 
 /// One batch the receiver accepted (answered 2xx).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Got {
-    chunk: String,
-    offset: u64,
-    next: u64,
-    body: Bytes,
+pub(crate) struct Got {
+    pub(crate) chunk: String,
+    pub(crate) offset: u64,
+    pub(crate) next: u64,
+    pub(crate) body: Bytes,
 }
 
 #[derive(Default)]
@@ -33,14 +33,14 @@ struct ReceiverState {
 /// A webhook receiver: until `flaky_until`, each request randomly gets a
 /// 500, an answer slower than the broker's timeout, or a dropped
 /// connection; after that, 200 to everything.
-struct Receiver {
-    addr: SocketAddr,
+pub(crate) struct Receiver {
+    pub(crate) addr: SocketAddr,
     state: Arc<Mutex<ReceiverState>>,
     _rt: tokio::runtime::Runtime,
 }
 
 impl Receiver {
-    fn start(flaky_for: Duration, delay: Duration) -> Self {
+    pub(crate) fn start(flaky_for: Duration, delay: Duration) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -80,7 +80,7 @@ impl Receiver {
         }
     }
 
-    fn accepted(&self) -> Vec<Got> {
+    pub(crate) fn accepted(&self) -> Vec<Got> {
         self.state.lock().accepted.clone()
     }
 
