@@ -893,6 +893,7 @@ fn power_loss_keeps_new_tier_manifest_and_tombstone_log() {
         messages: 3,
         object_len: 80,
         key_id: [7; 8],
+        header_digest: Some([9; 32]),
     };
     {
         let m = Manifest::open(&state).unwrap();
