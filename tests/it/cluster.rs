@@ -653,3 +653,49 @@ fn indexes_an_owner_skipped_are_marked_deleted_on_replicas() {
     });
     assert_eq!(got, b"abcd");
 }
+
+/// A machine crash can leave the owner's open chunk with no durable byte
+/// at all while a replica holds every `min_sync_replicas` write of it. The
+/// owner must not throw the empty chunk away at restart (and then call it
+/// deleted for good): it pulls the bytes back like any lost tail.
+#[test]
+fn owner_whose_open_chunk_lost_every_byte_pulls_them_back() {
+    let mut c = TestCluster::start(2, &["--replication-timeout", "5s"]);
+    let mut acked = String::new();
+    for i in 0..10u64 {
+        let body = numbered("e", i * 10..(i + 1) * 10);
+        let (s, msg) = c.nodes[0].post("/write?category=e&min_sync_replicas=1", body.clone());
+        assert_eq!(s, 200, "{msg}");
+        acked.push_str(&body);
+    }
+    let chunk = c.nodes[0].chunks("e")[0].name.clone();
+    c.nodes[0].kill9();
+    // Nothing of the chunk reached the owner's disk: data and index empty
+    // (the index keeps its header, as a fresh chunk's does).
+    let path = c.nodes[0].data_dir().join("e").join(&chunk);
+    let mut idx = path.as_os_str().to_owned();
+    idx.push(".idx");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(std::path::PathBuf::from(idx))
+        .unwrap()
+        .set_len(16)
+        .unwrap();
+    c.nodes[0].start_again();
+    assert_eq!(
+        String::from_utf8(c.nodes[0].read_all("e")).unwrap(),
+        acked,
+        "{}",
+        c.nodes[0].logs()
+    );
+    let list = c.converge("e", CONVERGE, |l| l.len() == 1 && l[0].complete);
+    assert_eq!(list[0].name, chunk);
+    assert_eq!(list[0].size, acked.len() as u64);
+    assert_identical_files(&c, "e", &list);
+}

@@ -23,7 +23,8 @@ use super::index::{self, Record, Scan, RECORD_LEN};
 use super::{index_path, Chunk, ChunkMap};
 
 /// Loads the chunk at `data_path`. Returns `None` when it holds no message
-/// (its files are then removed).
+/// (its files are then removed), except an own unsealed chunk in a cluster,
+/// which stays (empty) for the pull-back.
 ///
 /// `owned`: this server wrote the chunk. An unsealed owned chunk is sealed
 /// now if `seal_owned` (single node); in a cluster it stays open, trimmed to
@@ -85,7 +86,12 @@ pub(crate) fn load(
             "cut unverified tail of chunk (a batch that was never acknowledged as durable, or corruption)"
         );
     }
-    if scan.valid_end == 0 {
+    // An own chunk left open in a cluster stays even when empty: a machine
+    // crash may have lost every byte of it here while replicas hold
+    // acknowledged (`min_sync_replicas`) writes of it, which the pull-back
+    // returns; sealing removes it if nothing comes back.
+    let awaits_pull_back = owned && !seal_owned && !scan.sealed;
+    if scan.valid_end == 0 && !awaits_pull_back {
         tracing::info!(chunk = %data_path.display(), "removing empty chunk");
         remove_pair(data_path, &idx_path)?;
         return Ok(None);
