@@ -17,7 +17,12 @@
 //! the crash switch as a plain method call, so the crash happens at an exact
 //! point of the test with no control protocol to get wrong, and the FUSE
 //! threads die with the test process. Needs root (or `fusermount3`) and
-//! `/dev/fuse`.
+//! `/dev/fuse`. The one rule that follows: never map (`mmap`) a file of the
+//! mount in the process that serves it. A page fault on such a mapping
+//! holds the process's mmap lock while it waits for the FUSE threads, and
+//! they may need that lock to allocate: a deadlock (seen in CI as a hung
+//! test). Run whatever maps files (chunkbus itself, the mount test's
+//! mapping part) in another process.
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {

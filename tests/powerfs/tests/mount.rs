@@ -8,6 +8,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use powerfs::{CrashOptions, PowerFs, Tear};
 
@@ -45,35 +47,17 @@ fn crash_keeps_exactly_the_synced_state() {
     g.sync_all().unwrap();
     // Renamed without a directory sync: keeps its old name.
     fs::rename(mnt.join("d/durable"), mnt.join("d/renamed")).unwrap();
-    // A mapped file: stores through the mapping, half of them msync'd.
-    let h = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(mnt.join("mapped"))
-        .unwrap();
-    File::open(&mnt).unwrap().sync_all().unwrap();
-    h.set_len(8192).unwrap();
-    h.sync_data().unwrap();
-    // SAFETY: the file is ours and nothing else resizes it while mapped.
-    #[allow(unsafe_code)]
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&h) }.unwrap();
-    map[..4096].fill(7);
-    map.flush().unwrap(); // msync(MS_SYNC): the kernel writes back, then fsyncs
-    map[4096..].fill(9);
-    // pwrite on another page, read back through the mapping and read(2).
-    h.write_all_at(b"pw", 5000).unwrap();
-    assert_eq!(&map[5000..5002], b"pw");
+    // A mapped file: stores through the mapping, half of them msync'd,
+    // from another process. A FUSE server must never fault in pages of its
+    // own mount: a page fault holds the process's mmap lock while it waits
+    // for the server, whose threads may need that lock to allocate (seen as
+    // a hang: fault in `folio_wait_bit`, server thread in `mprotect`).
+    map_in_child(&mnt.join("mapped"));
     assert_eq!(
         fs::read(mnt.join("d/renamed")).unwrap(),
         b"synced + unsynced"
     );
-    let mut buf = [0u8; 2];
-    h.read_exact_at(&mut buf, 5000).unwrap();
-    assert_eq!(&buf, b"pw");
-    drop(map);
-    drop((f, g, h));
+    drop((f, g));
 
     let stats = m
         .crash(CrashOptions {
@@ -98,4 +82,63 @@ fn crash_keeps_exactly_the_synced_state() {
     assert!(mapped[..4096].iter().all(|b| *b == 7));
     assert!(mapped[4096..].iter().all(|b| *b == 0));
     m.unmount().unwrap();
+}
+
+/// Environment variable naming the file [`mapped_child`] maps.
+const CHILD_ENV: &str = "POWERFS_MAPPED_CHILD";
+
+/// Runs [`mapped_child`] in a new process of this test binary on `path`,
+/// failing (never hanging) if it does not finish within 60 s.
+fn map_in_child(path: &Path) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "mapped_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, path)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the mapping child failed: {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the mapping child did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The part of `crash_keeps_exactly_the_synced_state` that maps a file of
+/// the mount; does nothing unless started by [`map_in_child`].
+#[test]
+fn mapped_child() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let h = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    File::open(Path::new(&path).parent().unwrap())
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    h.set_len(8192).unwrap();
+    h.sync_data().unwrap();
+    // SAFETY: the file is ours and nothing else resizes it while mapped.
+    #[allow(unsafe_code)]
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&h) }.unwrap();
+    map[..4096].fill(7);
+    map.flush().unwrap(); // msync(MS_SYNC): the kernel writes back, then fsyncs
+    map[4096..].fill(9);
+    // pwrite on another page, read back through the mapping and read(2).
+    h.write_all_at(b"pw", 5000).unwrap();
+    assert_eq!(&map[5000..5002], b"pw");
+    let mut buf = [0u8; 2];
+    h.read_exact_at(&mut buf, 5000).unwrap();
+    assert_eq!(&buf, b"pw");
 }
