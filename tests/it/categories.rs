@@ -242,39 +242,6 @@ fn parked_chunks_reopen_in_place_and_survive_kill9() {
     }
 }
 
-/// A tmpfs mount for the test's lifetime (needs root; `None`, with a
-/// printed reason, otherwise).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(dir).ok()?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .ok()?;
-        if out.status.success() {
-            Some(Self(dir.to_path_buf()))
-        } else {
-            eprintln!(
-                "SKIP: cannot mount tmpfs ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            None
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// Chunks allocated in steps ahead of the writer on a disk that fills up:
 /// concurrent writers to several categories get `200` or `507` (never
 /// another error, never a `SIGBUS`), in both append modes; everything
@@ -284,7 +251,7 @@ impl Drop for Tmpfs {
 fn disk_full_with_step_allocation_is_507_never_sigbus() {
     for mode in ["mmap", "write"] {
         let tmp = tempfile::tempdir().unwrap();
-        let Some(mount) = Tmpfs::mount(&tmp.path().join("mnt"), "24m") else {
+        let Some(mount) = crate::harness::Tmpfs::mount(&tmp.path().join("mnt"), "24m") else {
             return;
         };
         let data = mount.0.join("data");

@@ -2,44 +2,14 @@
 //! writes resume once space is freed. Needs root to mount; skips (with a
 //! printed reason) otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::TestBroker;
 
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(dir: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(dir).ok()?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .ok()?;
-        if out.status.success() {
-            Some(Self(dir.to_path_buf()))
-        } else {
-            eprintln!(
-                "SKIP disk-full test: cannot mount tmpfs ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            None
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn disk_full_gives_507_and_recovers_when_space_frees() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(mount) = Mount::tmpfs(&tmp.path().join("mnt"), "20m") else {
+    let Some(mount) = crate::harness::Tmpfs::mount(&tmp.path().join("mnt"), "20m") else {
         return;
     };
     let data = mount.0.join("data");

@@ -8,24 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{TestBroker, TestCluster};
 
-/// Raises this process's open-file limit to its hard limit (brokers it
-/// starts inherit it); returns the new soft limit.
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    lim.rlim_cur
-}
-
 /// One answer read from a raw connection: (status, head and body text).
 /// `None` when the connection closed without an answer.
 fn read_answer(s: &mut TcpStream, limit: Duration) -> Option<(u16, String)> {
@@ -104,7 +86,7 @@ fn announce_bodies(addr: SocketAddr, n: usize, path: &str) -> Vec<TcpStream> {
 /// `body_idle_timeout`, marked not written, and nothing of them is stored.
 #[test]
 fn announced_but_unsent_bodies_do_not_stall_other_writers() {
-    let limit = raise_fd_limit();
+    let limit = crate::harness::raise_fd_limit();
     let n = 1_000usize.min((limit as usize).saturating_sub(1_000) / 2);
     assert!(n >= 100, "open-file limit {limit} too low for this test");
     let b = TestBroker::start(&["--body-idle-timeout", "3s"]);

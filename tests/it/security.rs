@@ -181,29 +181,11 @@ fn bearer_token_guards_every_endpoint_but_healthz() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
-/// Raises this process's open-file limit to its hard limit (the broker
-/// inherits it); returns the new soft limit.
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    lim.rlim_cur
-}
-
 #[test]
 fn idle_connections_and_slowloris_do_not_starve_other_clients() {
     use std::io::Write;
     use std::time::{Duration, Instant};
-    let limit = raise_fd_limit();
+    let limit = crate::harness::raise_fd_limit();
     // 10,000 idle connections where the limit allows (others share it).
     let idle_target = 10_000usize.min((limit as usize).saturating_sub(2_000) / 2);
     let b = TestBroker::start(&[]);
