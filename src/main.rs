@@ -62,11 +62,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             let reload = chunkbus::server::ReloadSource { base, started, log };
-            runtime.block_on(chunkbus::server::run_reloading(
-                config,
-                shutdown_signal(),
-                reload,
-            ))?;
+            runtime.block_on(async {
+                // Installed before anything starts, so a SIGTERM during
+                // startup (recovery, tier warm-up) shuts down cleanly too.
+                let shutdown = shutdown_signal();
+                chunkbus::server::run_reloading(config, shutdown, reload).await
+            })?;
             Ok(())
         }
         Command::Produce(args) => {
@@ -120,18 +121,22 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (in the runtime) and
+/// returns a future that resolves at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install SIGTERM handler; use SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot install signal handlers; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }
