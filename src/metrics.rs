@@ -46,6 +46,9 @@ pub struct Metrics {
     pub writes: Counter,
     /// Bytes stored by them.
     pub write_bytes: Counter,
+    /// `/write` requests of idempotent producers answered as duplicates
+    /// (stored before; not counted in `writes`).
+    pub duplicate_writes: Counter,
     /// Successful `/read` requests.
     pub reads: Counter,
     /// Bytes returned by them.
@@ -70,6 +73,11 @@ impl Metrics {
             "write_bytes",
             "Bytes stored by /write",
             self.write_bytes.clone(),
+        );
+        reg.register(
+            "duplicate_writes",
+            "Idempotent producers' /write requests answered as duplicates (stored before)",
+            self.duplicate_writes.clone(),
         );
         reg.register("reads", "Successful /read requests", self.reads.clone());
         reg.register(

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use hyper::Method;
 
 use super::link::{q, PeerClient};
-use super::protocol;
+use super::protocol::{self, FetchBodyError};
 use super::{Peer, ReplicationError};
 use crate::names::{Category, ChunkName};
-use crate::storage::chunk::index::Record;
+use crate::storage::chunk::index::{IndexFormat, Record};
 use crate::storage::{CategoryLog, CopyWriter};
 
 /// Deadline of one fetch.
@@ -60,7 +60,7 @@ pub async fn fetch(
     writer: &CopyWriter,
 ) -> Result<Fetched, ReplicationError> {
     let url = format!(
-        "{}{}?category={}&chunk={}&off={}&rec={}&max_size={}",
+        "{}{}?category={}&chunk={}&off={}&rec={}&max_size={}&{}={}",
         from.peer.url,
         protocol::FETCH_PATH,
         q(from.category.as_str()),
@@ -68,6 +68,8 @@ pub async fn fetch(
         writer.end(),
         writer.records(),
         from.max_size,
+        protocol::RECORD_LEN_PARAM,
+        IndexFormat::CURRENT.record_len(),
     );
     let answer = client
         .request(
@@ -81,8 +83,15 @@ pub async fn fetch(
     let n = answer.header_u64(protocol::RECORDS_HEADER).unwrap_or(0);
     let size = answer.header_u64(protocol::SIZE_HEADER).unwrap_or(0);
     let complete = answer.header_u64(protocol::COMPLETE_HEADER) == Some(1);
-    let (records, data) =
-        protocol::split_fetch_body(&answer.body, usize::try_from(n).unwrap_or(usize::MAX))?;
+    let format = answer
+        .header_u64(protocol::RECORD_LEN_HEADER)
+        .map_or(Some(IndexFormat::V1), protocol::format_of_record_len)
+        .ok_or(FetchBodyError::UnknownRecordLength)?;
+    let (records, data) = protocol::split_fetch_body(
+        &answer.body,
+        usize::try_from(n).unwrap_or(usize::MAX),
+        format,
+    )?;
     Ok(Fetched {
         records,
         data,

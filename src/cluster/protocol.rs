@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::chunk::index::{Record, RECORD_LEN};
+use crate::storage::chunk::index::{IndexFormat, Record};
 
 /// Path of the change-feed long poll (`POST`, JSON both ways).
 pub const CHANGES_PATH: &str = "/peer/changes";
@@ -19,6 +19,14 @@ pub const ACK_PATH: &str = "/peer/ack";
 pub const MAX_FETCH_SIZE: u64 = 16 << 20;
 /// Reply header: number of index records at the start of a fetch body.
 pub const RECORDS_HEADER: &str = "chunkbus-records";
+/// Reply header: length of each index record in a fetch body (16: index
+/// version 1, without producer tags; 32: version 2, with them). Absent
+/// means 16 (a server older than producer tags).
+pub const RECORD_LEN_HEADER: &str = "chunkbus-record-len";
+/// Fetch query parameter asking for records of this length (32 from
+/// servers that keep producer tags; the answer's `chunkbus-record-len`
+/// says what came).
+pub const RECORD_LEN_PARAM: &str = "record_len";
 /// Reply header: bytes of the chunk the answering server holds.
 pub const SIZE_HEADER: &str = "chunkbus-size";
 /// Reply header: `1` when the answering server holds the chunk complete.
@@ -127,6 +135,9 @@ pub enum FetchBodyError {
         /// Records announced.
         records: usize,
     },
+    /// The reply's records are of a length this server does not know.
+    #[error("fetch reply records of an unknown length (chunkbus-record-len)")]
+    UnknownRecordLength,
     /// The records do not describe the data that follows them.
     #[error("fetch reply records describe {described} bytes but {actual} follow")]
     LengthMismatch {
@@ -137,27 +148,38 @@ pub enum FetchBodyError {
     },
 }
 
-/// Encodes the index-record prefix of a fetch reply.
+/// The record layout whose records are `len` bytes long.
 #[must_use]
-pub fn encode_records(records: &[Record]) -> Bytes {
-    let mut out = Vec::with_capacity(records.len() * RECORD_LEN);
+pub fn format_of_record_len(len: u64) -> Option<IndexFormat> {
+    [IndexFormat::V1, IndexFormat::V2]
+        .into_iter()
+        .find(|f| f.record_len() as u64 == len)
+}
+
+/// Encodes the index-record prefix of a fetch reply in `format`.
+#[must_use]
+pub fn encode_records(records: &[Record], format: IndexFormat) -> Bytes {
+    let len = format.record_len();
+    let mut out = Vec::with_capacity(records.len() * len);
     for r in records {
-        out.extend_from_slice(&r.encode());
+        out.extend_from_slice(&r.encode(format)[..len]);
     }
     Bytes::from(out)
 }
 
-/// Splits a fetch reply body into its `records` index records and the
-/// batch bytes they describe. The CRCs are checked by the copy writer.
+/// Splits a fetch reply body into its `records` index records (in
+/// `format`) and the batch bytes they describe. The CRCs are checked by
+/// the copy writer.
 ///
 /// # Errors
 /// [`FetchBodyError`] when the body and the records disagree.
 pub fn split_fetch_body(
     body: &Bytes,
     records: usize,
+    format: IndexFormat,
 ) -> Result<(Vec<Record>, Bytes), FetchBodyError> {
     let prefix = records
-        .checked_mul(RECORD_LEN)
+        .checked_mul(format.record_len())
         .filter(|&p| p <= body.len())
         .ok_or(FetchBodyError::Short {
             len: body.len(),
@@ -165,10 +187,7 @@ pub fn split_fetch_body(
         })?;
     let mut out = Vec::with_capacity(records);
     let mut described = 0u64;
-    for raw in body[..prefix].chunks_exact(RECORD_LEN) {
-        let mut b = [0u8; RECORD_LEN];
-        b.copy_from_slice(raw);
-        let r = Record::decode(&b);
+    for r in format.records_from(&body[..prefix], 0) {
         described = described.saturating_add(u64::from(r.len));
         out.push(r);
     }
@@ -188,20 +207,32 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn round_trip() {
-        let recs = [Record::batch(0, 3, 7), Record::batch(3, 2, 9)];
-        let mut body = encode_records(&recs).to_vec();
-        body.extend_from_slice(b"ab\nc\n");
-        let (r, d) = split_fetch_body(&Bytes::from(body), 2).unwrap();
-        assert_eq!(r, recs);
-        assert_eq!(&d[..], b"ab\nc\n");
+    fn round_trip_in_both_record_layouts() {
+        use crate::storage::chunk::index::ProducerTag;
+        let tag = ProducerTag {
+            producer: 5,
+            seq: 11,
+        };
+        let recs = [Record::batch(0, 3, 7).tagged(tag), Record::batch(3, 2, 9)];
+        for f in [IndexFormat::V1, IndexFormat::V2] {
+            let mut body = encode_records(&recs, f).to_vec();
+            body.extend_from_slice(b"ab\nc\n");
+            let (r, d) = split_fetch_body(&Bytes::from(body), 2, f).unwrap();
+            assert_eq!(&d[..], b"ab\nc\n");
+            assert_eq!(r[1], recs[1]);
+            // Version 1 records carry no tag.
+            let want = if f == IndexFormat::V2 { tag } else { ProducerTag::default() };
+            assert_eq!((r[0].offset, r[0].len, r[0].crc, r[0].tag), (0, 3, 7, want));
+            assert_eq!(format_of_record_len(f.record_len() as u64), Some(f));
+        }
+        assert_eq!(format_of_record_len(24), None);
     }
 
     proptest! {
         /// Any body and record count: an error or a consistent split, never a panic.
         #[test]
         fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..256), n in 0usize..64) {
-            if let Ok((recs, data)) = split_fetch_body(&Bytes::from(body), n) {
+            if let Ok((recs, data)) = split_fetch_body(&Bytes::from(body), n, IndexFormat::V2) {
                 let sum: u64 = recs.iter().map(|r| u64::from(r.len)).sum();
                 prop_assert_eq!(sum, data.len() as u64);
             }

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use crate::config::{MAX_READ_SIZE, MAX_WAIT_MS};
 use crate::error::{DomainError, ErrorKind};
 use crate::names::{Category, ChunkName, NameError};
+use crate::storage::chunk::index::ProducerTag;
 
 /// A request refused before any work: a bad query parameter, header or
 /// body. Every message names what is wrong and what is allowed.
@@ -79,6 +80,9 @@ pub enum RequestError {
         /// Peers configured.
         peers: u64,
     },
+    /// `producer` without `seq`, or the other way round, or producer 0.
+    #[error("an idempotent write needs both producer (a non-zero id) and seq; got {0}")]
+    BadProducerTag(&'static str),
     /// A `Content-Length` that is not a number.
     #[error("Content-Length is not a number")]
     BadContentLength,
@@ -204,6 +208,22 @@ impl<'a> Query<'a> {
     /// 400 when present but not a decimal u64.
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, RequestError> {
         self.get(key)?.map(|v| parse_u64(key, v)).transpose()
+    }
+
+    /// An idempotent producer's tag: `producer` (a non-zero id) and `seq`,
+    /// both or neither.
+    ///
+    /// # Errors
+    /// 400 when only one is given, either is not a number, or the producer
+    /// is 0.
+    pub fn producer_tag(&self) -> Result<Option<ProducerTag>, RequestError> {
+        match (self.opt_u64("producer")?, self.opt_u64("seq")?) {
+            (None, None) => Ok(None),
+            (Some(0), Some(_)) => Err(RequestError::BadProducerTag("producer=0")),
+            (Some(producer), Some(seq)) => Ok(Some(ProducerTag { producer, seq })),
+            (Some(_), None) => Err(RequestError::BadProducerTag("producer without seq")),
+            (None, Some(_)) => Err(RequestError::BadProducerTag("seq without producer")),
+        }
     }
 
     /// An optional boolean.

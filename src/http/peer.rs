@@ -16,7 +16,7 @@ use super::{json, ok_line, AppState, HttpResponse};
 use crate::cluster::protocol::{self, ChangesReply, ChangesRequest, ChunkState, Deleted, HeldCopy};
 use crate::cluster::{Cluster, ClusterError};
 use crate::names::ServerName;
-use crate::storage::chunk::index::Record;
+use crate::storage::chunk::index::{IndexFormat, Record};
 use crate::storage::chunk::Chunk;
 use crate::storage::{Storage, StorageError};
 
@@ -168,6 +168,11 @@ pub(super) async fn fetch(
     let rec = query.u64("rec")?;
     // At least one batch; at most MAX_FETCH_SIZE, whatever is asked.
     let max_size = query.u64("max_size")?.clamp(1, protocol::MAX_FETCH_SIZE);
+    // Records with producer tags only for fetchers that ask for them.
+    let format = query
+        .opt_u64(protocol::RECORD_LEN_PARAM)?
+        .and_then(protocol::format_of_record_len)
+        .unwrap_or(IndexFormat::V1);
     let chunk = storage
         .category(&category)
         .and_then(|l| l.chunk(&name))
@@ -200,7 +205,7 @@ pub(super) async fn fetch(
             Err(e) => return Err(e.into()),
         }
     };
-    let head = protocol::encode_records(&records);
+    let head = protocol::encode_records(&records, format);
     let mut resp = Response::new(Body::from_parts([head, data]));
     let h = resp.headers_mut();
     h.insert(
@@ -210,6 +215,10 @@ pub(super) async fn fetch(
     h.insert(
         protocol::RECORDS_HEADER,
         header::HeaderValue::from(records.len()),
+    );
+    h.insert(
+        protocol::RECORD_LEN_HEADER,
+        header::HeaderValue::from(format.record_len()),
     );
     h.insert(protocol::SIZE_HEADER, header::HeaderValue::from(s.end));
     h.insert(

@@ -1,6 +1,7 @@
-//! `POST /write?category=C[&sync=1][&min_sync_replicas=K]`: validate the
-//! body as it streams in (refusing oversize input without buffering it),
-//! append it atomically, then wait for durability if asked.
+//! `POST /write?category=C[&sync=1][&min_sync_replicas=K][&producer=P&seq=N]`:
+//! validate the body as it streams in (refusing oversize input without
+//! buffering it), append it atomically (once per producer and sequence
+//! number, for an idempotent producer), then wait for durability if asked.
 
 use hyper::body::Incoming;
 use hyper::{header, Request};
@@ -11,13 +12,19 @@ use super::params::{Query, RequestError};
 use super::{json, AppState, HttpResponse};
 use crate::cluster::progress::Need;
 use crate::cluster::ClusterError;
+use crate::names::Category;
 use crate::storage::chunk::format::{BodyChecker, BodyError};
+use crate::storage::{Appended, Duplicate, TaggedAppend};
 
 #[derive(serde::Serialize)]
 struct WriteReply<'a> {
     chunk: &'a str,
     offset: u64,
     size: u64,
+    /// Present (`true`) when an idempotent producer's batch was stored
+    /// before: the position is the original's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
 }
 
 pub(super) async fn write(
@@ -37,6 +44,7 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     let category = query.category()?;
     let sync = query.opt_bool("sync")?.unwrap_or(false);
     let replicas = query.opt_u64("min_sync_replicas")?.unwrap_or(0);
+    let tag = query.producer_tag()?;
     // Readiness first: until recovery ends the peer count is not known yet
     // (a restarting node would otherwise refuse `min_sync_replicas` with a
     // permanent-looking 400 instead of the retryable 503).
@@ -78,60 +86,120 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     .await?;
     let body = checker.finish()?;
     let durable = sync || storage.fsync_every_write();
-    let cluster = state.cluster.get().filter(|_| replicas > 0);
     // Counted before appending, so replicas fetching these bytes already
     // know to fdatasync them.
-    let _sync_waiter = cluster
-        .filter(|_| durable)
+    let _sync_waiter = state
+        .cluster
+        .get()
+        .filter(|_| replicas > 0 && durable)
         .map(|c| c.progress.sync_waiter());
-    let appended = storage.append(&category, frames, body).await?;
+    let appended = match tag {
+        None => storage.append(&category, frames, body).await?,
+        Some(tag) => match storage.append_tagged(&category, frames, body, tag).await? {
+            TaggedAppend::Stored(a) => a,
+            TaggedAppend::Duplicate(d) => {
+                drop(reservation);
+                return answer_duplicate(state, &category, d, durable, replicas).await;
+            }
+        },
+    };
     // The bytes are in the chunk now: free their memory before waiting.
     drop(reservation);
+    let name = appended.chunk.name().to_string();
+    let end = appended.offset + appended.size;
     if durable {
         storage
             .wait_durable(&appended)
             .await
             .map_err(|e| ApiError::from(e).with_written(true))?;
     }
-    if let Some(cluster) = cluster {
-        let name = appended.chunk.name().to_string();
-        let end = appended.offset + appended.size;
-        let k = usize::try_from(replicas).unwrap_or(usize::MAX);
-        let timeout = state.config.startup.replication_timeout;
-        cluster
-            .progress
-            .wait_for(
-                &Need {
-                    category: category.as_str(),
-                    chunk: &name,
-                    end,
-                    replicas: k,
-                    durable,
-                },
-                timeout,
-                state.shutdown.cancelled(),
-            )
-            .await
-            .map_err(|have| {
-                ApiError::from(ClusterError::NotReplicated {
-                    chunk: name.clone(),
-                    offset: appended.offset,
-                    have,
-                    want: k,
-                    durable,
-                    timeout_ms: timeout.as_millis(),
-                })
-                .with_written(true)
-            })?;
-    }
+    wait_for_replicas(state, &category, &name, appended.offset, end, replicas, durable).await?;
     state.metrics.writes.inc();
     state.metrics.write_bytes.inc_by(appended.size);
-    let name = appended.chunk.name().to_string();
     json(&WriteReply {
         chunk: &name,
         offset: appended.offset,
         size: appended.size,
+        duplicate: false,
     })
+}
+
+/// The answer to a repeat of an idempotent producer's stored batch: the
+/// original's position, once it is as durable and replicated as this
+/// request asks (the original's request may have failed before that).
+async fn answer_duplicate(
+    state: &AppState,
+    category: &Category,
+    d: Duplicate,
+    durable: bool,
+    replicas: u64,
+) -> Result<HttpResponse, ApiError> {
+    let Duplicate { position, chunk } = d;
+    let name = position.chunk.to_string();
+    let end = position.offset + position.size;
+    if let Some(chunk) = chunk.filter(|_| durable) {
+        let storage = state.storage()?;
+        let appended = Appended {
+            chunk,
+            offset: position.offset,
+            size: position.size,
+        };
+        storage
+            .wait_durable(&appended)
+            .await
+            .map_err(|e| ApiError::from(e).with_written(true))?;
+    }
+    wait_for_replicas(state, category, &name, position.offset, end, replicas, durable).await?;
+    state.metrics.duplicate_writes.inc();
+    json(&WriteReply {
+        chunk: &name,
+        offset: position.offset,
+        size: position.size,
+        duplicate: true,
+    })
+}
+
+/// Waits until `replicas` peers hold the chunk `name` up to `end` (and
+/// have synced it, if `durable`); nothing to wait for when `replicas` is 0.
+async fn wait_for_replicas(
+    state: &AppState,
+    category: &Category,
+    name: &str,
+    offset: u64,
+    end: u64,
+    replicas: u64,
+    durable: bool,
+) -> Result<(), ApiError> {
+    let Some(cluster) = state.cluster.get().filter(|_| replicas > 0) else {
+        return Ok(());
+    };
+    let k = usize::try_from(replicas).unwrap_or(usize::MAX);
+    let timeout = state.config.startup.replication_timeout;
+    cluster
+        .progress
+        .wait_for(
+            &Need {
+                category: category.as_str(),
+                chunk: name,
+                end,
+                replicas: k,
+                durable,
+            },
+            timeout,
+            state.shutdown.cancelled(),
+        )
+        .await
+        .map_err(|have| {
+            ApiError::from(ClusterError::NotReplicated {
+                chunk: name.to_owned(),
+                offset,
+                have,
+                want: k,
+                durable,
+                timeout_ms: timeout.as_millis(),
+            })
+            .with_written(true)
+        })
 }
 
 fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, RequestError> {

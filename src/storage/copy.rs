@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::fsutil::{self, FaultHook};
 
-use super::chunk::index::{self, Record, RECORD_LEN};
+use super::chunk::index::Record;
 use super::chunk::{Chunk, ChunkFiles};
 use super::StorageError;
 
@@ -49,7 +49,7 @@ impl CopyWriter {
         };
         let data = open(&data_path)?;
         let idx = open(&idx_path)?;
-        idx.write_all_at(&index::header(), 0)
+        idx.write_all_at(&chunk.index_format()?.header(), 0)
             .map_err(|e| StorageError::io("write index header to", &idx_path, e))?;
         if let Some(dir) = data_path.parent() {
             fsutil::fsync_dir(dir).map_err(|e| StorageError::io("fsync", dir, e))?;
@@ -80,7 +80,7 @@ impl CopyWriter {
         }
         if let Some(files) = chunk.files() {
             // Already open (a previous writer of this process was dropped).
-            let records = idx_records(&files.idx, chunk.idx_path())?;
+            let records = idx_records(&chunk, &files.idx, chunk.idx_path())?;
             return Ok(Self {
                 end: state.end,
                 chunk,
@@ -98,7 +98,7 @@ impl CopyWriter {
         };
         let data = open(chunk.data_path())?;
         let idx = open(chunk.idx_path())?;
-        let records = idx_records(&idx, chunk.idx_path())?;
+        let records = idx_records(&chunk, &idx, chunk.idx_path())?;
         let files = Arc::new(ChunkFiles { data, idx });
         chunk.open_for_copy(Arc::clone(&files), map_hint);
         Ok(Self {
@@ -177,9 +177,10 @@ impl CopyWriter {
             .data
             .write_all_at(data, self.end)
             .map_err(|e| StorageError::io("write to", self.chunk.data_path(), e))?;
-        let mut encoded = Vec::with_capacity(records.len() * RECORD_LEN);
+        let format = self.chunk.index_format()?;
+        let mut encoded = Vec::with_capacity(records.len() * format.record_len());
         for r in records {
-            encoded.extend_from_slice(&r.encode());
+            encoded.extend_from_slice(&r.encode(format)[..format.record_len()]);
         }
         let idx_pos = self.chunk.record_pos(self.records)?;
         self.files
@@ -222,19 +223,21 @@ impl CopyWriter {
     }
 }
 
-/// Number of records in an index file trimmed to whole records.
-fn idx_records(idx: &File, path: &std::path::Path) -> Result<u64, StorageError> {
+/// Number of records in `chunk`'s index file (`idx`, trimmed to whole
+/// records).
+fn idx_records(chunk: &Chunk, idx: &File, path: &std::path::Path) -> Result<u64, StorageError> {
+    let format = chunk.index_format()?;
     let len = idx
         .metadata()
         .map_err(|e| StorageError::io("stat index", path, e))?
         .len();
-    if len < index::HEADER_LEN as u64 {
+    if len < format.header_len() as u64 {
         // Created but never written: give it a header.
-        idx.write_all_at(&index::header(), 0)
+        idx.write_all_at(&format.header(), 0)
             .map_err(|e| StorageError::io("write index header to", path, e))?;
         return Ok(0);
     }
-    Ok(index::record_count(len))
+    Ok(format.record_count(len))
 }
 
 /// Removes a chunk copy's files (a replica dropping a copy that diverged

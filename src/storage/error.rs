@@ -139,6 +139,20 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
+    /// An idempotent producer's write whose sequence number is below the
+    /// last one stored for it: out of order, or a producer id used by two
+    /// producers.
+    #[error("producer {producer} already stored batch {last} in category {category}; sequence number {seq} is older (out of order, or two producers share the id)")]
+    StaleSequence {
+        /// The category.
+        category: String,
+        /// The producer id.
+        producer: u64,
+        /// The sequence number sent.
+        seq: u64,
+        /// The last stored one.
+        last: u64,
+    },
     /// All 10^9 chunk indexes of a category are used.
     #[error("category {category} has used every chunk index (999999999)")]
     IndexesExhausted {
@@ -164,7 +178,8 @@ impl crate::error::DomainError for StorageError {
     /// `NotFound`, a full disk `DiskFull`, a read-only category
     /// `Unavailable`, a new category past `max_categories` `Conflict`
     /// (the server's state refuses it until categories are removed or the
-    /// limit raised; waiting does not help); anything else is `Internal`.
+    /// limit raised; waiting does not help), so is an idempotent producer's
+    /// stale sequence number; anything else is `Internal`.
     fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
         match self {
@@ -172,7 +187,7 @@ impl crate::error::DomainError for StorageError {
             Self::Failed { .. } => ErrorKind::Unavailable,
             Self::UnknownChunk { .. } => ErrorKind::NotFound,
             Self::DeletedChunk { .. } => ErrorKind::Deleted,
-            Self::TooManyCategories { .. } => ErrorKind::Conflict,
+            Self::TooManyCategories { .. } | Self::StaleSequence { .. } => ErrorKind::Conflict,
             Self::NotSealed { .. }
             | Self::AckTooSmall { .. }
             | Self::OffsetBeyondEnd { .. }

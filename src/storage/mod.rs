@@ -15,6 +15,7 @@ mod copy;
 mod error;
 pub mod feed;
 mod open_cache;
+pub mod producers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -37,6 +38,8 @@ use crate::config::StorageConfig;
 use crate::fsutil::{self, FaultHook};
 use crate::names::{Category, ChunkName, ServerName};
 use chunk::format::CheckedBody;
+use chunk::index::ProducerTag;
+pub use category_log::idempotent::{Duplicate, TaggedAppend};
 use open_cache::OpenCache;
 
 /// Blocking tasks sealing categories in parallel at shutdown.
@@ -371,6 +374,26 @@ impl Storage {
             None => self.create_category(category, true)?,
         };
         log.append(frames, body).await
+    }
+
+    /// Appends a write of an idempotent producer (`tag`): stored once, a
+    /// repeat answered with the original (see
+    /// [`CategoryLog::append_tagged`]).
+    ///
+    /// # Errors
+    /// As [`CategoryLog::append_tagged`].
+    pub async fn append_tagged(
+        &self,
+        category: &Category,
+        frames: Vec<Bytes>,
+        body: CheckedBody,
+        tag: ProducerTag,
+    ) -> Result<TaggedAppend, StorageError> {
+        let log = match self.category(category) {
+            Some(log) => log,
+            None => self.create_category(category, true)?,
+        };
+        log.append_tagged(frames, body, tag).await
     }
 
     /// Waits until `appended` is on this server's disk (group commit).

@@ -14,7 +14,7 @@ use super::reader::TierReadError;
 use super::{TierError, Tiering};
 use crate::names::{Category, ChunkName};
 use crate::storage::chunk::batches::{self, BatchSelector};
-use crate::storage::chunk::index::{self, Record};
+use crate::storage::chunk::index::{IndexFormat, Record};
 use crate::storage::chunk::window::{self, ReadRequest, Window};
 use crate::storage::chunk::{Chunk, ReadOutcome};
 
@@ -157,7 +157,8 @@ impl Tiering {
         let obj = self.object(category, chunk.name(), &names)?;
         let raw = self.reader.records(&obj).await?;
         let mut select = BatchSelector::new(off, chunk.state().end, max_size);
-        for r in index::records_from(&raw, rec) {
+        // Objects hold version-1 records (producer tags stay local).
+        for r in IndexFormat::V1.records_from(&raw, rec) {
             if !select.offer(r) {
                 break;
             }

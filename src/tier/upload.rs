@@ -27,7 +27,8 @@ use super::reader::TierReadError;
 use super::store::{ObjectStore, StoreError};
 use super::{Failing, Tiering};
 use crate::names::{Category, ChunkName};
-use crate::storage::chunk::{index, Chunk};
+use crate::storage::chunk::index::{self, IndexFormat, Record};
+use crate::storage::chunk::Chunk;
 use crate::storage::{Storage, StorageError};
 
 /// How often the tierer rescans for work and collects garbage.
@@ -118,6 +119,8 @@ struct LocalChunk {
     data_path: PathBuf,
     idx: File,
     idx_path: PathBuf,
+    /// The sidecar's record layout.
+    format: IndexFormat,
     pos: u64,
     rec_pos: u64,
     rec_end: u64,
@@ -140,21 +143,38 @@ impl LocalChunk {
             });
         }
         let idx = File::open(&idx_path).map_err(read_err(&idx_path))?;
-        let rec_end = idx.metadata().map_err(read_err(&idx_path))?.len();
+        let idx_len = idx.metadata().map_err(read_err(&idx_path))?.len();
+        let mut head = [0u8; index::MAX_RECORD_LEN];
+        let n = usize::try_from(idx_len).unwrap_or(usize::MAX).min(head.len());
+        idx.read_exact_at(&mut head[..n], 0)
+            .map_err(read_err(&idx_path))?;
+        let format = IndexFormat::detect(&head[..n]).ok_or_else(|| UploadError::Read {
+            path: idx_path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a chunkbus index"),
+        })?;
+        // Whole records only (the sidecar's header is not uploaded).
+        let rec_pos = format.header_len() as u64;
+        let rec_end = format
+            .record_pos(format.record_count(idx_len))
+            .unwrap_or(rec_pos);
         Ok(Self {
             data,
             data_path,
             idx,
             idx_path,
+            format,
             pos: 0,
-            // The records (the sidecar's header is not uploaded).
-            rec_pos: (index::HEADER_LEN as u64).min(rec_end),
+            rec_pos,
             rec_end,
         })
     }
 
+    /// Bytes of records the object holds: version-1 records (producer tags
+    /// stay local: a retry of an idempotent producer's batch that reached
+    /// the tier is long past any delivery timeout).
     fn records_len(&self) -> Result<u32, UploadError> {
-        u32::try_from(self.rec_end - self.rec_pos)
+        let count = self.format.record_count(self.rec_end) - self.format.record_count(self.rec_pos);
+        u32::try_from(count * IndexFormat::V1.record_len() as u64)
             .map_err(|_| FormatError::Misuse("index records over 4 GiB").into())
     }
 }
@@ -176,9 +196,19 @@ impl PlainSource for LocalChunk {
     }
 
     fn read_records(&mut self, buf: &mut Vec<u8>) -> Result<(), UploadError> {
-        let n = (self.rec_end - self.rec_pos).min(RECORDS_PIECE);
+        let record_len = self.format.record_len() as u64;
+        let n = (self.rec_end - self.rec_pos).min(RECORDS_PIECE / record_len * record_len);
         read_at(&self.idx, &self.idx_path, self.rec_pos, n, buf)?;
         self.rec_pos += n;
+        if self.format != IndexFormat::V1 {
+            // Rewritten in place as version-1 records (never longer).
+            let v1 = IndexFormat::V1.record_len();
+            let recs: Vec<Record> = self.format.records_from(buf, 0).collect();
+            buf.clear();
+            for r in recs {
+                buf.extend_from_slice(&r.encode(IndexFormat::V1)[..v1]);
+            }
+        }
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::CategoryLog;
 use crate::fsutil;
 use crate::names::ChunkName;
-use crate::storage::chunk::index::Record;
+use crate::storage::chunk::index::{IndexFormat, Record};
 use crate::storage::chunk::Chunk;
 use crate::storage::copy::{self, CopyWriter};
 use crate::storage::StorageError;
@@ -58,14 +58,17 @@ impl CategoryLog {
             return CopyWriter::reopen(chunk, hint, self.ctx.hook.clone());
         }
         let data_path = self.dir.join(name.to_string());
-        let chunk = Arc::new(Chunk::existing(
-            name.clone(),
-            data_path,
-            0,
-            false,
-            std::time::SystemTime::now(),
-            &self.ctx.cache,
-        ));
+        let chunk = Arc::new(
+            Chunk::existing(
+                name.clone(),
+                data_path,
+                0,
+                false,
+                std::time::SystemTime::now(),
+                &self.ctx.cache,
+            )
+            .with_index_format(IndexFormat::CURRENT),
+        );
         let writer = CopyWriter::create(Arc::clone(&chunk), hint, self.ctx.hook.clone())?;
         self.chunks.write().insert(name.clone(), chunk);
         Ok(writer)
@@ -84,6 +87,7 @@ impl CategoryLog {
     ) -> Result<(), StorageError> {
         let before = writer.end();
         writer.append(records, data)?;
+        self.learn_copied(writer.chunk().name(), records);
         if before == 0 && writer.end() > 0 {
             self.listed.send_modify(|g| *g = g.wrapping_add(1));
         }

@@ -9,11 +9,14 @@
 //!   background, and the spare chunk pre-created for busy categories;
 //! - `parking.rs`: closing an idle category's open chunk (files, mapping,
 //!   unwritten allocation) and reopening it on the next write;
-//! - `copies.rs`: copies of peers' chunks (replication, crash pull-back).
+//! - `copies.rs`: copies of peers' chunks (replication, crash pull-back);
+//! - `idempotent.rs`: writes of idempotent producers (dedup by producer
+//!   id and sequence number).
 //!
 //! This module never parses HTTP and never talks to peers.
 
 mod copies;
+pub mod idempotent;
 mod parking;
 mod rotation;
 mod writer;
@@ -140,6 +143,9 @@ pub struct CategoryLog {
     /// What peers' change feeds announced of their chunks here since this
     /// process started (see [`CategoryLog::note_announced`]).
     announced: Mutex<Announced>,
+    /// Idempotent producers' dedup state, built on first use
+    /// (`idempotent.rs`).
+    producers: std::sync::OnceLock<Mutex<super::producers::Producers>>,
 }
 
 /// Peers' chunks of a category their change feeds announced.
@@ -171,6 +177,7 @@ impl CategoryLog {
             usage: ctx.cache.usage(),
             deleted_copies: Mutex::new(std::collections::HashSet::new()),
             announced: Mutex::new(Announced::default()),
+            producers: std::sync::OnceLock::new(),
             ctx,
         }
     }

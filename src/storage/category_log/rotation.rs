@@ -17,7 +17,8 @@ use std::time::Instant;
 use super::{Active, CategoryLog, Handles};
 use crate::fsutil;
 use crate::names::{ChunkName, MAX_CHUNK_INDEX};
-use crate::storage::chunk::{index, index_path, Chunk, ChunkFiles, ChunkMap, MapWriter};
+use crate::storage::chunk::index::IndexFormat;
+use crate::storage::chunk::{index_path, Chunk, ChunkFiles, ChunkMap, MapWriter};
 use crate::storage::StorageError;
 
 impl CategoryLog {
@@ -231,7 +232,7 @@ fn create_files(
         .create_new(true)
         .open(idx_path)
         .map_err(|e| StorageError::io("create index", idx_path, e))?;
-    idx.write_all_at(&index::header(), 0)
+    idx.write_all_at(&IndexFormat::CURRENT.header(), 0)
         .map_err(|e| StorageError::io("write index header to", idx_path, e))?;
     if let Some(dir) = data_path.parent() {
         fsutil::fsync_dir(dir).map_err(|e| StorageError::io("fsync", dir, e))?;

@@ -17,7 +17,7 @@ use super::{Active, Appended, CategoryLog, Writer, MAX_STEP};
 use crate::config::AppendMode;
 use crate::fsutil;
 use crate::storage::chunk::format::CheckedBody;
-use crate::storage::chunk::index::Record;
+use crate::storage::chunk::index::{ProducerTag, Record};
 use crate::storage::chunk::publish::Torn;
 use crate::storage::chunk::{Chunk, ChunkFiles, WriteSlot};
 use crate::storage::StorageError;
@@ -41,6 +41,8 @@ struct Reservation {
     off: u64,
     len: u32,
     record: u64,
+    /// The idempotent producer's tag for the index record.
+    tag: ProducerTag,
     done: bool,
 }
 
@@ -61,7 +63,7 @@ impl Reservation {
             self.chunk.write_record(
                 &self.files,
                 self.record,
-                &Record::batch(self.off, self.len, crc),
+                &Record::batch(self.off, self.len, crc).tagged(self.tag),
             )
         });
         drop(self.slot.take());
@@ -119,7 +121,22 @@ impl CategoryLog {
         frames: Vec<Bytes>,
         body: CheckedBody,
     ) -> Result<Appended, StorageError> {
-        let r = self.reserve(body.len)?;
+        self.append_with(frames, body, ProducerTag::default()).await
+    }
+
+    /// [`CategoryLog::append`] with the producer tag recorded in the
+    /// batch's index record (admission is `idempotent.rs`'s).
+    ///
+    /// # Errors
+    /// As [`CategoryLog::append`].
+    pub(super) async fn append_with(
+        self: &Arc<Self>,
+        frames: Vec<Bytes>,
+        body: CheckedBody,
+        tag: ProducerTag,
+    ) -> Result<Appended, StorageError> {
+        let mut r = self.reserve(body.len)?;
+        r.tag = tag;
         let chunk = Arc::clone(&r.chunk);
         let (off, end) = (r.off, r.off + body.len);
         if body.len <= INLINE_COPY_MAX {
@@ -261,6 +278,7 @@ impl CategoryLog {
             off: a.reserved,
             len: batch_len,
             record: a.records,
+            tag: ProducerTag::default(),
             done: false,
         };
         a.reserved += len;

@@ -129,10 +129,11 @@ impl Chunk {
         n: u64,
         rec: &index::Record,
     ) -> Result<(), StorageError> {
+        let format = self.index_format()?;
         let pos = self.record_pos(n)?;
         files
             .idx
-            .write_all_at(&rec.encode(), pos)
+            .write_all_at(&rec.encode(format)[..format.record_len()], pos)
             .map_err(|e| StorageError::io("append index record to", &self.idx_path, e))
     }
 }

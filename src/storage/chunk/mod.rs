@@ -31,7 +31,7 @@ pub mod window;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -110,6 +110,9 @@ pub struct Chunk {
     tiered: AtomicBool,
     /// Messages in a tiered chunk (from the tier manifest).
     tiered_messages: AtomicU64,
+    /// The version of the index sidecar: known for a new chunk, else read
+    /// from the sidecar's header when first needed.
+    index_format: OnceLock<index::IndexFormat>,
 }
 
 /// The sidecar path of a chunk file.
@@ -186,6 +189,44 @@ impl Chunk {
             },
             0,
         )
+        .with_index_format(index::IndexFormat::CURRENT)
+    }
+
+    /// This chunk, whose sidecar is known to be in `format`.
+    #[must_use]
+    pub(crate) fn with_index_format(self, format: index::IndexFormat) -> Self {
+        let _ = self.index_format.set(format);
+        self
+    }
+
+    /// The version of the chunk's index sidecar: read from its header the
+    /// first time; a sidecar that is missing or has no header yet is (or
+    /// will be written) in the current version.
+    ///
+    /// # Errors
+    /// The sidecar cannot be read, or its header is not a chunkbus index.
+    pub(crate) fn index_format(&self) -> Result<index::IndexFormat, StorageError> {
+        if let Some(f) = self.index_format.get() {
+            return Ok(*f);
+        }
+        let mut head = [0u8; index::MAX_RECORD_LEN];
+        let n = match File::open(&self.idx_path) {
+            Ok(f) => read_prefix(&f, &mut head)
+                .map_err(|e| StorageError::io("read index header of", &self.idx_path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StorageError::io("open index", &self.idx_path, e)),
+        };
+        let head = &head[..n];
+        let format = if n < index::IndexFormat::V1.header_len() || head[..16].iter().all(|&b| b == 0)
+        {
+            index::IndexFormat::CURRENT
+        } else {
+            index::IndexFormat::detect(head).ok_or_else(|| StorageError::CorruptIndex {
+                path: self.idx_path.clone(),
+                source: index::IndexFormatError::BadHeader,
+            })?
+        };
+        Ok(*self.index_format.get_or_init(|| format))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -221,6 +262,7 @@ impl Chunk {
             map_hint: AtomicU64::new(0),
             tiered: AtomicBool::new(false),
             tiered_messages: AtomicU64::new(0),
+            index_format: OnceLock::new(),
         }
     }
 
@@ -370,7 +412,7 @@ impl Chunk {
     /// A record number whose position does not fit in a `u64` (no index
     /// can hold it), as an I/O error naming the index.
     pub(crate) fn record_pos(&self, n: u64) -> Result<u64, StorageError> {
-        index::record_pos(n).ok_or_else(|| {
+        self.index_format()?.record_pos(n).ok_or_else(|| {
             StorageError::io(
                 "address index record in",
                 &self.idx_path,
@@ -378,6 +420,21 @@ impl Chunk {
             )
         })
     }
+}
+
+/// Reads up to `buf.len()` bytes from the start of `f`; returns how many.
+fn read_prefix(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn to_usize(v: u64) -> usize {

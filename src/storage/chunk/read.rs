@@ -137,7 +137,9 @@ impl Chunk {
         const PER_READ: usize = 4096;
         let mut select = BatchSelector::new(off, self.state().end, max_bytes);
         // A record number past any index reads nothing: no record starts at `off`.
-        if let Some(mut pos) = index::record_pos(first).filter(|_| !select.done()) {
+        let format = self.index_format()?;
+        let record_len = format.record_len();
+        if let Some(mut pos) = format.record_pos(first).filter(|_| !select.done()) {
             let file;
             let files = self.files();
             let idx: &File = if let Some(f) = files.as_ref() {
@@ -147,15 +149,15 @@ impl Chunk {
                     .map_err(|e| StorageError::io("open index", &self.idx_path, e))?;
                 &file
             };
-            let mut buf = vec![0u8; PER_READ * index::RECORD_LEN];
+            let mut buf = vec![0u8; PER_READ * record_len];
             'read: loop {
                 let n = read_up_to(idx, &mut buf, pos)
                     .map_err(|e| StorageError::io("read index", &self.idx_path, e))?;
-                let whole = n - n % index::RECORD_LEN;
+                let whole = n - n % record_len;
                 if whole == 0 {
                     break;
                 }
-                for rec in index::records_from(&buf[..whole], 0) {
+                for rec in format.records_from(&buf[..whole], 0) {
                     if !select.offer(rec) {
                         break 'read;
                     }
@@ -164,6 +166,30 @@ impl Chunk {
             }
         }
         select.finish().map_err(|e| e.for_chunk(&self.name))
+    }
+
+    /// The index records of published batches that carry a producer tag
+    /// (none for a version-1 index): what rebuilds a category's dedup
+    /// table. Reads the whole sidecar.
+    ///
+    /// # Errors
+    /// I/O errors reading the index.
+    pub fn tagged_records(&self) -> Result<Vec<index::Record>, StorageError> {
+        let format = self.index_format()?;
+        if format == index::IndexFormat::V1 {
+            return Ok(Vec::new());
+        }
+        let raw = match std::fs::read(&self.idx_path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StorageError::io("read index", &self.idx_path, e)),
+        };
+        let end = self.state().end;
+        Ok(format
+            .records_from(raw.get(format.header_len()..).unwrap_or_default(), 0)
+            .take_while(|r| r.offset.saturating_add(u64::from(r.len)) <= end && !r.is_seal())
+            .filter(|r| r.len > 0 && r.tag.is_tagged())
+            .collect())
     }
 
     /// Checks that `off` is a message boundary of the published bytes.

@@ -19,7 +19,7 @@ use crate::names::ChunkName;
 use crate::storage::open_cache::OpenCache;
 use crate::storage::StorageError;
 
-use super::index::{self, Record, Scan, RECORD_LEN};
+use super::index::{self, IndexFormat, Record, Scan};
 use super::{index_path, Chunk, ChunkMap};
 
 /// Loads the chunk at `data_path`. Returns `None` when it holds no message
@@ -54,20 +54,16 @@ pub(crate) fn load(
     let created = meta.modified().unwrap_or_else(|_| SystemTime::now());
     let data_len = meta.len();
 
-    if let Some(size) = sealed_size(&idx_path)? {
+    if let Some((size, format)) = sealed_size(&idx_path)? {
         if size == data_len {
             if size == 0 {
                 remove_pair(data_path, &idx_path)?;
                 return Ok(None);
             }
-            return Ok(Some(Arc::new(Chunk::existing(
-                name,
-                data_path.to_path_buf(),
-                size,
-                true,
-                created,
-                cache,
-            ))));
+            return Ok(Some(Arc::new(
+                Chunk::existing(name, data_path.to_path_buf(), size, true, created, cache)
+                    .with_index_format(format),
+            )));
         }
     }
 
@@ -110,18 +106,22 @@ pub(crate) fn load(
         trim_to_verified(&data_file, data_path, &idx_path, &scan, false, hook)?;
     }
     let sealed = seal_now || scan.sealed;
-    Ok(Some(Arc::new(Chunk::existing(
-        name,
-        data_path.to_path_buf(),
-        scan.valid_end,
-        sealed,
-        created,
-        cache,
-    ))))
+    Ok(Some(Arc::new(
+        Chunk::existing(
+            name,
+            data_path.to_path_buf(),
+            scan.valid_end,
+            sealed,
+            created,
+            cache,
+        )
+        .with_index_format(scan.format),
+    )))
 }
 
-/// Reads the last index record; returns the sealed size if it is a seal record.
-fn sealed_size(idx_path: &Path) -> Result<Option<u64>, StorageError> {
+/// Reads the index header and last record; returns the sealed size and the
+/// index version if the last record is a seal record.
+fn sealed_size(idx_path: &Path) -> Result<Option<(u64, IndexFormat)>, StorageError> {
     let f = match File::open(idx_path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -131,19 +131,28 @@ fn sealed_size(idx_path: &Path) -> Result<Option<u64>, StorageError> {
         .metadata()
         .map_err(|e| StorageError::io("stat index", idx_path, e))?
         .len();
+    let mut head = [0u8; index::MAX_RECORD_LEN];
+    let n = usize::try_from(len).unwrap_or(usize::MAX).min(head.len());
+    f.read_exact_at(&mut head[..n], 0)
+        .map_err(|e| StorageError::io("read index", idx_path, e))?;
+    // Anything unusual (no header, a foreign one) takes the full scan,
+    // which says what is wrong.
+    let Some(format) = IndexFormat::detect(&head[..n]) else {
+        return Ok(None);
+    };
     // Only an index of whole records can end in a seal record.
-    let records = index::record_count(len);
+    let records = format.record_count(len);
     let (Some(last), true) = (
-        records.checked_sub(1).and_then(index::record_pos),
-        index::record_pos(records) == Some(len),
+        records.checked_sub(1).and_then(|n| format.record_pos(n)),
+        format.record_pos(records) == Some(len),
     ) else {
         return Ok(None);
     };
-    let mut buf = [0u8; RECORD_LEN];
-    f.read_exact_at(&mut buf, last)
+    let mut buf = [0u8; index::MAX_RECORD_LEN];
+    f.read_exact_at(&mut buf[..format.record_len()], last)
         .map_err(|e| StorageError::io("read index", idx_path, e))?;
-    let r = Record::decode(&buf);
-    Ok(r.is_seal().then_some(r.offset))
+    let r = Record::decode(format, &buf);
+    Ok(r.is_seal().then_some((r.offset, format)))
 }
 
 fn scan_against(
@@ -200,9 +209,16 @@ fn trim_to_verified(
     idx.set_len(scan.index_len as u64)
         .map_err(|e| StorageError::io("trim", idx_path, e))?;
     if seal {
+        // An index cut to nothing gets its header back first.
+        let mut at = scan.index_len as u64;
+        if at == 0 {
+            idx.write_all_at(&scan.format.header(), 0)
+                .map_err(|e| StorageError::io("write index header to", idx_path, e))?;
+            at = scan.format.header_len() as u64;
+        }
         idx.write_all_at(
-            &Record::seal(scan.valid_end).encode(),
-            scan.index_len as u64,
+            &Record::seal(scan.valid_end).encode(scan.format)[..scan.format.record_len()],
+            at,
         )
         .map_err(|e| StorageError::io("append seal record to", idx_path, e))?;
     }

@@ -1,0 +1,177 @@
+//! Idempotent producers' writes to a category: admission against the
+//! category's dedup table ([`Producers`]), the tagged append (run to
+//! completion in its own task, so a request dropped mid-way still records
+//! what it stored), learning tags from copies of peers' chunks, and the
+//! table's rebuild from the producer tags in the index records of the
+//! newest chunks, the first time the category needs it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::{Appended, CategoryLog};
+use crate::names::ChunkName;
+use crate::storage::chunk::format::CheckedBody;
+use crate::storage::chunk::index::{ProducerTag, Record};
+use crate::storage::chunk::Chunk;
+use crate::storage::producers::{Admission, Position, Producers};
+use crate::storage::StorageError;
+
+/// Newest chunks of each owner whose index records rebuild the table: a
+/// producer is remembered across a restart if its last batch is in one of
+/// them (a retry comes within the producer's delivery timeout, long before
+/// its server has filled two more chunks of the category).
+pub const REBUILD_CHUNKS_PER_OWNER: usize = 2;
+
+/// The outcome of a tagged write.
+#[derive(Debug)]
+pub enum TaggedAppend {
+    /// Stored now.
+    Stored(Appended),
+    /// Stored before: the original batch.
+    Duplicate(Duplicate),
+}
+
+/// Where the original of a duplicate write is.
+#[derive(Debug)]
+pub struct Duplicate {
+    /// The original batch.
+    pub position: Position,
+    /// Its chunk, if still held here (to wait for its durability); `None`
+    /// when it was deleted since (acked: it was durable long ago).
+    pub chunk: Option<Arc<Chunk>>,
+}
+
+impl CategoryLog {
+    /// The category's dedup table, rebuilt from the newest index records
+    /// the first time (blocking reads of a few index files).
+    pub(super) fn producers(&self) -> &Mutex<Producers> {
+        self.producers.get_or_init(|| Mutex::new(self.rebuild_producers()))
+    }
+
+    fn rebuild_producers(&self) -> Producers {
+        let mut table = Producers::default();
+        let chunks: Vec<Arc<Chunk>> = {
+            let all = self.chunks.read();
+            let mut picked: Vec<Arc<Chunk>> = Vec::new();
+            // Ordered by owner, then index: walk each owner's newest first.
+            for c in all.values().rev() {
+                let same_owner = picked
+                    .iter()
+                    .filter(|p| p.name().owner() == c.name().owner())
+                    .count();
+                if same_owner < REBUILD_CHUNKS_PER_OWNER && !c.is_tiered() {
+                    picked.push(Arc::clone(c));
+                }
+            }
+            picked
+        };
+        for chunk in chunks.iter().rev() {
+            match chunk.tagged_records() {
+                Ok(records) => {
+                    for r in records {
+                        table.remember(r.tag, position(chunk.name(), &r));
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    category = %self.category,
+                    chunk = %chunk.name(),
+                    error = %crate::error_chain(&e),
+                    "cannot read producer tags; retries of batches in this chunk may be stored again"
+                ),
+            }
+        }
+        if !table.is_empty() {
+            tracing::debug!(category = %self.category, producers = table.len(), "idempotent producers rebuilt from the index");
+        }
+        table
+    }
+
+    /// Appends a write tagged by an idempotent producer: stored once, a
+    /// repeat answered with the original's position (see
+    /// [`Producers`](crate::storage::producers::Producers)).
+    ///
+    /// # Errors
+    /// [`StorageError::StaleSequence`] for a sequence number below the
+    /// producer's last stored one, and everything
+    /// [`CategoryLog::append`] fails with.
+    pub async fn append_tagged(
+        self: &Arc<Self>,
+        frames: Vec<Bytes>,
+        body: CheckedBody,
+        tag: ProducerTag,
+    ) -> Result<TaggedAppend, StorageError> {
+        if self.producers.get().is_none() {
+            let log = Arc::clone(self);
+            if let Err(e) = tokio::task::spawn_blocking(move || {
+                log.producers();
+            })
+            .await {
+                tracing::error!(error = %e, "producer table rebuild failed");
+            }
+        }
+        loop {
+            let admission = self.producers().lock().admit(tag);
+            match admission {
+                Admission::Append => break,
+                Admission::Duplicate(position) => {
+                    let chunk = self.chunk(&position.chunk);
+                    return Ok(TaggedAppend::Duplicate(Duplicate { position, chunk }));
+                }
+                Admission::Stale { last } => {
+                    return Err(StorageError::StaleSequence {
+                        category: self.category.to_string(),
+                        producer: tag.producer,
+                        seq: tag.seq,
+                        last,
+                    })
+                }
+                Admission::Wait(mut done) => {
+                    // Err: the other write's task is gone; ask again.
+                    let _ = done.wait_for(|d| *d).await;
+                }
+            }
+        }
+        // Its own task: the outcome is recorded even if this request is
+        // dropped (the client gave up) while the body is being appended.
+        let log = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let result = log.append_with(frames, body, tag).await;
+            let stored = result.as_ref().ok().map(|a| Position {
+                chunk: a.chunk.name().clone(),
+                offset: a.offset,
+                size: a.size,
+            });
+            log.producers().lock().finish(tag, stored);
+            result
+        });
+        match task.await {
+            Ok(result) => result.map(TaggedAppend::Stored),
+            Err(e) => Err(StorageError::io(
+                "append to",
+                &self.dir,
+                std::io::Error::other(format!("append task failed: {e}")),
+            )),
+        }
+    }
+
+    /// Learns the producer tags of batches copied from a peer's chunk.
+    pub(super) fn learn_copied(&self, chunk: &ChunkName, records: &[Record]) {
+        if records.iter().all(|r| !r.tag.is_tagged()) {
+            return;
+        }
+        let mut table = self.producers().lock();
+        for r in records {
+            table.remember(r.tag, position(chunk, r));
+        }
+    }
+}
+
+fn position(chunk: &ChunkName, r: &Record) -> Position {
+    Position {
+        chunk: chunk.clone(),
+        offset: r.offset,
+        size: u64::from(r.len),
+    }
+}
