@@ -221,7 +221,11 @@ mod tests {
             assert_eq!(&d[..], b"ab\nc\n");
             assert_eq!(r[1], recs[1]);
             // Version 1 records carry no tag.
-            let want = if f == IndexFormat::V2 { tag } else { ProducerTag::default() };
+            let want = if f == IndexFormat::V2 {
+                tag
+            } else {
+                ProducerTag::default()
+            };
             assert_eq!((r[0].offset, r[0].len, r[0].crc, r[0].tag), (0, 3, 7, want));
             assert_eq!(format_of_record_len(f.record_len() as u64), Some(f));
         }

@@ -113,7 +113,16 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             .await
             .map_err(|e| ApiError::from(e).with_written(true))?;
     }
-    wait_for_replicas(state, &category, &name, appended.offset, end, replicas, durable).await?;
+    wait_for_replicas(
+        state,
+        &category,
+        &name,
+        appended.offset,
+        end,
+        replicas,
+        durable,
+    )
+    .await?;
     state.metrics.writes.inc();
     state.metrics.write_bytes.inc_by(appended.size);
     json(&WriteReply {
@@ -149,7 +158,16 @@ async fn answer_duplicate(
             .await
             .map_err(|e| ApiError::from(e).with_written(true))?;
     }
-    wait_for_replicas(state, category, &name, position.offset, end, replicas, durable).await?;
+    wait_for_replicas(
+        state,
+        category,
+        &name,
+        position.offset,
+        end,
+        replicas,
+        durable,
+    )
+    .await?;
     state.metrics.duplicate_writes.inc();
     json(&WriteReply {
         chunk: &name,

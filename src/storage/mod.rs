@@ -37,9 +37,9 @@ pub use feed::ChangeFeed;
 use crate::config::StorageConfig;
 use crate::fsutil::{self, FaultHook};
 use crate::names::{Category, ChunkName, ServerName};
+pub use category_log::idempotent::{Duplicate, TaggedAppend};
 use chunk::format::CheckedBody;
 use chunk::index::ProducerTag;
-pub use category_log::idempotent::{Duplicate, TaggedAppend};
 use open_cache::OpenCache;
 
 /// Blocking tasks sealing categories in parallel at shutdown.

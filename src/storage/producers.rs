@@ -180,7 +180,7 @@ mod tests {
 
     fn pos(offset: u64) -> Position {
         Position {
-            chunk: "n1-chunk000000001".parse().unwrap(),
+            chunk: ChunkName::parse("n1-chunk000000001").unwrap(),
             offset,
             size: 10,
         }

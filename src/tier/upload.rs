@@ -145,7 +145,9 @@ impl LocalChunk {
         let idx = File::open(&idx_path).map_err(read_err(&idx_path))?;
         let idx_len = idx.metadata().map_err(read_err(&idx_path))?.len();
         let mut head = [0u8; index::MAX_RECORD_LEN];
-        let n = usize::try_from(idx_len).unwrap_or(usize::MAX).min(head.len());
+        let n = usize::try_from(idx_len)
+            .unwrap_or(usize::MAX)
+            .min(head.len());
         idx.read_exact_at(&mut head[..n], 0)
             .map_err(read_err(&idx_path))?;
         let format = IndexFormat::detect(&head[..n]).ok_or_else(|| UploadError::Read {

@@ -46,7 +46,12 @@ fn a_repeated_batch_is_stored_once_and_answered_with_its_position_across_kill9()
     assert_eq!(s, 409, "{stale}");
     assert!(stale.to_string().contains("older"), "{stale}");
     // Half a tag, or producer 0, is a 400 with nothing stored.
-    for q in ["producer=7", "seq=3", "producer=0&seq=3", "producer=x&seq=1"] {
+    for q in [
+        "producer=7",
+        "seq=3",
+        "producer=0&seq=3",
+        "producer=x&seq=1",
+    ] {
         let (s, body) = b.post(&format!("/write?category=idem&{q}"), "no\n");
         assert_eq!(s, 400, "{q}: {body}");
     }
@@ -58,7 +63,10 @@ fn a_repeated_batch_is_stored_once_and_answered_with_its_position_across_kill9()
     assert_eq!(after["duplicate"], Value::Bool(true), "{after}");
     assert_eq!(position(&after), position(&second));
     assert_eq!(tagged(&b, "idem", 7, 1, "a\n").0, 409);
-    assert_eq!(tagged(&b, "idem", 8, 1, "x\n").1["duplicate"], Value::Bool(true));
+    assert_eq!(
+        tagged(&b, "idem", 8, 1, "x\n").1["duplicate"],
+        Value::Bool(true)
+    );
     // Gaps are allowed: a producer that dropped batches goes on.
     assert_eq!(tagged(&b, "idem", 7, 10, "c\n").0, 200);
     assert_eq!(b.read_all("idem"), b"a\nplain\nx\nb\nc\n");
@@ -88,9 +96,7 @@ fn a_duplicate_with_sync_or_replicas_waits_like_the_original() {
     assert_eq!(s, 200);
     let r = c.nodes[0]
         .http
-        .post(c.nodes[0].url(
-            "/write?category=idem&producer=5&seq=2&min_sync_replicas=1",
-        ))
+        .post(c.nodes[0].url("/write?category=idem&producer=5&seq=2&min_sync_replicas=1"))
         .body("two\n")
         .send()
         .unwrap();

@@ -201,7 +201,8 @@ fn index_cut_at_every_byte_keeps_whole_batches_only() {
         copy_dir(master.path(), tmp.path());
         std::fs::write(tmp.path().join("i/node1-chunk000000000.idx"), &idx[..cut]).unwrap();
         let s = open(tmp.path(), FaultHook::default());
-        let records = cut.saturating_sub(16) / 16;
+        let f = chunkbus::storage::chunk::index::IndexFormat::CURRENT;
+        let records = cut.saturating_sub(f.header_len()) / f.record_len();
         let want = &b"a\nbb\nccc\n"[..ends[records.min(3)]];
         assert_eq!(read_all(&s, "i"), want, "index cut at {cut}");
     }
@@ -346,4 +347,42 @@ fn published_end_never_moves_backwards_under_concurrent_appends() {
         0,
         "the readable end went backwards"
     );
+}
+
+/// A chunk written before producer tags (index version 1) and left open by
+/// a crash is recovered and sealed in version 1; writing goes on in a new
+/// chunk in version 2; both read back.
+#[test]
+fn a_version_1_chunk_left_open_is_sealed_in_version_1_and_writing_goes_on_in_version_2() {
+    use chunkbus::storage::chunk::index::{IndexFormat, Record};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("old");
+    std::fs::create_dir_all(&dir).unwrap();
+    let v1 = IndexFormat::V1;
+    let mut idx = v1.header();
+    let mut data = Vec::new();
+    for b in [&b"one\n"[..], b"two\nthree\n"] {
+        let r = Record::batch(data.len() as u64, b.len() as u32, crc32c::crc32c(b));
+        idx.extend_from_slice(&r.encode(v1)[..16]);
+        data.extend_from_slice(b);
+    }
+    // A torn third batch: bytes without a record.
+    data.extend_from_slice(b"torn");
+    std::fs::write(dir.join("node1-chunk000000000"), &data).unwrap();
+    std::fs::write(dir.join("node1-chunk000000000.idx"), &idx).unwrap();
+    let s = open(tmp.path(), FaultHook::default());
+    assert_eq!(read_all(&s, "old"), b"one\ntwo\nthree\n");
+    let sealed = std::fs::read(dir.join("node1-chunk000000000.idx")).unwrap();
+    assert_eq!(
+        sealed.len(),
+        16 + 3 * 16,
+        "two records and a seal, version 1"
+    );
+    assert_eq!(IndexFormat::detect(&sealed), Some(v1));
+    assert!(Record::decode(v1, &sealed[48..]).is_seal());
+    let a = append(&s, "old", b"four\n").unwrap();
+    assert_eq!(a.chunk.name().to_string(), "node1-chunk000000001");
+    let new_idx = std::fs::read(dir.join("node1-chunk000000001.idx")).unwrap();
+    assert_eq!(IndexFormat::detect(&new_idx), Some(IndexFormat::V2));
+    assert_eq!(read_all(&s, "old"), b"one\ntwo\nthree\nfour\n");
 }

@@ -47,7 +47,8 @@ impl CategoryLog {
     /// The category's dedup table, rebuilt from the newest index records
     /// the first time (blocking reads of a few index files).
     pub(super) fn producers(&self) -> &Mutex<Producers> {
-        self.producers.get_or_init(|| Mutex::new(self.rebuild_producers()))
+        self.producers
+            .get_or_init(|| Mutex::new(self.rebuild_producers()))
     }
 
     fn rebuild_producers(&self) -> Producers {
@@ -107,7 +108,8 @@ impl CategoryLog {
             if let Err(e) = tokio::task::spawn_blocking(move || {
                 log.producers();
             })
-            .await {
+            .await
+            {
                 tracing::error!(error = %e, "producer table rebuild failed");
             }
         }

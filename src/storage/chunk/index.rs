@@ -404,13 +404,19 @@ mod tests {
         let recs: Vec<Record> = IndexFormat::V2
             .records_from(&idx[IndexFormat::V2.header_len()..], 0)
             .collect();
-        assert_eq!(recs.iter().map(|r| r.tag).collect::<Vec<_>>(), [tag(0), tag(1)]);
+        assert_eq!(
+            recs.iter().map(|r| r.tag).collect::<Vec<_>>(),
+            [tag(0), tag(1)]
+        );
         assert_eq!((recs[1].offset, recs[1].len), (2, 2));
         let (idx, _) = build_as(IndexFormat::V1, &[b"a\n"], false);
         let r = IndexFormat::V1.records_from(&idx[16..], 0).next().unwrap();
         assert!(!r.tag.is_tagged());
         // Pinned bytes of a version-2 record: tag first, then the v1 fields.
-        let b = Record::batch(0x10, 3, 0xAABB_CCDD).tagged(ProducerTag { producer: 7, seq: 9 });
+        let b = Record::batch(0x10, 3, 0xAABB_CCDD).tagged(ProducerTag {
+            producer: 7,
+            seq: 9,
+        });
         let e = b.encode(IndexFormat::V2);
         assert_eq!(e[..8], 7u64.to_le_bytes());
         assert_eq!(e[8..16], 9u64.to_le_bytes());

@@ -217,15 +217,15 @@ impl Chunk {
             Err(e) => return Err(StorageError::io("open index", &self.idx_path, e)),
         };
         let head = &head[..n];
-        let format = if n < index::IndexFormat::V1.header_len() || head[..16].iter().all(|&b| b == 0)
-        {
-            index::IndexFormat::CURRENT
-        } else {
-            index::IndexFormat::detect(head).ok_or_else(|| StorageError::CorruptIndex {
-                path: self.idx_path.clone(),
-                source: index::IndexFormatError::BadHeader,
-            })?
-        };
+        let format =
+            if n < index::IndexFormat::V1.header_len() || head[..16].iter().all(|&b| b == 0) {
+                index::IndexFormat::CURRENT
+            } else {
+                index::IndexFormat::detect(head).ok_or_else(|| StorageError::CorruptIndex {
+                    path: self.idx_path.clone(),
+                    source: index::IndexFormatError::BadHeader,
+                })?
+            };
         Ok(*self.index_format.get_or_init(|| format))
     }
 
