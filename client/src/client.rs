@@ -26,6 +26,7 @@ pub const DELETED_HEADER: &str = "chunkbus-deleted";
 
 /// Where a write was stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
 pub struct WriteReply {
     /// Chunk name, e.g. `node1-chunk000000007`.
     pub chunk: String,
@@ -33,6 +34,22 @@ pub struct WriteReply {
     pub offset: u64,
     /// Body length in bytes.
     pub size: u64,
+    /// An idempotent write ([`Client::write_idempotent`]) whose batch was
+    /// stored before: the position is the original's, nothing was stored
+    /// again.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// An idempotent producer's tag of one write: the producer's id (not 0)
+/// and the batch's sequence number, which must grow from one batch to the
+/// next of the same producer and category (gaps are fine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerTag {
+    /// The producer's id: random, chosen once per producer, never 0.
+    pub producer: u64,
+    /// The batch's sequence number.
+    pub seq: u64,
 }
 
 /// One chunk as listed by the server.
@@ -398,6 +415,56 @@ impl Client {
         body: impl Into<Bytes>,
         opts: WriteOptions,
     ) -> Result<WriteReply, ClientError> {
+        self.write_at(None, category, body.into(), opts, None)
+            .await
+            .0
+    }
+
+    /// Appends `body` to `category` once, whatever repeats it: the server
+    /// stores a batch tagged `tag` only if `tag.seq` is above the last
+    /// sequence number it stored for `tag.producer` in this category; the
+    /// same tag again is answered with the original position and
+    /// [`WriteReply::duplicate`] set, a lower one is a `409`. So a write
+    /// whose answer was lost may be sent again with the same tag, to the
+    /// same server — or to another one that already holds a copy of the
+    /// original (see docs/client.md).
+    ///
+    /// # Errors
+    /// As [`Client::write`]; [`ClientError::Status`] 409 for a sequence
+    /// number below the last stored one, 400 for producer 0.
+    /// ```no_run
+    /// # async fn demo(client: chunkbus_client::Client) -> Result<(), chunkbus_client::ClientError> {
+    /// use chunkbus_client::{ProducerTag, WriteOptions};
+    /// let tag = ProducerTag { producer: 0x5eed, seq: 1 };
+    /// let first = client.write_idempotent("events", "one\n", WriteOptions::default(), tag).await?;
+    /// // The answer was lost? Send it again: stored once.
+    /// let again = client.write_idempotent("events", "one\n", WriteOptions::default(), tag).await?;
+    /// assert_eq!((again.chunk, again.offset), (first.chunk, first.offset));
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_idempotent(
+        &self,
+        category: &str,
+        body: impl Into<Bytes>,
+        opts: WriteOptions,
+        tag: ProducerTag,
+    ) -> Result<WriteReply, ClientError> {
+        self.write_at(None, category, body.into(), opts, Some(tag))
+            .await
+            .0
+    }
+
+    /// A write to server number `server` only (no failover), or, with
+    /// `None`, to the active server with failover on connect failures;
+    /// also says which server was asked last.
+    pub(crate) async fn write_at(
+        &self,
+        server: Option<usize>,
+        category: &str,
+        body: Bytes,
+        opts: WriteOptions,
+        tag: Option<ProducerTag>,
+    ) -> (Result<WriteReply, ClientError>, usize) {
         let mut q = format!("category={}", enc(category));
         if opts.sync {
             q.push_str("&sync=1");
@@ -405,8 +472,19 @@ impl Client {
         if opts.min_sync_replicas > 0 {
             q.push_str(&format!("&min_sync_replicas={}", opts.min_sync_replicas));
         }
-        self.json(Method::POST, "/write", &q, body.into(), Duration::ZERO)
-            .await
+        if let Some(t) = tag {
+            q.push_str(&format!("&producer={}&seq={}", t.producer, t.seq));
+        }
+        let (result, idx) = self
+            .call_from(server, Method::POST, "/write", &q, body, Duration::ZERO)
+            .await;
+        let result = result.and_then(|bytes| {
+            serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+                url: format!("{}/write", self.bases[idx % self.bases.len()]),
+                source,
+            })
+        });
+        (result, idx)
     }
 
     /// Whole messages of `chunk` from `off`, at most `max_size` bytes. An
@@ -696,10 +774,32 @@ impl Client {
         body: Bytes,
         extra: Duration,
     ) -> Result<Bytes, ClientError> {
-        let start = self.active.load(Ordering::Relaxed);
+        self.call_from(None, method, path, query, body, extra)
+            .await
+            .0
+    }
+
+    /// [`Client::call`], or with `Some(server)` a request to that server
+    /// only (no failover); also returns the index of the server asked last.
+    async fn call_from(
+        &self,
+        server: Option<usize>,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Bytes,
+        extra: Duration,
+    ) -> (Result<Bytes, ClientError>, usize) {
+        let n = self.bases.len();
+        let (start, tries) = match server {
+            Some(i) => (i % n.max(1), n.min(1)),
+            None => (self.active.load(Ordering::Relaxed), n),
+        };
         let mut last_err = None;
-        for step in 0..self.bases.len() {
-            let idx = (start + step) % self.bases.len();
+        let mut last_idx = start;
+        for step in 0..tries {
+            let idx = (start + step) % n;
+            last_idx = idx;
             let attempt = self.call_one(
                 &self.bases[idx],
                 method.clone(),
@@ -724,17 +824,18 @@ impl Client {
                     );
                 }
                 other => {
-                    if idx != start % self.bases.len() {
+                    if server.is_none() && idx != start % n {
                         self.active.store(idx, Ordering::Relaxed);
                     }
-                    return other;
+                    return (other, idx);
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| ClientError::InvalidUrl {
+        let err = last_err.unwrap_or_else(|| ClientError::InvalidUrl {
             url: String::new(),
             why: "no server address given".to_owned(),
-        }))
+        });
+        (Err(err), last_idx)
     }
 
     async fn call_one(

@@ -193,8 +193,8 @@ pub mod tls;
 
 pub use acks::{AckReceiver, AckRecvError, BatchAck};
 pub use client::{
-    ChunkInfo, Client, ClientBuilder, GroupPosition, GroupStatus, WriteOptions, WriteReply,
-    DEFAULT_REQUEST_TIMEOUT, DELETED_HEADER, WRITTEN_HEADER,
+    ChunkInfo, Client, ClientBuilder, GroupPosition, GroupStatus, ProducerTag, WriteOptions,
+    WriteReply, DEFAULT_REQUEST_TIMEOUT, DELETED_HEADER, WRITTEN_HEADER,
 };
 pub use consumer::{Acker, Batch, Consumer, ConsumerConfig, Messages, Position, Positions};
 pub use error::{ClientError, ConsumerError, ProducerError};

@@ -1,5 +1,6 @@
 //! `chunkbus produce --category C [--server URL,…] [--sync]`: sends stdin
-//! lines in order, shows throughput on stderr.
+//! lines in order, each once (an idempotent producer, unless
+//! `--no-idempotence`), shows throughput on stderr.
 
 use std::io::{IsTerminal, Read};
 use std::time::{Duration, Instant};
@@ -37,6 +38,13 @@ pub struct ProduceArgs {
     /// Memory for buffered and in-flight lines.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub buffer: u64,
+    /// How long a batch is retried before the command fails.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
+    /// Send plain writes instead of idempotent ones (a batch whose answer
+    /// is lost then fails the command instead of being sent again).
+    #[arg(long)]
+    pub no_idempotence: bool,
 }
 
 /// Reads stdin to the end, sending every line; a last line without a
@@ -59,6 +67,8 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             )
             .linger(args.linger)
             .buffer_bytes(usize::try_from(args.buffer).context("--buffer")?)
+            .delivery_timeout(args.delivery_timeout)
+            .idempotent(!args.no_idempotence)
             .write(WriteOptions {
                 sync: args.sync,
                 min_sync_replicas: args.min_sync_replicas,

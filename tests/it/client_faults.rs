@@ -84,7 +84,12 @@ async fn a_producer_fails_stop_instead_of_hanging_on_a_silent_server() {
     let client = Client::new(&format!("http://{addr}"))
         .unwrap()
         .with_request_timeout(Duration::from_millis(300));
-    let producer = Producer::new(client, ProducerConfig::default());
+    // Idempotent (the default): what may be stored is sent again, up to
+    // the delivery timeout; then the batch fails, never a hang.
+    let producer = Producer::new(
+        client,
+        ProducerConfig::default().delivery_timeout(Duration::from_secs(2)),
+    );
     let lane = producer.category("c").unwrap();
     lane.enqueue("one").await.unwrap();
     let err = bounded("flush", producer.flush()).await.unwrap_err();
@@ -115,6 +120,8 @@ fn the_cli_producer_exits_with_an_error_when_answers_never_come() {
             "c",
             "--timeout",
             "500ms",
+            "--delivery-timeout",
+            "2s",
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())

@@ -10,6 +10,7 @@ mod client_faults;
 mod cluster;
 mod crash;
 mod disk_full;
+mod exactly_once;
 mod groups;
 mod harness;
 mod hostile_web;

@@ -82,6 +82,13 @@ pub struct ProducerConfig {
     pub write: WriteOptions,
     /// How long a batch is retried while retrying is safe (default 60 s).
     pub delivery_timeout: Duration,
+    /// Tag every batch with this producer's id and a sequence number
+    /// (`/write?producer=P&seq=N`), so the server stores each batch once
+    /// and the producer can retry what it could not retry otherwise: a
+    /// reset connection or a timeout after the body was sent, a `503`
+    /// after the batch was stored (default on). See docs/client.md for
+    /// what it guarantees across a failover.
+    pub idempotent: bool,
     /// Sees every stored batch, retry and failure (default none).
     stats_hook: Hook,
 }
@@ -96,6 +103,7 @@ impl Default for ProducerConfig {
             buffer_bytes: 16 << 20,
             write: WriteOptions::default(),
             delivery_timeout: Duration::from_secs(60),
+            idempotent: true,
             stats_hook: Hook::default(),
         }
     }
@@ -167,6 +175,15 @@ impl ProducerConfig {
         /// assert_eq!(c.delivery_timeout, Duration::from_secs(5));
         /// ```
         delivery_timeout: Duration
+    );
+    setter!(
+        /// Sets [`ProducerConfig::idempotent`].
+        ///
+        /// ```
+        /// let c = chunkbus_client::ProducerConfig::default().idempotent(false);
+        /// assert!(!c.idempotent);
+        /// ```
+        idempotent: bool
     );
 
     /// Calls `hook` for every stored batch, retry and failure
@@ -260,6 +277,8 @@ impl Drop for Handle {
 pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) config: ProducerConfig,
+    /// The id batches are tagged with, when idempotent.
+    pub(crate) producer_id: Option<u64>,
     pub(crate) budget: Arc<Semaphore>,
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) lanes: Mutex<HashMap<String, Arc<Lane>>>,
@@ -273,6 +292,39 @@ pub(crate) struct Shared {
     /// runs at a fraction of memcpy speed) and the budget still covers
     /// every byte held.
     pub(crate) spare: Mutex<Vec<(BytesMut, OwnedSemaphorePermit)>>,
+}
+
+/// A random, non-zero producer id: the standard library's per-process
+/// random hash keys (seeded by the OS), the time and a counter, so two
+/// producers of one process, or of two processes, do not share one.
+fn new_producer_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::AtomicU64;
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(MADE.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish().max(1)
+}
+
+impl Producer {
+    /// The id this producer tags its batches with
+    /// ([`ProducerConfig::idempotent`]), `None` when it does not.
+    ///
+    /// ```no_run
+    /// # fn demo(producer: chunkbus_client::Producer) {
+    /// if let Some(id) = producer.producer_id() {
+    ///     println!("idempotent producer {id:#x}");
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn producer_id(&self) -> Option<u64> {
+        self.shared.producer_id
+    }
 }
 
 /// Spare batch buffers kept at most.
@@ -301,6 +353,7 @@ impl Producer {
             )),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             stats: Counters::new(config.stats_hook.clone()),
+            producer_id: config.idempotent.then(new_producer_id),
             config,
             lanes: Mutex::new(HashMap::new()),
             acks: AckSubscribers::default(),

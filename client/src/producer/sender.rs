@@ -13,6 +13,7 @@ use super::delivery::Placed;
 use super::lane::{Lane, OpenBatch, SealedBatch};
 use super::{Shared, MAX_SPARE};
 use crate::acks::BatchAck;
+use crate::client::ProducerTag;
 use crate::error::{ClientError, ProducerError};
 use crate::stats::{in_span, StatsEvent};
 
@@ -72,14 +73,32 @@ async fn send_batch(shared: &Shared, lane: &Lane, batch: SealedBatch) {
     };
     let deadline = Instant::now() + shared.config.delivery_timeout;
     let mut backoff = Duration::from_millis(25);
+    // An idempotent producer's batch carries its tag; the server stores it
+    // once, so what may have been stored can be sent again too — to the
+    // server that may hold it (pinned after the first such failure), which
+    // answers a repeat with the original position.
+    let tag = shared.producer_id.map(|producer| ProducerTag {
+        producer,
+        seq: batch.first_seq,
+    });
+    let mut pinned: Option<usize> = None;
     let result = loop {
-        match shared
+        let (result, server) = shared
             .client
-            .write(&lane.category, batch.body.clone(), shared.config.write)
-            .await
-        {
+            .write_at(
+                pinned,
+                &lane.category,
+                batch.body.clone(),
+                shared.config.write,
+                tag,
+            )
+            .await;
+        match result {
             Ok(reply) => break Ok(reply),
-            Err(e) if e.is_safe_to_resend() && Instant::now() + backoff < deadline => {
+            Err(e) if may_retry(&e, tag.is_some()) && Instant::now() + backoff < deadline => {
+                if !e.is_safe_to_resend() {
+                    pinned = Some(server);
+                }
                 shared.stats.record(&StatsEvent::Retry {
                     category: &lane.category,
                     error: &e,
@@ -163,6 +182,13 @@ fn recycle(shared: &Shared, batch: SealedBatch) {
     if spare.len() < MAX_SPARE {
         spare.push((buf, permit));
     }
+}
+
+/// Whether a failed batch is sent again: when that cannot store it twice —
+/// nothing was stored, or (`tagged`) the server recognises a repeat — and
+/// the failure may pass (not a refusal of the request itself).
+fn may_retry(e: &ClientError, tagged: bool) -> bool {
+    e.is_safe_to_resend() || (tagged && e.is_retryable())
 }
 
 /// Client errors (4xx other than timeouts) where the server refused the
