@@ -454,6 +454,27 @@ impl Client {
             .0
     }
 
+    /// Number of server addresses.
+    pub(crate) fn server_count(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// Asks server number `server` (only) whether it holds the batch
+    /// tagged `tag` (`/write?…&probe=1`, empty body): its position, with
+    /// [`WriteReply::duplicate`] set, or an error (`404` when it does not
+    /// hold it). Stores nothing.
+    pub(crate) async fn find_at(
+        &self,
+        server: usize,
+        category: &str,
+        opts: WriteOptions,
+        tag: ProducerTag,
+    ) -> Result<WriteReply, ClientError> {
+        self.write_inner(Some(server), category, Bytes::new(), opts, Some(tag), true)
+            .await
+            .0
+    }
+
     /// A write to server number `server` only (no failover), or, with
     /// `None`, to the active server with failover on connect failures;
     /// also says which server was asked last.
@@ -465,6 +486,19 @@ impl Client {
         opts: WriteOptions,
         tag: Option<ProducerTag>,
     ) -> (Result<WriteReply, ClientError>, usize) {
+        self.write_inner(server, category, body, opts, tag, false)
+            .await
+    }
+
+    async fn write_inner(
+        &self,
+        server: Option<usize>,
+        category: &str,
+        body: Bytes,
+        opts: WriteOptions,
+        tag: Option<ProducerTag>,
+        probe: bool,
+    ) -> (Result<WriteReply, ClientError>, usize) {
         let mut q = format!("category={}", enc(category));
         if opts.sync {
             q.push_str("&sync=1");
@@ -474,6 +508,9 @@ impl Client {
         }
         if let Some(t) = tag {
             q.push_str(&format!("&producer={}&seq={}", t.producer, t.seq));
+            if probe {
+                q.push_str("&probe=1");
+            }
         }
         let (result, idx) = self
             .call_from(server, Method::POST, "/write", &q, body, Duration::ZERO)

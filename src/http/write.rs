@@ -1,7 +1,9 @@
-//! `POST /write?category=C[&sync=1][&min_sync_replicas=K][&producer=P&seq=N]`:
+//! `POST /write?category=C[&sync=1][&min_sync_replicas=K][&producer=P&seq=N[&probe=1]]`:
 //! validate the body as it streams in (refusing oversize input without
 //! buffering it), append it atomically (once per producer and sequence
 //! number, for an idempotent producer), then wait for durability if asked.
+//! With `probe=1` nothing is stored: the answer says whether this server
+//! holds the tagged batch (its position) or not (`404`).
 
 use hyper::body::Incoming;
 use hyper::{header, Request};
@@ -56,6 +58,15 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             peers,
         }
         .into());
+    }
+    if query.opt_bool("probe")?.unwrap_or(false) {
+        // Asks only whether the batch is held here; the body is not read.
+        let tag = tag.ok_or(RequestError::BadProducerTag(
+            "probe without producer and seq",
+        ))?;
+        let durable = sync || storage.fsync_every_write();
+        let found = storage.find_tagged(&category, tag).await?;
+        return answer_duplicate(state, &category, found, durable, replicas).await;
     }
     let limits = &state.config.startup.limits;
     if let Some(len) = content_length(&req)? {
@@ -136,6 +147,9 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
 /// The answer to a repeat of an idempotent producer's stored batch: the
 /// original's position, once it is as durable and replicated as this
 /// request asks (the original's request may have failed before that).
+/// An original in another server's chunk (a copy here) is answered at
+/// once: it is on its owner and on this server, and the waits are the
+/// owner's to count.
 async fn answer_duplicate(
     state: &AppState,
     category: &Category,
@@ -146,8 +160,10 @@ async fn answer_duplicate(
     let Duplicate { position, chunk } = d;
     let name = position.chunk.to_string();
     let end = position.offset + position.size;
+    let storage = state.storage()?;
+    let own = position.chunk.owner() == storage.server();
+    let (durable, replicas) = if own { (durable, replicas) } else { (false, 0) };
     if let Some(chunk) = chunk.filter(|_| durable) {
-        let storage = state.storage()?;
         let appended = Appended {
             chunk,
             offset: position.offset,

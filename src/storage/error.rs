@@ -153,6 +153,17 @@ pub enum StorageError {
         /// The last stored one.
         last: u64,
     },
+    /// An idempotent producer asked whether this server holds one of its
+    /// batches, and it does not (not stored here, nor copied here yet).
+    #[error("producer {producer}'s batch {seq} is not held by this server in category {category} (neither stored here nor copied here yet); nothing was stored")]
+    NotKnownHere {
+        /// The category.
+        category: String,
+        /// The producer id.
+        producer: u64,
+        /// The sequence number asked for.
+        seq: u64,
+    },
     /// All 10^9 chunk indexes of a category are used.
     #[error("category {category} has used every chunk index (999999999)")]
     IndexesExhausted {
@@ -185,7 +196,7 @@ impl crate::error::DomainError for StorageError {
         match self {
             Self::DiskFull { .. } => ErrorKind::DiskFull,
             Self::Failed { .. } => ErrorKind::Unavailable,
-            Self::UnknownChunk { .. } => ErrorKind::NotFound,
+            Self::UnknownChunk { .. } | Self::NotKnownHere { .. } => ErrorKind::NotFound,
             Self::DeletedChunk { .. } => ErrorKind::Deleted,
             Self::TooManyCategories { .. } | Self::StaleSequence { .. } => ErrorKind::Conflict,
             Self::NotSealed { .. }

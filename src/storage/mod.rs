@@ -396,6 +396,27 @@ impl Storage {
         log.append_tagged(frames, body, tag).await
     }
 
+    /// Whether this server holds the batch of an idempotent producer
+    /// tagged `tag` (see [`CategoryLog::find_tagged`]).
+    ///
+    /// # Errors
+    /// As [`CategoryLog::find_tagged`]; `NotKnownHere` for a category
+    /// this server does not have.
+    pub async fn find_tagged(
+        &self,
+        category: &Category,
+        tag: ProducerTag,
+    ) -> Result<Duplicate, StorageError> {
+        match self.category(category) {
+            Some(log) => log.find_tagged(tag).await,
+            None => Err(StorageError::NotKnownHere {
+                category: category.to_string(),
+                producer: tag.producer,
+                seq: tag.seq,
+            }),
+        }
+    }
+
     /// Waits until `appended` is on this server's disk (group commit).
     ///
     /// # Errors

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chunkbus_client::{Client, Producer, ProducerConfig};
+use chunkbus_client::{Client, Producer, ProducerConfig, WriteOptions};
 
-use crate::harness::{free_port, TestBroker};
+use crate::harness::{free_port, TestBroker, TestCluster};
 
 /// A TCP proxy on 127.0.0.1 that forwards requests and drops every
 /// `every`-th answer: the connection is reset (`SO_LINGER` 0) instead.
@@ -23,6 +23,16 @@ struct AnswerDropper {
 
 impl AnswerDropper {
     fn start(upstream: SocketAddr, every: u64) -> Self {
+        Self::start_with(upstream, every, false)
+    }
+
+    /// Drops the first answer, then refuses connections, as a server that
+    /// stored a batch and died before its answer left.
+    fn start_dying(upstream: SocketAddr) -> Self {
+        Self::start_with(upstream, 1, true)
+    }
+
+    fn start_with(upstream: SocketAddr, every: u64, die: bool) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -40,6 +50,10 @@ impl AnswerDropper {
                     let Ok((client, _)) = listener.accept().await else {
                         continue;
                     };
+                    if die && counted.load(Ordering::Relaxed) > 0 {
+                        let _ = client.set_zero_linger();
+                        break; // the listener goes: connections are refused
+                    }
                     tokio::spawn(relay(
                         client,
                         upstream,
@@ -63,7 +77,7 @@ async fn relay(
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-        let _ = client.set_linger(Some(Duration::ZERO));
+        let _ = client.set_zero_linger();
         return;
     };
     let (mut cr, mut cw) = client.into_split();
@@ -100,7 +114,7 @@ async fn relay(
     up.abort();
     if let Ok(cr) = up.await {
         if let Ok(stream) = cr.reunite(cw) {
-            let _ = stream.set_linger(Some(Duration::ZERO));
+            let _ = stream.set_zero_linger();
         }
     }
 }
@@ -244,4 +258,84 @@ fn chunkbus_produce_through_lost_answers_stores_every_line_once() {
         "answers were dropped"
     );
     assert_exactly_once_in_order(&numbers(&broker.read_all("idem")), 200_000);
+}
+
+/// A batch in doubt on a server that died is settled by another server
+/// that holds its copy (`min_sync_replicas=1` made sure of that before the
+/// lost answer): the producer asks it (`probe=1`, storing nothing) and
+/// fails over at once instead of waiting out its delivery timeout, and
+/// every message is stored once, in order.
+#[test]
+fn a_batch_in_doubt_on_a_dead_server_is_settled_by_its_copy_elsewhere() {
+    let c = TestCluster::start(2, &[]);
+    let proxy = AnswerDropper::start_dying(c.nodes[0].addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    let client = Client::with_servers([
+        format!("http://{}", proxy.addr),
+        format!("http://{}", c.nodes[1].addr),
+    ])
+    .unwrap()
+    .with_request_timeout(Duration::from_secs(5));
+    let producer = Producer::new(
+        client,
+        ProducerConfig::default()
+            .write(WriteOptions {
+                sync: false,
+                min_sync_replicas: 1,
+            })
+            .delivery_timeout(Duration::from_secs(60)),
+    );
+    let lane = producer.category("doubt").unwrap();
+    let start = Instant::now();
+    let first = rt.block_on(lane.send("p0")).unwrap();
+    assert!(first.chunk.starts_with("n1-"), "stored by n1: {first:?}");
+    for i in 1..50 {
+        let stored = rt.block_on(lane.send(format!("p{i}"))).unwrap();
+        assert!(stored.chunk.starts_with("n2-"), "failed over: {stored:?}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "settled by the copy, not by the delivery timeout: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(proxy.dropped.load(Ordering::Relaxed), 1);
+    assert_exactly_once_in_order(&numbers(&c.nodes[1].read_all("doubt")), 50);
+}
+
+/// A batch in doubt on a server that stays down, with no other server
+/// holding it, fails after the delivery timeout as `maybe_stored` — even
+/// though the last attempt was a refused connection, an earlier one may
+/// have stored it.
+#[test]
+fn a_batch_in_doubt_that_nobody_settles_fails_as_maybe_stored() {
+    let b = TestBroker::start(&[]);
+    let proxy = AnswerDropper::start_dying(b.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    let client = Client::new(&format!("http://{}", proxy.addr))
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(5));
+    let producer = Producer::new(
+        client,
+        ProducerConfig::default().delivery_timeout(Duration::from_secs(2)),
+    );
+    let lane = producer.category("doubt").unwrap();
+    let err = rt.block_on(lane.send("p0")).unwrap_err();
+    match &err {
+        chunkbus_client::ProducerError::BatchFailed { maybe_stored, .. } => {
+            assert!(*maybe_stored, "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // It was stored, indeed, once.
+    assert_eq!(b.read_all("doubt"), b"p0\n");
 }

@@ -13,7 +13,7 @@ use super::delivery::Placed;
 use super::lane::{Lane, OpenBatch, SealedBatch};
 use super::{Shared, MAX_SPARE};
 use crate::acks::BatchAck;
-use crate::client::ProducerTag;
+use crate::client::{ProducerTag, WriteReply};
 use crate::error::{ClientError, ProducerError};
 use crate::stats::{in_span, StatsEvent};
 
@@ -98,6 +98,14 @@ async fn send_batch(shared: &Shared, lane: &Lane, batch: SealedBatch) {
             Err(e) if may_retry(&e, tag.is_some()) && Instant::now() + backoff < deadline => {
                 if !e.is_safe_to_resend() {
                     pinned = Some(server);
+                } else if let (Some(at), Some(tag)) = (pinned, tag) {
+                    // The server that may hold the batch cannot be
+                    // reached: another one that already holds a copy of it
+                    // settles the doubt (never a second store: a probe
+                    // stores nothing).
+                    if let Some(reply) = find_elsewhere(shared, lane, at, tag).await {
+                        break Ok(reply);
+                    }
                 }
                 shared.stats.record(&StatsEvent::Retry {
                     category: &lane.category,
@@ -134,7 +142,9 @@ async fn send_batch(shared: &Shared, lane: &Lane, batch: SealedBatch) {
             recycle(shared, batch);
         }
         Err(e) => {
-            let maybe_stored = !(e.is_safe_to_resend() || never_stored(&e));
+            // An earlier attempt may have stored it (the batch was in
+            // doubt, pinned), whatever the last error says.
+            let maybe_stored = pinned.is_some() || !(e.is_safe_to_resend() || never_stored(&e));
             let error = ProducerError::BatchFailed {
                 category: lane.category.to_string(),
                 first_seq: batch.first_seq,
@@ -182,6 +192,27 @@ fn recycle(shared: &Shared, batch: SealedBatch) {
     if spare.len() < MAX_SPARE {
         spare.push((buf, permit));
     }
+}
+
+/// Asks every server but `except` whether it holds the batch tagged `tag`
+/// (a copy replicated from the server that stored it); the first that does
+/// answers with its position.
+async fn find_elsewhere(
+    shared: &Shared,
+    lane: &Lane,
+    except: usize,
+    tag: ProducerTag,
+) -> Option<WriteReply> {
+    for i in (0..shared.client.server_count()).filter(|&i| i != except) {
+        if let Ok(reply) = shared
+            .client
+            .find_at(i, &lane.category, shared.config.write, tag)
+            .await
+        {
+            return Some(reply);
+        }
+    }
+    None
 }
 
 /// Whether a failed batch is sent again: when that cannot store it twice —

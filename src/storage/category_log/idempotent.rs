@@ -33,6 +33,32 @@ pub enum TaggedAppend {
     Duplicate(Duplicate),
 }
 
+/// The outcome of an admission.
+enum Admitted {
+    /// Stored before.
+    Duplicate(Duplicate),
+    /// May be appended; the guard reports the outcome.
+    Append(AdmissionGuard),
+}
+
+/// An admitted tagged write: reports its outcome to the table when
+/// dropped (stored at `stored`, or not stored), so an admission can never
+/// be left pending, whatever cancels the write.
+struct AdmissionGuard {
+    log: Arc<CategoryLog>,
+    tag: ProducerTag,
+    stored: Option<Position>,
+}
+
+impl Drop for AdmissionGuard {
+    fn drop(&mut self) {
+        self.log
+            .producers()
+            .lock()
+            .finish(self.tag, self.stored.take());
+    }
+}
+
 /// Where the original of a duplicate write is.
 #[derive(Debug)]
 pub struct Duplicate {
@@ -103,6 +129,37 @@ impl CategoryLog {
         body: CheckedBody,
         tag: ProducerTag,
     ) -> Result<TaggedAppend, StorageError> {
+        match self.admit_tagged(tag).await? {
+            Admitted::Duplicate(d) => Ok(TaggedAppend::Duplicate(d)),
+            Admitted::Append(guard) => self.append_admitted(frames, body, guard).await,
+        }
+    }
+
+    /// Whether this server holds the batch tagged `tag` (an own write or a
+    /// copy of another server's): its position, or
+    /// [`StorageError::NotKnownHere`]. Stores nothing. What an idempotent
+    /// producer asks before it fails over with a batch in doubt.
+    ///
+    /// # Errors
+    /// [`StorageError::NotKnownHere`], [`StorageError::StaleSequence`].
+    pub async fn find_tagged(
+        self: &Arc<Self>,
+        tag: ProducerTag,
+    ) -> Result<Duplicate, StorageError> {
+        match self.admit_tagged(tag).await? {
+            Admitted::Duplicate(d) => Ok(d),
+            // Released at once (the guard's drop): nothing is stored.
+            Admitted::Append(_) => Err(StorageError::NotKnownHere {
+                category: self.category.to_string(),
+                producer: tag.producer,
+                seq: tag.seq,
+            }),
+        }
+    }
+
+    /// Admission of `tag`, waiting while another write of the producer is
+    /// being appended.
+    async fn admit_tagged(self: &Arc<Self>, tag: ProducerTag) -> Result<Admitted, StorageError> {
         if self.producers.get().is_none() {
             let log = Arc::clone(self);
             if let Err(e) = tokio::task::spawn_blocking(move || {
@@ -116,10 +173,16 @@ impl CategoryLog {
         loop {
             let admission = self.producers().lock().admit(tag);
             match admission {
-                Admission::Append => break,
+                Admission::Append => {
+                    return Ok(Admitted::Append(AdmissionGuard {
+                        log: Arc::clone(self),
+                        tag,
+                        stored: None,
+                    }))
+                }
                 Admission::Duplicate(position) => {
                     let chunk = self.chunk(&position.chunk);
-                    return Ok(TaggedAppend::Duplicate(Duplicate { position, chunk }));
+                    return Ok(Admitted::Duplicate(Duplicate { position, chunk }));
                 }
                 Admission::Stale { last } => {
                     return Err(StorageError::StaleSequence {
@@ -135,17 +198,26 @@ impl CategoryLog {
                 }
             }
         }
+    }
+
+    /// The append of an admitted tagged write.
+    async fn append_admitted(
+        self: &Arc<Self>,
+        frames: Vec<Bytes>,
+        body: CheckedBody,
+        mut guard: AdmissionGuard,
+    ) -> Result<TaggedAppend, StorageError> {
         // Its own task: the outcome is recorded even if this request is
         // dropped (the client gave up) while the body is being appended.
         let log = Arc::clone(self);
         let task = tokio::spawn(async move {
-            let result = log.append_with(frames, body, tag).await;
-            let stored = result.as_ref().ok().map(|a| Position {
+            let result = log.append_with(frames, body, guard.tag).await;
+            guard.stored = result.as_ref().ok().map(|a| Position {
                 chunk: a.chunk.name().clone(),
                 offset: a.offset,
                 size: a.size,
             });
-            log.producers().lock().finish(tag, stored);
+            drop(guard);
             result
         });
         match task.await {
