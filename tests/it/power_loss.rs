@@ -18,7 +18,11 @@
 //!   to the last batch it had delivered;
 //! * every tiered chunk in the manifest has its object, and every listed
 //!   chunk (local or tiered) is readable;
-//! * the restart needs no repair (`/healthz` 200).
+//! * the restart needs no repair (`/healthz` 200);
+//! * (cluster) the last acknowledged batch of every idempotent producer,
+//!   sent again to either node, is answered as a duplicate at its
+//!   acknowledged position: producer tags survive power loss on the owner
+//!   and on the copy.
 //!
 //! Prints `SKIP` and passes only when `/dev/fuse` is missing.
 
@@ -152,6 +156,8 @@ struct Ack {
     /// Promised to survive power loss (sync, fsync_every_write, replicas).
     durable: bool,
     at: Instant,
+    /// An idempotent write: its (producer, seq) and body, to send again.
+    tagged: Option<(u64, u64, String)>,
 }
 
 #[derive(Default)]
@@ -172,13 +178,29 @@ fn writer(
     stop: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
 ) -> std::thread::JoinHandle<()> {
+    tagged_writer(url, cat, durable, seed, None, stop, ledger)
+}
+
+/// [`writer`], as idempotent producer `producer` when given (its batches
+/// numbered 1, 2, …).
+fn tagged_writer(
+    url: String,
+    cat: &'static str,
+    durable: bool,
+    seed: u64,
+    producer: Option<u64>,
+    stop: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
         let mut rng = Lcg(seed);
+        let mut seq = 0u64;
         while !stop.load(Ordering::Relaxed) {
+            seq += 1;
             let n = 1 + rng.below(8);
             let ids: Vec<u64> = (0..n)
                 .map(|_| IDS.fetch_add(1, Ordering::Relaxed))
@@ -187,7 +209,11 @@ fn writer(
                 .iter()
                 .map(|id| message(*id, rng.below(400) as usize))
                 .collect();
-            let Ok(r) = http.post(&url).body(body).send() else {
+            let target = match producer {
+                Some(p) => format!("{url}&producer={p}&seq={seq}"),
+                None => url.clone(),
+            };
+            let Ok(r) = http.post(&target).body(body.clone()).send() else {
                 return; // the server is gone
             };
             if r.status().as_u16() != 200 {
@@ -205,9 +231,63 @@ fn writer(
                 offset: w.offset,
                 durable,
                 at,
+                tagged: producer.map(|p| (p, seq, body)),
             });
         }
     })
+}
+
+/// Sends the last acknowledged batch of every idempotent writer in `acks`
+/// again, to every node: each answers it as a duplicate at its
+/// acknowledged (chunk, offset) — the producer tags survived the power
+/// loss on the owner and on the copy — or, when the writer's next batch
+/// was stored but its answer lost in the crash, with a `409` naming that
+/// later batch (the tags survived too). Returns (exact duplicates, 409s).
+fn check_repeats_are_duplicates(nodes: &[TestBroker], cat: &str, acks: &[Ack]) -> (usize, usize) {
+    let (mut exact, mut later) = (0, 0);
+    let mut last: HashMap<u64, &Ack> = HashMap::new();
+    for a in acks.iter().filter(|a| a.cat == cat) {
+        if let Some((p, seq, _)) = &a.tagged {
+            let newer = last
+                .get(p)
+                .is_none_or(|b| b.tagged.as_ref().is_some_and(|t| t.1 < *seq));
+            if newer {
+                last.insert(*p, a);
+            }
+        }
+    }
+    for a in last.values() {
+        let Some((p, seq, body)) = &a.tagged else {
+            continue;
+        };
+        for n in nodes {
+            let (s, text) = n.post(
+                &format!("/write?category={cat}&sync=1&producer={p}&seq={seq}"),
+                body.clone(),
+            );
+            if s == 409 {
+                let stored: u64 = text
+                    .split("already stored batch ")
+                    .nth(1)
+                    .and_then(|t| t.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                assert!(stored > *seq, "repeat of producer {p} batch {seq}: {text}");
+                later += 1;
+                continue;
+            }
+            assert_eq!(s, 200, "repeat of producer {p} batch {seq}: {text}");
+            exact += 1;
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["duplicate"], serde_json::Value::Bool(true), "{text}");
+            assert_eq!(
+                (v["chunk"].as_str(), v["offset"].as_u64()),
+                (Some(a.chunk.as_str()), Some(a.offset)),
+                "repeat of producer {p} batch {seq}"
+            );
+        }
+    }
+    (exact, later)
 }
 
 /// Reads category `s` from group `g`'s position onwards and acks it.
@@ -754,6 +834,7 @@ fn power_loss_two_node_cluster() {
         })
         .collect();
     let mut world = World::default();
+    let (mut repeats, mut repeats_later) = (0, 0);
     let mut rng = Lcg(0x5eed_0004 ^ seed_override());
     for cycle in 0..cycles {
         let victim = (cycle % 2) as usize;
@@ -761,11 +842,13 @@ fn power_loss_two_node_cluster() {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let mut threads = Vec::new();
         for (w, node) in [(0u64, 0usize), (1, 0), (2, 1)] {
-            threads.push(writer(
+            // Idempotent producers: a new id per writer and cycle.
+            threads.push(tagged_writer(
                 nodes[node].url("/write?category=r&sync=1&min_sync_replicas=1"),
                 "r",
                 true,
                 cycle * 16 + w,
+                Some(0x1000 + cycle * 16 + w + 1),
                 Arc::clone(&stop),
                 Arc::clone(&ledger),
             ));
@@ -831,6 +914,9 @@ fn power_loss_two_node_cluster() {
                 owner_crashed,
             );
         }
+        let (exact, later) = check_repeats_are_duplicates(&nodes, "r", &ledger.acks);
+        repeats += exact;
+        repeats_later += later;
         for i in 0..2 {
             world.learn_acks(i, &ledger.acks);
         }
@@ -845,8 +931,12 @@ fn power_loss_two_node_cluster() {
             ledger.acks.len()
         );
     }
+    assert!(
+        repeats >= cycles as usize,
+        "too few idempotent repeats answered as duplicates: {repeats} (+{repeats_later} 409s)"
+    );
     eprintln!(
-        "{NAME}: {cycles} power-loss cycles in {:?}; {} ack checks, {} default writes lost within flush_interval",
+        "{NAME}: {cycles} power-loss cycles in {:?}; {} ack checks, {} default writes lost within flush_interval, {repeats} idempotent repeats answered as duplicates, {repeats_later} as 409 (a later batch stored, its answer lost)",
         started.elapsed(),
         world.checked_acks,
         world.lost_default
