@@ -57,3 +57,43 @@ pub fn write_sync_each(dir: &Path, block: &[u8], dur: Duration) -> Result<(f64, 
     std::fs::remove_file(&path)?;
     Ok((bytes as f64 / secs, hist))
 }
+
+/// `writers` threads, each doing [`write_sync_each`] on its own file at
+/// once, for `dur`: what concurrent synchronous writers get from this disk
+/// with no broker in between. Returns (total bytes per second, latency
+/// histogram in µs per write+sync over all writers).
+pub fn write_sync_each_parallel(
+    dir: &Path,
+    block: &[u8],
+    dur: Duration,
+    writers: usize,
+) -> Result<(f64, Histogram<u64>)> {
+    let results: Vec<Result<(f64, Histogram<u64>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|i| {
+                let sub = dir.join(format!("raw-parallel-{i}"));
+                scope.spawn(move || -> Result<(f64, Histogram<u64>)> {
+                    std::fs::create_dir_all(&sub)?;
+                    let r = write_sync_each(&sub, block, dur);
+                    let _ = std::fs::remove_dir_all(&sub);
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("raw writer thread panicked")))
+            })
+            .collect()
+    });
+    let mut total = 0.0;
+    let mut hist = Histogram::<u64>::new(3)?;
+    for r in results {
+        let (rate, h) = r?;
+        total += rate;
+        hist.add(&h)?;
+    }
+    Ok((total, hist))
+}

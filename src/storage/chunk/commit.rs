@@ -1,14 +1,32 @@
 //! Group commit of one chunk: a waiter that needs the first `target` bytes
-//! on disk either finds them synced or leads one fdatasync of data and index
-//! (in parallel) for everyone waiting; the result is published on the
-//! `synced` watch channel. A failed sync latches the chunk failed; it is
-//! never retried. Never writes chunk bytes.
+//! on disk either finds them synced, or covered by a sync already running
+//! (it waits for that one), or starts one fdatasync of data and index (in
+//! parallel) up to the chunk's current end for everyone who arrives before
+//! it starts. Up to [`MAX_SYNCS`] syncs run at once, so a write that comes
+//! just after a sync started does not wait for that sync to finish before
+//! its own can start: its pages go to the disk while the first sync's
+//! journal commit completes, and concurrent fdatasyncs of one file share
+//! journal commits. Results are published on the `synced` watch channel
+//! (the highest end any finished sync covered: an fdatasync makes
+//! everything written before it started durable). A failed sync latches
+//! the chunk failed; it is never retried. Never writes chunk bytes.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Chunk, ChunkFiles, StorageError};
 use crate::fsutil::{self, FaultHook};
+
+/// Most group commits of one chunk running at once.
+pub(crate) const MAX_SYNCS: u8 = 2;
+
+/// The group commits of a chunk that are running.
+#[derive(Debug, Default)]
+pub(crate) struct Syncs {
+    /// How many are running.
+    running: u8,
+    /// The highest end a running or finished sync covers.
+    covered: u64,
+}
 
 impl Chunk {
     /// Records that the first `upto` bytes are on disk (copies sync themselves).
@@ -22,7 +40,7 @@ impl Chunk {
         self.synced.borrow().upto
     }
 
-    /// Waits until the first `target` bytes are on disk, sharing one
+    /// Waits until the first `target` bytes are on disk, sharing each
     /// fdatasync among all concurrent waiters (group commit).
     ///
     /// # Errors
@@ -41,16 +59,22 @@ impl Chunk {
             if s.upto >= target {
                 return Ok(());
             }
-            if self
-                .sync_leader
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                // Lead in a spawned task so a cancelled request can never
-                // leave the leader flag set.
+            let start = {
+                let mut g = self.syncs.lock();
+                (g.covered < target && g.running < MAX_SYNCS).then(|| {
+                    // Everything published now, `target` included.
+                    let end = self.state().end;
+                    g.running += 1;
+                    g.covered = g.covered.max(end);
+                    end
+                })
+            };
+            if let Some(end) = start {
+                // In a spawned task so a cancelled request can never leave
+                // a sync counted as running.
                 let me = Arc::clone(self);
                 let hook = hook.clone();
-                tokio::spawn(async move { me.lead_sync(hook).await });
+                tokio::spawn(async move { me.lead_sync(end, hook).await });
             }
             if rx.changed().await.is_err() {
                 return Err(self.failed_error());
@@ -88,9 +112,10 @@ impl Chunk {
         }
     }
 
-    async fn lead_sync(self: Arc<Self>, hook: FaultHook) {
+    /// One group commit: fdatasyncs data and index, then publishes that
+    /// the first `end` bytes (published before it started) are on disk.
+    async fn lead_sync(self: Arc<Self>, end: u64, hook: FaultHook) {
         let state = self.state();
-        let end = state.end;
         let result = match self.files() {
             None if state.sealed => Ok(()), // everything is already durable
             None => {
@@ -116,9 +141,9 @@ impl Chunk {
                 flat(data).and(flat(idx))
             }
         };
-        // Release leadership before publishing so a waiter woken by the
-        // publish can always become the next leader.
-        self.sync_leader.store(false, Ordering::Release);
+        // Count this sync as finished before publishing, so a waiter woken
+        // by the publish can always start the next one.
+        self.syncs.lock().running -= 1;
         match result {
             Ok(()) => self.synced.send_modify(|s| s.upto = s.upto.max(end)),
             Err(e) => {

@@ -94,7 +94,9 @@ pub struct Chunk {
     cache: Arc<OpenCache>,
     state: watch::Sender<ChunkState>,
     synced: watch::Sender<Synced>,
-    sync_leader: AtomicBool,
+    /// Group commits running now (at most [`commit::MAX_SYNCS`]) and the
+    /// highest end one of them covers.
+    syncs: Mutex<commit::Syncs>,
     failure: Mutex<Option<String>>,
     publisher: publish::Publisher,
     /// Serialises `pwrite`s into this chunk: ext4 takes the inode lock for
@@ -254,7 +256,7 @@ impl Chunk {
                 upto: synced,
                 failed: false,
             }),
-            sync_leader: AtomicBool::new(false),
+            syncs: Mutex::new(commit::Syncs::default()),
             failure: Mutex::new(None),
             publisher: publish::Publisher::default(),
             copy_lock: Mutex::new(()),
