@@ -147,9 +147,12 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
 /// The answer to a repeat of an idempotent producer's stored batch: the
 /// original's position, once it is as durable and replicated as this
 /// request asks (the original's request may have failed before that).
-/// An original in another server's chunk (a copy here) is answered at
-/// once: it is on its owner and on this server, and the waits are the
-/// owner's to count.
+/// An original in another server's chunk (a copy here, found by a
+/// producer whose server is unreachable) counts this copy as its one
+/// replica: made durable here for `sync=1`, enough for
+/// `min_sync_replicas` up to 1; above that only the owner can count, and
+/// the answer is `503` (stored). An original whose chunk is gone (acked
+/// and deleted) was durable long ago: no waits.
 async fn answer_duplicate(
     state: &AppState,
     category: &Category,
@@ -161,29 +164,50 @@ async fn answer_duplicate(
     let name = position.chunk.to_string();
     let end = position.offset + position.size;
     let storage = state.storage()?;
-    let own = position.chunk.owner() == storage.server();
-    let (durable, replicas) = if own { (durable, replicas) } else { (false, 0) };
-    if let Some(chunk) = chunk.filter(|_| durable) {
-        let appended = Appended {
-            chunk,
-            offset: position.offset,
-            size: position.size,
-        };
-        storage
-            .wait_durable(&appended)
-            .await
-            .map_err(|e| ApiError::from(e).with_written(true))?;
+    if let Some(chunk) = chunk {
+        let own = position.chunk.owner() == storage.server();
+        if !own && replicas > 1 {
+            return Err(ApiError::from(ClusterError::NotReplicated {
+                chunk: name,
+                offset: position.offset,
+                have: 1,
+                want: usize::try_from(replicas).unwrap_or(usize::MAX),
+                durable,
+                timeout_ms: 0,
+            })
+            .with_written(true));
+        }
+        // Counted before waiting, so replicas fetching these bytes know to
+        // fdatasync them.
+        let _sync_waiter = state
+            .cluster
+            .get()
+            .filter(|_| own && replicas > 0 && durable)
+            .map(|c| c.progress.sync_waiter());
+        if durable {
+            let appended = Appended {
+                chunk,
+                offset: position.offset,
+                size: position.size,
+            };
+            storage
+                .wait_durable(&appended)
+                .await
+                .map_err(|e| ApiError::from(e).with_written(true))?;
+        }
+        if own {
+            wait_for_replicas(
+                state,
+                category,
+                &name,
+                position.offset,
+                end,
+                replicas,
+                durable,
+            )
+            .await?;
+        }
     }
-    wait_for_replicas(
-        state,
-        category,
-        &name,
-        position.offset,
-        end,
-        replicas,
-        durable,
-    )
-    .await?;
     state.metrics.duplicate_writes.inc();
     json(&WriteReply {
         chunk: &name,

@@ -153,6 +153,21 @@ pub enum StorageError {
         /// The last stored one.
         last: u64,
     },
+    /// An idempotent producer's tag sent again with another body than the
+    /// batch stored under it.
+    #[error("producer {producer}'s batch {seq} in category {category} was stored (chunk {chunk}, offset {offset}) with other content; a repeat must carry the same body (two producers share the id, or the tag was reused)")]
+    TagReused {
+        /// The category.
+        category: String,
+        /// The producer id.
+        producer: u64,
+        /// The sequence number.
+        seq: u64,
+        /// Where the stored batch is.
+        chunk: String,
+        /// Its offset.
+        offset: u64,
+    },
     /// An idempotent producer asked whether this server holds one of its
     /// batches, and it does not (not stored here, nor copied here yet).
     #[error("producer {producer}'s batch {seq} is not held by this server in category {category} (neither stored here nor copied here yet); nothing was stored")]
@@ -198,7 +213,9 @@ impl crate::error::DomainError for StorageError {
             Self::Failed { .. } => ErrorKind::Unavailable,
             Self::UnknownChunk { .. } | Self::NotKnownHere { .. } => ErrorKind::NotFound,
             Self::DeletedChunk { .. } => ErrorKind::Deleted,
-            Self::TooManyCategories { .. } | Self::StaleSequence { .. } => ErrorKind::Conflict,
+            Self::TooManyCategories { .. }
+            | Self::StaleSequence { .. }
+            | Self::TagReused { .. } => ErrorKind::Conflict,
             Self::NotSealed { .. }
             | Self::AckTooSmall { .. }
             | Self::OffsetBeyondEnd { .. }

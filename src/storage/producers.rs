@@ -24,7 +24,7 @@ use crate::names::ChunkName;
 /// forgotten when a new one arrives at a full table.
 pub const MAX_PRODUCERS: usize = 4096;
 
-/// Where a producer's last batch is stored.
+/// Where a producer's last batch is stored, and what it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// The chunk.
@@ -33,6 +33,18 @@ pub struct Position {
     pub offset: u64,
     /// Batch length.
     pub size: u64,
+    /// CRC32C of the batch's bytes (as in its index record).
+    pub crc: u32,
+}
+
+/// What a write carries, to tell a repeat from another batch sent under
+/// the same tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Content {
+    /// Body length.
+    pub size: u64,
+    /// CRC32C of the body.
+    pub crc: u32,
 }
 
 #[derive(Debug)]
@@ -62,6 +74,9 @@ pub enum Admission {
         /// The last stored sequence number.
         last: u64,
     },
+    /// The tag of the last stored batch, with other content: a reused tag
+    /// (two producers sharing an id, or a client bug), never a repeat.
+    Mismatch(Position),
 }
 
 /// The dedup table of one category.
@@ -73,9 +88,10 @@ pub struct Producers {
 }
 
 impl Producers {
-    /// Decides about a write tagged `tag` (`tag.producer != 0`). An
+    /// Decides about a write tagged `tag` (`tag.producer != 0`) carrying
+    /// `content` (`None`: a probe, which only asks). An
     /// [`Admission::Append`] must be followed by [`Producers::finish`].
-    pub fn admit(&mut self, tag: ProducerTag) -> Admission {
+    pub fn admit(&mut self, tag: ProducerTag, content: Option<Content>) -> Admission {
         if let Some(done) = self.fresh.get(&tag.producer) {
             return Admission::Wait(done.subscribe());
         }
@@ -88,7 +104,12 @@ impl Producers {
             return Admission::Wait(done.subscribe());
         }
         if tag.seq == st.last_seq {
-            return Admission::Duplicate(st.last.clone());
+            let same = content.is_none_or(|c| c.size == st.last.size && c.crc == st.last.crc);
+            return if same {
+                Admission::Duplicate(st.last.clone())
+            } else {
+                Admission::Mismatch(st.last.clone())
+            };
         }
         if tag.seq < st.last_seq {
             return Admission::Stale { last: st.last_seq };
@@ -145,6 +166,46 @@ impl Producers {
         );
     }
 
+    /// Forgets every producer whose last batch is in `chunk` (a copy this
+    /// server dropped, e.g. because it diverged from its owner's).
+    pub fn forget_chunk(&mut self, chunk: &ChunkName) {
+        self.by_id
+            .retain(|_, st| st.pending.is_some() || &st.last.chunk != chunk);
+    }
+
+    /// Rebuilds from tagged batches in the order they were stored
+    /// (`tagged`: tag and position), keeping each producer's highest
+    /// sequence number and, when there are more producers than
+    /// [`MAX_PRODUCERS`], the ones stored last. Linear in the records.
+    pub fn rebuild(tagged: impl IntoIterator<Item = (ProducerTag, Position)>) -> Self {
+        let mut last: HashMap<u64, (u64, Position, u64)> = HashMap::new();
+        for (order, (tag, pos)) in (0u64..).zip(tagged) {
+            if !tag.is_tagged() {
+                continue;
+            }
+            let e = last
+                .entry(tag.producer)
+                .or_insert((tag.seq, pos.clone(), order));
+            if tag.seq >= e.0 {
+                *e = (tag.seq, pos, order);
+            }
+            if last.len() > 4 * MAX_PRODUCERS {
+                keep_newest(&mut last, MAX_PRODUCERS);
+            }
+        }
+        keep_newest(&mut last, MAX_PRODUCERS);
+        let mut by_order: Vec<(u64, u64, u64, Position)> = last
+            .into_iter()
+            .map(|(p, (seq, pos, order))| (order, p, seq, pos))
+            .collect();
+        by_order.sort_unstable_by_key(|e| e.0);
+        let mut table = Self::default();
+        for (_, producer, seq, pos) in by_order {
+            table.remember(ProducerTag { producer, seq }, pos);
+        }
+        table
+    }
+
     /// Number of producers remembered.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -170,6 +231,17 @@ impl Producers {
     }
 }
 
+/// Keeps the `n` entries of `m` stored last (highest order).
+fn keep_newest(m: &mut HashMap<u64, (u64, Position, u64)>, n: usize) {
+    if m.len() <= n {
+        return;
+    }
+    let mut orders: Vec<u64> = m.values().map(|e| e.2).collect();
+    orders.sort_unstable_by(|a, b| b.cmp(a));
+    let cut = orders[n - 1];
+    m.retain(|_, e| e.2 >= cut);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,37 +255,100 @@ mod tests {
             chunk: ChunkName::parse("n1-chunk000000001").unwrap(),
             offset,
             size: 10,
+            crc: 7,
         }
+    }
+
+    impl Producers {
+        /// `admit` with the content of every test batch.
+        fn admit_plain(&mut self, tag: ProducerTag) -> Admission {
+            self.admit(tag, Some(Content { size: 10, crc: 7 }))
+        }
+    }
+
+    #[test]
+    fn the_same_tag_with_other_content_is_a_mismatch_and_a_probe_matches_any() {
+        let mut p = Producers::default();
+        assert!(matches!(p.admit_plain(tag(7, 1)), Admission::Append));
+        p.finish(tag(7, 1), Some(pos(0)));
+        let other = Content { size: 10, crc: 8 };
+        assert!(matches!(
+            p.admit(tag(7, 1), Some(other)),
+            Admission::Mismatch(_)
+        ));
+        assert!(matches!(p.admit(tag(7, 1), None), Admission::Duplicate(_)));
+    }
+
+    #[test]
+    fn a_rebuild_keeps_each_producers_highest_batch_and_the_newest_producers() {
+        // 3 records each of 10,000 producers, interleaved: linear time,
+        // bounded table, highest sequence number per producer.
+        let records = (0..3u64).flat_map(|round| {
+            (1..=10_000u64).map(move |id| (tag(id, round + 1), pos(round * 100_000 + id)))
+        });
+        let t0 = std::time::Instant::now();
+        let mut p = Producers::rebuild(records);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(p.len(), MAX_PRODUCERS);
+        // The last-stored producers are kept, at their highest batch.
+        assert!(
+            matches!(p.admit_plain(tag(10_000, 3)), Admission::Duplicate(x) if x == pos(210_000))
+        );
+        assert!(matches!(
+            p.admit_plain(tag(10_000, 2)),
+            Admission::Stale { last: 3 }
+        ));
+        assert!(
+            matches!(p.admit_plain(tag(1, 1)), Admission::Append),
+            "forgotten"
+        );
+    }
+
+    #[test]
+    fn dropping_a_copy_forgets_the_producers_whose_last_batch_it_held() {
+        let mut p = Producers::default();
+        p.remember(tag(1, 1), pos(0));
+        let other = Position {
+            chunk: ChunkName::parse("n2-chunk000000001").unwrap(),
+            ..pos(5)
+        };
+        p.remember(tag(2, 1), other);
+        p.forget_chunk(&ChunkName::parse("n1-chunk000000001").unwrap());
+        assert!(matches!(p.admit_plain(tag(1, 1)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(2, 1)), Admission::Duplicate(_)));
     }
 
     #[test]
     fn a_new_seq_appends_the_same_is_a_duplicate_a_lower_is_stale() {
         let mut p = Producers::default();
-        assert!(matches!(p.admit(tag(7, 1)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(7, 1)), Admission::Append));
         // A retry while the first is still being appended waits.
-        assert!(matches!(p.admit(tag(7, 1)), Admission::Wait(_)));
+        assert!(matches!(p.admit_plain(tag(7, 1)), Admission::Wait(_)));
         p.finish(tag(7, 1), Some(pos(0)));
-        assert!(matches!(p.admit(tag(7, 1)), Admission::Duplicate(x) if x == pos(0)));
+        assert!(matches!(p.admit_plain(tag(7, 1)), Admission::Duplicate(x) if x == pos(0)));
         // Gaps are allowed (batches the producer dropped).
-        assert!(matches!(p.admit(tag(7, 5)), Admission::Append));
-        assert!(matches!(p.admit(tag(7, 6)), Admission::Wait(_)));
+        assert!(matches!(p.admit_plain(tag(7, 5)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(7, 6)), Admission::Wait(_)));
         p.finish(tag(7, 5), Some(pos(10)));
-        assert!(matches!(p.admit(tag(7, 1)), Admission::Stale { last: 5 }));
-        assert!(matches!(p.admit(tag(7, 5)), Admission::Duplicate(x) if x == pos(10)));
+        assert!(matches!(
+            p.admit_plain(tag(7, 1)),
+            Admission::Stale { last: 5 }
+        ));
+        assert!(matches!(p.admit_plain(tag(7, 5)), Admission::Duplicate(x) if x == pos(10)));
         // Another producer is independent.
-        assert!(matches!(p.admit(tag(8, 1)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(8, 1)), Admission::Append));
     }
 
     #[test]
     fn a_write_that_was_not_stored_can_be_sent_again() {
         let mut p = Producers::default();
-        assert!(matches!(p.admit(tag(7, 1)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(7, 1)), Admission::Append));
         p.finish(tag(7, 1), None);
-        assert!(matches!(p.admit(tag(7, 1)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(7, 1)), Admission::Append));
         p.finish(tag(7, 1), Some(pos(0)));
-        assert!(matches!(p.admit(tag(7, 2)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(7, 2)), Admission::Append));
         p.finish(tag(7, 2), None);
-        assert!(matches!(p.admit(tag(7, 2)), Admission::Append));
+        assert!(matches!(p.admit_plain(tag(7, 2)), Admission::Append));
     }
 
     #[test]
@@ -221,7 +356,7 @@ mod tests {
         let mut p = Producers::default();
         p.remember(tag(1, 9), pos(90));
         p.remember(tag(1, 3), pos(30));
-        assert!(matches!(p.admit(tag(1, 9)), Admission::Duplicate(x) if x == pos(90)));
+        assert!(matches!(p.admit_plain(tag(1, 9)), Admission::Duplicate(x) if x == pos(90)));
         p.remember(tag(0, 3), pos(0));
         assert_eq!(p.len(), 1, "untagged batches are not remembered");
         for id in 2..=(MAX_PRODUCERS as u64 + 10) {
@@ -230,14 +365,17 @@ mod tests {
         assert_eq!(p.len(), MAX_PRODUCERS);
         // The most recent ones stay.
         let last = MAX_PRODUCERS as u64 + 10;
-        assert!(matches!(p.admit(tag(last, 1)), Admission::Duplicate(_)));
+        assert!(matches!(
+            p.admit_plain(tag(last, 1)),
+            Admission::Duplicate(_)
+        ));
     }
 
     #[tokio::test]
     async fn waiters_wake_when_the_pending_write_finishes() {
         let mut p = Producers::default();
-        assert!(matches!(p.admit(tag(3, 1)), Admission::Append));
-        let Admission::Wait(mut done) = p.admit(tag(3, 1)) else {
+        assert!(matches!(p.admit_plain(tag(3, 1)), Admission::Append));
+        let Admission::Wait(mut done) = p.admit_plain(tag(3, 1)) else {
             panic!("expected a wait")
         };
         // Finished before the waiter looks: nothing is lost.

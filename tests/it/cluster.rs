@@ -1,6 +1,7 @@
 //! Cluster tests: three real server processes on 127.0.0.1 replicating each
 //! other's chunks; faults injected with kill -9, SIGSTOP and file cuts.
 
+use chunkbus::storage::chunk::index::{IndexFormat, Record};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -216,11 +217,11 @@ fn cut_back(data: &std::path::Path, keep: usize) -> u64 {
         std::path::PathBuf::from(s)
     };
     let bytes = std::fs::read(&idx).unwrap();
+    let f = IndexFormat::detect(&bytes).expect("an index");
     let rec = |i: usize| {
-        let r = &bytes[16 + 16 * i..32 + 16 * i];
-        let off = u64::from_le_bytes(r[..8].try_into().unwrap());
-        let len = u64::from(u32::from_le_bytes(r[8..12].try_into().unwrap()));
-        (off, len)
+        let at = f.header_len() + f.record_len() * i;
+        let r = Record::decode(f, &bytes[at..at + f.record_len()]);
+        (r.offset, u64::from(r.len))
     };
     let (off, len) = rec(keep - 1);
     let end = off + len;
@@ -234,7 +235,7 @@ fn cut_back(data: &std::path::Path, keep: usize) -> u64 {
         .write(true)
         .open(&idx)
         .unwrap()
-        .set_len((16 + 16 * keep) as u64)
+        .set_len((f.header_len() + f.record_len() * keep) as u64)
         .unwrap();
     end
 }
@@ -685,7 +686,7 @@ fn owner_whose_open_chunk_lost_every_byte_pulls_them_back() {
         .write(true)
         .open(std::path::PathBuf::from(idx))
         .unwrap()
-        .set_len(16)
+        .set_len(IndexFormat::CURRENT.header_len() as u64)
         .unwrap();
     c.nodes[0].start_again();
     assert_eq!(

@@ -339,3 +339,127 @@ fn a_batch_in_doubt_that_nobody_settles_fails_as_maybe_stored() {
     // It was stored, indeed, once.
     assert_eq!(b.read_all("doubt"), b"p0\n");
 }
+
+/// A server from before idempotent writes, emulated: a proxy that strips
+/// `producer`, `seq` and `probe` from every request (as an older server
+/// ignores them) and loses the first answer. The producer must not send
+/// the batch again (it would be stored twice): it fails as `maybe_stored`.
+#[test]
+fn against_a_server_without_idempotent_writes_a_batch_in_doubt_is_not_sent_again() {
+    let b = TestBroker::start(&[]);
+    let proxy = legacy_proxy(b.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    let client = Client::new(&format!("http://{proxy}"))
+        .unwrap()
+        .with_request_timeout(Duration::from_secs(5));
+    let producer = Producer::new(
+        client,
+        ProducerConfig::default().delivery_timeout(Duration::from_secs(10)),
+    );
+    let lane = producer.category("old").unwrap();
+    let err = rt.block_on(lane.send("p0")).unwrap_err();
+    match &err {
+        chunkbus_client::ProducerError::BatchFailed { maybe_stored, .. } => {
+            assert!(*maybe_stored, "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.read_all("old"), b"p0\n", "stored once, not twice");
+}
+
+/// An HTTP/1.1 proxy (one request at a time per connection, bodies by
+/// Content-Length) that removes the idempotence parameters from every
+/// request line and resets the connection instead of forwarding the first
+/// answer.
+fn legacy_proxy(upstream: SocketAddr) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let answers = Arc::new(AtomicU64::new(0));
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(legacy_conn(client, upstream, Arc::clone(&answers)));
+            }
+        });
+    });
+    addr
+}
+
+/// Reads one HTTP message head and its Content-Length body.
+async fn read_message(
+    r: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Option<(String, Vec<u8>)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut head = String::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+async fn legacy_conn(client: tokio::net::TcpStream, upstream: SocketAddr, answers: Arc<AtomicU64>) {
+    use tokio::io::AsyncWriteExt;
+    let (cr, mut cw) = client.into_split();
+    let mut cr = tokio::io::BufReader::new(cr);
+    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (sr, mut sw) = server.into_split();
+    let mut sr = tokio::io::BufReader::new(sr);
+    while let Some((head, body)) = read_message(&mut cr).await {
+        let (line, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+        let stripped: String = {
+            let (path, tail) = line.rsplit_once(' ').unwrap_or((line, ""));
+            let (before, query) = path.split_once('?').unwrap_or((path, ""));
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|kv| {
+                    !["producer=", "seq=", "probe="]
+                        .iter()
+                        .any(|p| kv.starts_with(p))
+                })
+                .collect();
+            format!("{before}?{} {tail}", kept.join("&"))
+        };
+        let request = format!("{stripped}\r\n{rest}");
+        if sw.write_all(request.as_bytes()).await.is_err() || sw.write_all(&body).await.is_err() {
+            return;
+        }
+        let Some((rhead, rbody)) = read_message(&mut sr).await else {
+            return;
+        };
+        if answers.fetch_add(1, Ordering::Relaxed) == 0 {
+            return; // the first answer is lost
+        }
+        if cw.write_all(rhead.as_bytes()).await.is_err() || cw.write_all(&rbody).await.is_err() {
+            return;
+        }
+    }
+}

@@ -137,3 +137,58 @@ fn a_server_that_copied_a_batch_answers_its_repeat_as_a_duplicate() {
     let all = c.converge("idem", Duration::from_secs(20), |l| l.len() == 2);
     assert_eq!(all.iter().map(|e| e.size).sum::<u64>(), 16);
 }
+
+#[test]
+fn a_probe_stores_nothing_and_a_reused_tag_with_another_body_is_a_conflict() {
+    let b = TestBroker::start(&[]);
+    // Not held: 404, written false, nothing stored (the body is ignored).
+    let r = b
+        .http
+        .post(b.url("/write?category=probe&producer=3&seq=1&probe=1"))
+        .body("ignored\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.headers()
+            .get("chunkbus-written")
+            .and_then(|v| v.to_str().ok()),
+        Some("false")
+    );
+    assert!(b.read_all("probe").is_empty());
+    let (s, body) = b.post("/write?category=probe&probe=1", "");
+    assert_eq!(s, 400, "a probe needs a tag: {body}");
+    // Held: the position, as a duplicate.
+    let (_, first) = tagged(&b, "probe", 3, 1, "one\n");
+    let (s, probe) = b.post("/write?category=probe&producer=3&seq=1&probe=1", "");
+    assert_eq!(s, 200, "{probe}");
+    let probe: Value = serde_json::from_str(&probe).unwrap();
+    assert_eq!(probe["duplicate"], Value::Bool(true));
+    assert_eq!(position(&probe), position(&first));
+    // The same tag with another body is not a repeat: 409, nothing stored.
+    let (s, other) = tagged(&b, "probe", 3, 1, "two\n");
+    assert_eq!(s, 409, "{other}");
+    assert!(other.to_string().contains("other content"), "{other}");
+    assert_eq!(b.read_all("probe"), b"one\n");
+}
+
+/// A producer's last batch is remembered after a restart even when plain
+/// writes filled several newer chunks after it (the rebuild reads every
+/// chunk written within its window, not only the newest ones).
+#[test]
+fn a_repeat_after_a_restart_is_recognised_behind_newer_chunks() {
+    let mut b = TestBroker::start(&["--max-chunk-size", "4KiB"]);
+    let (s, first) = tagged(&b, "window", 11, 7, "tagged\n");
+    assert_eq!(s, 200, "{first}");
+    let line = "x".repeat(1000) + "\n";
+    for _ in 0..20 {
+        assert_eq!(b.write("window", line.clone()).0, 200);
+    }
+    assert!(b.chunks("window").len() >= 5, "{:?}", b.chunks("window"));
+    b.kill9();
+    b.start_again();
+    let (s, again) = tagged(&b, "window", 11, 7, "tagged\n");
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["duplicate"], Value::Bool(true), "{again}");
+    assert_eq!(position(&again), position(&first));
+}

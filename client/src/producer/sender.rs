@@ -72,51 +72,24 @@ async fn send_batch(shared: &Shared, lane: &Lane, batch: SealedBatch) {
         return;
     };
     let deadline = Instant::now() + shared.config.delivery_timeout;
-    let mut backoff = Duration::from_millis(25);
     // An idempotent producer's batch carries its tag; the server stores it
-    // once, so what may have been stored can be sent again too — to the
-    // server that may hold it (pinned after the first such failure), which
-    // answers a repeat with the original position.
+    // once, so what may have been stored can be sent again too.
     let tag = shared.producer_id.map(|producer| ProducerTag {
         producer,
         seq: batch.first_seq,
     });
-    let mut pinned: Option<usize> = None;
-    let result = loop {
-        let (result, server) = shared
-            .client
-            .write_at(
-                pinned,
-                &lane.category,
-                batch.body.clone(),
-                shared.config.write,
-                tag,
-            )
-            .await;
-        match result {
-            Ok(reply) => break Ok(reply),
-            Err(e) if may_retry(&e, tag.is_some()) && Instant::now() + backoff < deadline => {
-                if !e.is_safe_to_resend() {
-                    pinned = Some(server);
-                } else if let (Some(at), Some(tag)) = (pinned, tag) {
-                    // The server that may hold the batch cannot be
-                    // reached: another one that already holds a copy of it
-                    // settles the doubt (never a second store: a probe
-                    // stores nothing).
-                    if let Some(reply) = find_elsewhere(shared, lane, at, tag).await {
-                        break Ok(reply);
-                    }
-                }
-                shared.stats.record(&StatsEvent::Retry {
-                    category: &lane.category,
-                    error: &e,
-                });
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => break Err(e),
-        }
+    let mut delivery = Attempts {
+        shared,
+        lane,
+        body: &batch.body,
+        tag,
+        deadline,
+        backoff: Duration::from_millis(25),
+        pinned: None,
+        doubt: None,
     };
+    let result = delivery.run().await;
+    let pinned = delivery.pinned;
     match result {
         Ok(reply) => {
             shared.stats.record(&StatsEvent::Stored {
@@ -194,27 +167,6 @@ fn recycle(shared: &Shared, batch: SealedBatch) {
     }
 }
 
-/// Asks every server but `except` whether it holds the batch tagged `tag`
-/// (a copy replicated from the server that stored it); the first that does
-/// answers with its position.
-async fn find_elsewhere(
-    shared: &Shared,
-    lane: &Lane,
-    except: usize,
-    tag: ProducerTag,
-) -> Option<WriteReply> {
-    for i in (0..shared.client.server_count()).filter(|&i| i != except) {
-        if let Ok(reply) = shared
-            .client
-            .find_at(i, &lane.category, shared.config.write, tag)
-            .await
-        {
-            return Some(reply);
-        }
-    }
-    None
-}
-
 /// Whether a failed batch is sent again: when that cannot store it twice —
 /// nothing was stored, or (`tagged`) the server recognises a repeat — and
 /// the failure may pass (not a refusal of the request itself).
@@ -230,5 +182,172 @@ fn never_stored(e: &ClientError) -> bool {
             status, written, ..
         } => *written == Some(false) || ((400..500).contains(status) && *status != 408),
         _ => false,
+    }
+}
+
+/// The attempts to deliver one batch: retries with backoff within the
+/// delivery timeout; for an idempotent producer, a batch in doubt (an
+/// attempt that may have stored it) is *pinned* to the server that may
+/// hold it and settled before anything is sent again: that server is
+/// asked first (`probe`, which stores nothing): it holds the batch (done),
+/// or not (sent again, to it only), or does not know idempotent writes (an
+/// older server: the batch fails as `maybe_stored`); when it cannot be
+/// reached, the other servers are asked whether they hold a copy.
+struct Attempts<'a> {
+    shared: &'a Shared,
+    lane: &'a Lane,
+    body: &'a bytes::Bytes,
+    tag: Option<ProducerTag>,
+    deadline: Instant,
+    backoff: Duration,
+    /// The server an attempt may have stored the batch on.
+    pinned: Option<usize>,
+    /// That attempt's error, reported if the doubt is never settled.
+    doubt: Option<ClientError>,
+}
+
+impl Attempts<'_> {
+    async fn run(&mut self) -> Result<WriteReply, ClientError> {
+        loop {
+            let result = match (self.pinned, self.tag) {
+                (Some(at), Some(tag)) => match self.settle(at, tag).await {
+                    Settled::Stored(reply) => return Ok(reply),
+                    Settled::Refused(e) => return Err(e),
+                    Settled::SendAgain => self.send(Some(at)).await,
+                    Settled::Unknown(e) => Err(e),
+                },
+                _ => self.send(None).await,
+            };
+            let e = match result {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            if !may_retry(&e, self.tag.is_some()) || Instant::now() + self.backoff >= self.deadline
+            {
+                return Err(self.doubt.take().unwrap_or(e));
+            }
+            self.shared.stats.record(&StatsEvent::Retry {
+                category: &self.lane.category,
+                error: &e,
+            });
+            tokio::time::sleep(self.backoff).await;
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// One write, to `server` only or (`None`) with connect failover;
+    /// pins the batch when the attempt may have stored it.
+    async fn send(&mut self, server: Option<usize>) -> Result<WriteReply, ClientError> {
+        let write = self.shared.client.write_at(
+            server,
+            &self.lane.category,
+            self.body.clone(),
+            self.shared.config.write,
+            self.tag,
+        );
+        let (result, asked) = match self.bounded(write).await {
+            Ok(r) => r,
+            Err(timeout) => (Err(timeout), server.unwrap_or(0)),
+        };
+        if let Err(e) = &result {
+            if self.tag.is_some() && !e.is_safe_to_resend() && self.pinned.is_none() {
+                self.pinned = Some(server.unwrap_or(asked));
+                self.doubt = Some(clone_error(e));
+            }
+        }
+        result
+    }
+
+    /// Settles a batch in doubt on server `at` (type docs).
+    async fn settle(&mut self, at: usize, tag: ProducerTag) -> Settled {
+        let probe =
+            self.shared
+                .client
+                .find_at(at, &self.lane.category, self.shared.config.write, tag);
+        let e = match self.bounded(probe).await.and_then(|r| r) {
+            Ok(reply) => return Settled::Stored(reply),
+            Err(e) => e,
+        };
+        match e.status() {
+            Some(404) => return Settled::SendAgain,
+            Some(400 | 409) => {
+                tracing::warn!(
+                    category = %self.lane.category,
+                    server = at,
+                    error = %e,
+                    "the server cannot tell whether it holds the batch (a 400: older than idempotent writes; a 409: a later batch of this producer is stored): it is not sent again"
+                );
+                return Settled::Refused(self.doubt.take().unwrap_or(e));
+            }
+            _ => {}
+        }
+        // Unreachable or failing: a server holding a copy settles it.
+        for i in (0..self.shared.client.server_count()).filter(|&i| i != at) {
+            let probe =
+                self.shared
+                    .client
+                    .find_at(i, &self.lane.category, self.shared.config.write, tag);
+            if let Ok(Ok(reply)) = self.bounded(probe).await {
+                return Settled::Stored(reply);
+            }
+        }
+        Settled::Unknown(e)
+    }
+
+    /// `f`, cut off at the delivery deadline.
+    async fn bounded<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T, ClientError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, f)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                url: format!("{}/write", self.shared.client.active_server()),
+                after: self.shared.config.delivery_timeout,
+            })
+    }
+}
+
+/// How a batch in doubt turned out.
+enum Settled {
+    /// The server holds it: its position.
+    Stored(WriteReply),
+    /// Not held by the server it may have been stored on: send it again.
+    SendAgain,
+    /// The server cannot tell (an older server): give up, `maybe_stored`.
+    Refused(ClientError),
+    /// Nobody could be asked: try again later.
+    Unknown(ClientError),
+}
+
+/// A copy of `e` for reporting later (the transport source is kept as
+/// text).
+fn clone_error(e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Status {
+            status,
+            message,
+            written,
+        } => ClientError::Status {
+            status: *status,
+            message: message.clone(),
+            written: *written,
+        },
+        ClientError::Timeout { url, after } => ClientError::Timeout {
+            url: url.clone(),
+            after: *after,
+        },
+        ClientError::Transport {
+            url,
+            connect,
+            source,
+        } => ClientError::Transport {
+            url: url.clone(),
+            connect: *connect,
+            source: Box::new(std::io::Error::other(source.to_string())),
+        },
+        other => ClientError::Transport {
+            url: String::new(),
+            connect: false,
+            source: Box::new(std::io::Error::other(other.to_string())),
+        },
     }
 }

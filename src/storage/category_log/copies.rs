@@ -141,6 +141,7 @@ impl CategoryLog {
         let Some(chunk) = self.chunks.write().remove(name) else {
             return Ok(false);
         };
+        self.forget_copied(name);
         copy::remove_files(&chunk)?;
         fsutil::fsync_dir(&self.dir).map_err(|e| StorageError::io("fsync", &self.dir, e))?;
         self.listed.send_modify(|g| *g = g.wrapping_add(1));

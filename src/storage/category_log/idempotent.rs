@@ -15,14 +15,19 @@ use crate::names::ChunkName;
 use crate::storage::chunk::format::CheckedBody;
 use crate::storage::chunk::index::{ProducerTag, Record};
 use crate::storage::chunk::Chunk;
-use crate::storage::producers::{Admission, Position, Producers};
+use crate::storage::producers::{Admission, Content, Position, Producers};
 use crate::storage::StorageError;
 
-/// Newest chunks of each owner whose index records rebuild the table: a
-/// producer is remembered across a restart if its last batch is in one of
-/// them (a retry comes within the producer's delivery timeout, long before
-/// its server has filled two more chunks of the category).
+/// Newest chunks of each owner whose index records always rebuild the
+/// table.
 pub const REBUILD_CHUNKS_PER_OWNER: usize = 2;
+
+/// Chunks written within this long before the rebuild (or created since
+/// the server started) rebuild the table too, however many there are: a
+/// producer whose batch is that recent is remembered even if plain writes
+/// filled newer chunks since (its retry comes within its delivery
+/// timeout, 60 s by default).
+pub const REBUILD_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The outcome of a tagged write.
 #[derive(Debug)]
@@ -78,28 +83,33 @@ impl CategoryLog {
     }
 
     fn rebuild_producers(&self) -> Producers {
-        let mut table = Producers::default();
+        let since = std::time::SystemTime::now()
+            .checked_sub(REBUILD_WINDOW)
+            .unwrap_or(std::time::UNIX_EPOCH);
         let chunks: Vec<Arc<Chunk>> = {
             let all = self.chunks.read();
             let mut picked: Vec<Arc<Chunk>> = Vec::new();
             // Ordered by owner, then index: walk each owner's newest first.
             for c in all.values().rev() {
-                let same_owner = picked
+                if c.is_tiered() || c.state().end == 0 {
+                    continue;
+                }
+                let newer_of_owner = picked
                     .iter()
                     .filter(|p| p.name().owner() == c.name().owner())
                     .count();
-                if same_owner < REBUILD_CHUNKS_PER_OWNER && !c.is_tiered() {
+                if newer_of_owner < REBUILD_CHUNKS_PER_OWNER || c.created() >= since {
                     picked.push(Arc::clone(c));
                 }
             }
+            picked.reverse(); // oldest first: the order they were stored in
             picked
         };
-        for chunk in chunks.iter().rev() {
+        let mut tagged = Vec::new();
+        for chunk in &chunks {
             match chunk.tagged_records() {
                 Ok(records) => {
-                    for r in records {
-                        table.remember(r.tag, position(chunk.name(), &r));
-                    }
+                    tagged.extend(records.iter().map(|r| (r.tag, position(chunk.name(), r))));
                 }
                 Err(e) => tracing::warn!(
                     category = %self.category,
@@ -109,8 +119,9 @@ impl CategoryLog {
                 ),
             }
         }
+        let table = Producers::rebuild(tagged);
         if !table.is_empty() {
-            tracing::debug!(category = %self.category, producers = table.len(), "idempotent producers rebuilt from the index");
+            tracing::debug!(category = %self.category, producers = table.len(), chunks = chunks.len(), "idempotent producers rebuilt from the index");
         }
         table
     }
@@ -129,7 +140,11 @@ impl CategoryLog {
         body: CheckedBody,
         tag: ProducerTag,
     ) -> Result<TaggedAppend, StorageError> {
-        match self.admit_tagged(tag).await? {
+        let content = Content {
+            size: body.len,
+            crc: body.crc,
+        };
+        match self.admit_tagged(tag, Some(content)).await? {
             Admitted::Duplicate(d) => Ok(TaggedAppend::Duplicate(d)),
             Admitted::Append(guard) => self.append_admitted(frames, body, guard).await,
         }
@@ -146,7 +161,7 @@ impl CategoryLog {
         self: &Arc<Self>,
         tag: ProducerTag,
     ) -> Result<Duplicate, StorageError> {
-        match self.admit_tagged(tag).await? {
+        match self.admit_tagged(tag, None).await? {
             Admitted::Duplicate(d) => Ok(d),
             // Released at once (the guard's drop): nothing is stored.
             Admitted::Append(_) => Err(StorageError::NotKnownHere {
@@ -159,7 +174,11 @@ impl CategoryLog {
 
     /// Admission of `tag`, waiting while another write of the producer is
     /// being appended.
-    async fn admit_tagged(self: &Arc<Self>, tag: ProducerTag) -> Result<Admitted, StorageError> {
+    async fn admit_tagged(
+        self: &Arc<Self>,
+        tag: ProducerTag,
+        content: Option<Content>,
+    ) -> Result<Admitted, StorageError> {
         if self.producers.get().is_none() {
             let log = Arc::clone(self);
             if let Err(e) = tokio::task::spawn_blocking(move || {
@@ -171,7 +190,7 @@ impl CategoryLog {
             }
         }
         loop {
-            let admission = self.producers().lock().admit(tag);
+            let admission = self.producers().lock().admit(tag, content);
             match admission {
                 Admission::Append => {
                     return Ok(Admitted::Append(AdmissionGuard {
@@ -183,6 +202,15 @@ impl CategoryLog {
                 Admission::Duplicate(position) => {
                     let chunk = self.chunk(&position.chunk);
                     return Ok(Admitted::Duplicate(Duplicate { position, chunk }));
+                }
+                Admission::Mismatch(position) => {
+                    return Err(StorageError::TagReused {
+                        category: self.category.to_string(),
+                        producer: tag.producer,
+                        seq: tag.seq,
+                        chunk: position.chunk.to_string(),
+                        offset: position.offset,
+                    })
                 }
                 Admission::Stale { last } => {
                     return Err(StorageError::StaleSequence {
@@ -210,12 +238,14 @@ impl CategoryLog {
         // Its own task: the outcome is recorded even if this request is
         // dropped (the client gave up) while the body is being appended.
         let log = Arc::clone(self);
+        let crc = body.crc;
         let task = tokio::spawn(async move {
             let result = log.append_with(frames, body, guard.tag).await;
             guard.stored = result.as_ref().ok().map(|a| Position {
                 chunk: a.chunk.name().clone(),
                 offset: a.offset,
                 size: a.size,
+                crc,
             });
             drop(guard);
             result
@@ -227,6 +257,14 @@ impl CategoryLog {
                 &self.dir,
                 std::io::Error::other(format!("append task failed: {e}")),
             )),
+        }
+    }
+
+    /// Forgets what the table learned from copy `chunk`, which is being
+    /// removed (deleted by its owner, or diverged from it).
+    pub(super) fn forget_copied(&self, chunk: &ChunkName) {
+        if let Some(table) = self.producers.get() {
+            table.lock().forget_chunk(chunk);
         }
     }
 
@@ -247,5 +285,6 @@ fn position(chunk: &ChunkName, r: &Record) -> Position {
         chunk: chunk.clone(),
         offset: r.offset,
         size: u64::from(r.len),
+        crc: r.crc,
     }
 }

@@ -219,15 +219,20 @@ impl Chunk {
             Err(e) => return Err(StorageError::io("open index", &self.idx_path, e)),
         };
         let head = &head[..n];
-        let format =
-            if n < index::IndexFormat::V1.header_len() || head[..16].iter().all(|&b| b == 0) {
-                index::IndexFormat::CURRENT
-            } else {
-                index::IndexFormat::detect(head).ok_or_else(|| StorageError::CorruptIndex {
-                    path: self.idx_path.clone(),
-                    source: index::IndexFormatError::BadHeader,
-                })?
-            };
+        // As `index::scan` decides: no header yet, a header of zeroes, or a
+        // version-2 header cut short by a crash is the current version.
+        let v2 = index::IndexFormat::V2.header();
+        let format = if n < index::IndexFormat::V1.header_len()
+            || head[..16].iter().all(|&b| b == 0)
+            || (n < v2.len() && v2.starts_with(head))
+        {
+            index::IndexFormat::CURRENT
+        } else {
+            index::IndexFormat::detect(head).ok_or_else(|| StorageError::CorruptIndex {
+                path: self.idx_path.clone(),
+                source: index::IndexFormatError::BadHeader,
+            })?
+        };
         Ok(*self.index_format.get_or_init(|| format))
     }
 

@@ -133,7 +133,8 @@ impl Chunk {
         off: u64,
         max_bytes: u64,
     ) -> Result<Vec<index::Record>, StorageError> {
-        /// Records read per `pread` (64 KiB).
+        /// Records read per `pread` (64 KiB of version-1 records, 128 KiB
+        /// of version-2 ones).
         const PER_READ: usize = 4096;
         let mut select = BatchSelector::new(off, self.state().end, max_bytes);
         // A record number past any index reads nothing: no record starts at `off`.
@@ -179,12 +180,14 @@ impl Chunk {
         if format == index::IndexFormat::V1 {
             return Ok(Vec::new());
         }
+        // The end first: records published before the read are whole in
+        // it (a record being written now lies past this end).
+        let end = self.state().end;
         let raw = match std::fs::read(&self.idx_path) {
             Ok(raw) => raw,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(StorageError::io("read index", &self.idx_path, e)),
         };
-        let end = self.state().end;
         Ok(format
             .records_from(raw.get(format.header_len()..).unwrap_or_default(), 0)
             .take_while(|r| r.offset.saturating_add(u64::from(r.len)) <= end && !r.is_seal())
