@@ -116,7 +116,7 @@ pub(super) async fn changes(
 }
 
 /// Refuses (`403`) a server that is not a configured peer now.
-fn check_peer(cluster: &Cluster, name: &ServerName) -> Result<(), ClusterError> {
+pub(super) fn check_peer(cluster: &Cluster, name: &ServerName) -> Result<(), ClusterError> {
     if cluster.is_peer(name) {
         Ok(())
     } else {
@@ -308,6 +308,8 @@ struct ClusterStatus {
     epoch: u64,
     peers: Vec<PeerStatus>,
     pending_acks: usize,
+    /// Copies of each chunk including the owner's (None: every server).
+    replication_factor: Option<usize>,
 }
 
 /// `GET /peers`: replication state of every peer link (JSON).
@@ -318,6 +320,7 @@ pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
             epoch: 0,
             peers: Vec::new(),
             pending_acks: 0,
+            replication_factor: None,
         });
     };
     let held = cluster.progress.summary();
@@ -355,5 +358,6 @@ pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
         epoch: cluster.epoch(),
         peers,
         pending_acks: cluster.pending_acks().len(),
+        replication_factor: cluster.assignment.factor(),
     })
 }
