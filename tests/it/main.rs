@@ -18,6 +18,7 @@ mod peer_auth;
 mod power_loss;
 mod pubsub;
 mod recovery;
+mod replication_factor;
 mod reload;
 mod secrets_and_races;
 mod security;
