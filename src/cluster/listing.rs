@@ -30,9 +30,9 @@ pub struct Listed {
 
 impl Cluster {
     /// Every non-empty chunk of `category` in the cluster, ordered by
-    /// owner, then index (`log`: the category here, if it exists). Without
-    /// a replication factor: the chunks held here (every server holds
-    /// every chunk, once copied).
+    /// owner, then index (`log`: the category here, if it exists). Used
+    /// under a replication factor (without one every server lists what it
+    /// holds, which is every chunk once copied).
     #[must_use]
     pub fn list_chunks(&self, category: &Category, log: Option<&CategoryLog>) -> Vec<Listed> {
         let mut out: BTreeMap<ChunkName, Listed> = BTreeMap::new();
@@ -40,14 +40,7 @@ impl Cluster {
             self.assignment
                 .holders(category.as_str(), name.owner().as_str())
         };
-        // Without a replication factor every server copies everything and
-        // lists only what it holds, as before.
-        let catalog = if self.assignment.factor().is_some() {
-            self.catalog.list(category)
-        } else {
-            Vec::new()
-        };
-        for (name, a) in catalog {
+        for (name, a) in self.catalog.list(category) {
             if a.size == 0 {
                 continue;
             }

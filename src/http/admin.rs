@@ -17,9 +17,9 @@ use crate::storage::ChunkInfo;
 /// `GET /listChunks?category=C[&after=NAME&wait_ms=T]`. The optional pair
 /// is a chunkbus extension for consumers that have finished `NAME`: if the
 /// listing holds no chunk of NAME's owner with a higher index, wait up to T
-/// ms for one to appear (or for shutdown), then list. In a cluster each
-/// entry also says where the chunk is held (`cluster/listing.rs`); under a
-/// replication factor the listing has every chunk of the cluster.
+/// ms for one to appear (or for shutdown), then list. Under a replication
+/// factor the listing has every chunk of the cluster, each entry saying
+/// where it is held (`cluster/listing.rs`).
 pub(super) async fn list_chunks(
     state: &AppState,
     req: &Request<Incoming>,
@@ -29,7 +29,12 @@ pub(super) async fn list_chunks(
     let after = query.opt_chunk("after")?;
     let wait_ms = check_wait(query.opt_u64("wait_ms")?.unwrap_or(0))?;
     let storage = state.storage()?;
-    let cluster = state.cluster.get();
+    // Without a replication factor every server holds every chunk and
+    // lists what it holds, as before (`held_here`/`holders` add nothing).
+    let cluster = state
+        .cluster
+        .get()
+        .filter(|c| c.assignment.factor().is_some());
     let log = storage.category(&category);
     let listing = || -> Listing {
         match cluster {
@@ -37,7 +42,7 @@ pub(super) async fn list_chunks(
             None => Listing::Local(log.as_ref().map(|l| l.list()).unwrap_or_default()),
         }
     };
-    if log.is_none() && !cluster.is_some_and(|c| c.assignment.factor().is_some()) {
+    if log.is_none() && cluster.is_none() {
         return json(&Vec::<ChunkInfo>::new());
     }
     let Some(after) = after.filter(|_| wait_ms > 0) else {

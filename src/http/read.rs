@@ -84,6 +84,7 @@ async fn serve(
             };
             let relayed = cluster.read_remote(read).await?;
             state.metrics.reads.inc();
+            state.metrics.relayed_reads.inc();
             return Ok(pass_on(relayed));
         }
     }

@@ -301,3 +301,77 @@ fn replication_factor_is_validated_and_shown() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("replication_factor"), "{err}");
 }
+
+fn relayed_reads(node: &TestBroker) -> u64 {
+    let (_, text) = node.get_text("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("chunkbus_relayed_reads_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("relayed_reads metric")
+}
+
+/// The Rust `Consumer`, connected to one server, reads every chunk
+/// directly from a holder — failing over from a killed one — and so
+/// never makes its server relay.
+#[test]
+fn the_rust_consumer_reads_from_holders_directly_and_fails_over() {
+    let mut c = TestCluster::start(5, &["--replication-factor", "2", "--max-chunk-size", "16KiB"]);
+    produce_everywhere(&c, "rc", 8);
+    let total: u64 = (0..5)
+        .map(|i| {
+            list(&c.nodes[i], "rc")
+                .iter()
+                .filter(|e| e.name.starts_with(&format!("n{}-", i + 1)))
+                .map(|e| e.size)
+                .sum::<u64>()
+        })
+        .sum();
+    let listed = converge_placed(&c, "rc", total);
+    // n3 dies: its chunks and its copies are read from their other holder.
+    c.nodes[2].kill9();
+    assert!(listed.iter().any(|e| e.holders.contains(&"n3".to_owned())));
+    let url = c.nodes[0].url("");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = rt.block_on(async {
+        let client = chunkbus_client::Client::new(url.trim_end_matches('/')).unwrap();
+        let config = chunkbus_client::ConsumerConfig::default().follow(false);
+        let mut consumer = chunkbus_client::Consumer::start(
+            client,
+            "rc",
+            config,
+            chunkbus_client::Positions::default(),
+        )
+        .unwrap();
+        // Per owner, batches arrive in order; owners interleave.
+        let mut per_owner: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let deadline = Instant::now() + CONVERGE;
+        while let Some(batch) = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("consumer stalled")
+            .expect("consumer error")
+        {
+            assert!(Instant::now() < deadline);
+            per_owner
+                .entry(batch.owner.to_string())
+                .or_default()
+                .extend_from_slice(&batch.data);
+        }
+        per_owner
+    });
+    let mut all = Vec::new();
+    for (owner, bytes) in &data {
+        // One owner's stream holds exactly one producer's messages.
+        let got = by_tag(bytes);
+        assert_eq!(got.len(), 1, "{owner}");
+        all.extend_from_slice(bytes);
+    }
+    check_everything_once_in_order(&all, 5, 8 * 500);
+    assert_eq!(relayed_reads(&c.nodes[0]), 0, "the consumer never read through n1");
+    // Positive control: a raw chukcha-style reader through n1 is relayed.
+    check_everything_once_in_order(&c.nodes[0].read_all("rc"), 5, 8 * 500);
+    assert!(relayed_reads(&c.nodes[0]) > 0);
+}
