@@ -104,7 +104,10 @@ impl Assignment {
         }
         match self.factor {
             None => true,
-            Some(_) => self.holders(category, owner).iter().any(|s| s == self.me.as_str()),
+            Some(_) => self
+                .holders(category, owner)
+                .iter()
+                .any(|s| s == self.me.as_str()),
         }
     }
 

@@ -61,9 +61,7 @@ impl Catalog {
                 per.retain(|n, _| n.owner() != owner);
             }
             for (cat, name, a) in chunks {
-                all.entry(cat.clone())
-                    .or_default()
-                    .insert(name.clone(), *a);
+                all.entry(cat.clone()).or_default().insert(name.clone(), *a);
             }
             all.retain(|_, per| !per.is_empty());
         }

@@ -265,7 +265,10 @@ impl Cluster {
         *self.peers.write() = peers.clone();
         let names: Vec<ServerName> = peers.iter().map(|p| p.name.clone()).collect();
         if self.assignment.set_peers(&names) {
-            tracing::info!(servers = names.len() + 1, "server list changed: placement recomputed");
+            tracing::info!(
+                servers = names.len() + 1,
+                "server list changed: placement recomputed"
+            );
         }
         let stale: Vec<RunningReplicator> = {
             let mut running = self.replicators.lock();

@@ -110,7 +110,11 @@ async fn changed(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
 /// factor those of chunks held elsewhere too.
 pub(super) fn list_categories(state: &AppState) -> Result<HttpResponse, ApiError> {
     let mut names = state.storage()?.category_names();
-    if let Some(c) = state.cluster.get().filter(|c| c.assignment.factor().is_some()) {
+    if let Some(c) = state
+        .cluster
+        .get()
+        .filter(|c| c.assignment.factor().is_some())
+    {
         names.extend(c.catalog.categories().iter().map(ToString::to_string));
         names.sort();
         names.dedup();

@@ -49,9 +49,7 @@ pub(super) async fn ack(
     }
     let storage = state.storage()?;
     state.groups()?;
-    let local = storage
-        .category(&category)
-        .and_then(|log| log.chunk(&name));
+    let local = storage.category(&category).and_then(|log| log.chunk(&name));
     let elsewhere = state
         .cluster
         .get()

@@ -63,15 +63,15 @@ async fn serve(
     }
     check_wait(wait_ms)?;
     let storage = state.storage()?;
-    let local = storage
-        .category(&category)
-        .and_then(|log| log.chunk(&name));
+    let local = storage.category(&category).and_then(|log| log.chunk(&name));
     let relaying = state
         .cluster
         .get()
         .filter(|c| may_relay && c.assignment.factor().is_some());
     if let Some(cluster) = relaying {
-        if !local.as_deref().is_some_and(|c| cluster.answers_locally(&category, c))
+        if !local
+            .as_deref()
+            .is_some_and(|c| cluster.answers_locally(&category, c))
             && cluster.catalog.get(&category, &name).is_some()
             && !is_deleted_here(storage, &category, &name)
         {
@@ -137,10 +137,7 @@ fn pass_on(relayed: Relayed) -> HttpResponse {
     let (parts, body) = relayed.response.into_parts();
     let mut resp = Response::new(Body::relayed(body));
     *resp.status_mut() = parts.status;
-    for name in [
-        header::CONTENT_TYPE,
-        header::CONTENT_LENGTH,
-    ] {
+    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
         if let Some(v) = parts.headers.get(&name) {
             resp.headers_mut().insert(name, v.clone());
         }

@@ -71,12 +71,15 @@ fn produce_everywhere(c: &TestCluster, category: &str, batches: u64) {
     });
 }
 
+/// A listing entry without `held_here` (which differs between servers).
+type Row = (String, bool, u64, Vec<String>);
+
 /// Waits until every live node lists the same chunks with the same sizes
 /// (the owner's), and every chunk is on exactly its holders' disks.
 fn converge_placed(c: &TestCluster, category: &str, total: u64) -> Vec<Listed> {
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let lists: Vec<Vec<(String, bool, u64, Vec<String>)>> = c
+        let lists: Vec<Vec<Row>> = c
             .nodes
             .iter()
             .map(|n| {
@@ -128,7 +131,10 @@ fn check_everything_once_in_order(data: &[u8], producers: usize, per_producer: u
 
 #[test]
 fn five_servers_with_r2_hold_each_chunk_twice_and_serve_everything_everywhere() {
-    let mut c = TestCluster::start(5, &["--replication-factor", "2", "--max-chunk-size", "16KiB"]);
+    let mut c = TestCluster::start(
+        5,
+        &["--replication-factor", "2", "--max-chunk-size", "16KiB"],
+    );
     produce_everywhere(&c, "events", 12);
     // What the owners wrote: each node's own chunks.
     let total: u64 = (0..5)
@@ -142,16 +148,28 @@ fn five_servers_with_r2_hold_each_chunk_twice_and_serve_everything_everywhere() 
         .sum();
     assert!(total > 0);
     let listed = converge_placed(&c, "events", total);
-    assert!(listed.len() >= 10, "several chunks per owner: {}", listed.len());
+    assert!(
+        listed.len() >= 10,
+        "several chunks per owner: {}",
+        listed.len()
+    );
     for e in &listed {
         assert_eq!(e.holders.len(), 2, "{e:?}");
-        assert!(e.name.starts_with(&format!("{}-", e.holders[0])), "owner first: {e:?}");
+        assert!(
+            e.name.starts_with(&format!("{}-", e.holders[0])),
+            "owner first: {e:?}"
+        );
         assert_eq!(on_disk(&c, "events", &e.name).len(), 2, "{e:?}");
     }
     // Not every server holds everything: R = 2 of 5 stores 2/5 of the copies.
     for (i, n) in c.nodes.iter().enumerate() {
         let here = list(n, "events").iter().filter(|e| e.held_here).count();
-        assert!(here < listed.len(), "n{} holds {here} of {}", i + 1, listed.len());
+        assert!(
+            here < listed.len(),
+            "n{} holds {here} of {}",
+            i + 1,
+            listed.len()
+        );
     }
     // A chukcha consumer on any one server reads everything, once, in
     // order per producer (relayed reads included).
@@ -169,7 +187,10 @@ fn five_servers_with_r2_hold_each_chunk_twice_and_serve_everything_everywhere() 
     )))
     .unwrap();
     assert_eq!(resp.status(), 200);
-    let by = resp.headers()["chunkbus-served-by"].to_str().unwrap().to_owned();
+    let by = resp.headers()["chunkbus-served-by"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(elsewhere.holders.contains(&by), "{by} {elsewhere:?}");
     assert_eq!(resp.bytes().unwrap().len() as u64, elsewhere.size);
     // Bad requests are the holder's answer, passed on.
@@ -182,8 +203,14 @@ fn five_servers_with_r2_hold_each_chunk_twice_and_serve_everything_everywhere() 
     // `min_sync_replicas` is bounded by R − 1.
     let (s, msg) = c.nodes[0].post("/write?category=events&min_sync_replicas=2", "x\n");
     assert_eq!(s, 400, "{msg}");
-    assert!(msg.contains("replication_factor=2") && msg.contains("at most 1"), "{msg}");
-    let (s, msg) = c.nodes[0].post("/write?category=events&min_sync_replicas=1&sync=1", "ok-0\n");
+    assert!(
+        msg.contains("replication_factor=2") && msg.contains("at most 1"),
+        "{msg}"
+    );
+    let (s, msg) = c.nodes[0].post(
+        "/write?category=events&min_sync_replicas=1&sync=1",
+        "ok-0\n",
+    );
     assert_eq!(s, 200, "{msg}");
 
     // kill -9 one server: every chunk it held is still read through any
@@ -225,7 +252,10 @@ fn ok_free(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn acks_through_a_server_that_does_not_hold_the_chunk_apply_cluster_wide() {
-    let c = TestCluster::start(4, &["--replication-factor", "2", "--max-chunk-size", "4KiB"]);
+    let c = TestCluster::start(
+        4,
+        &["--replication-factor", "2", "--max-chunk-size", "4KiB"],
+    );
     for b in 0..20u64 {
         let (s, msg) = c.nodes[0].write("a", numbered("m", b * 100..(b + 1) * 100));
         assert_eq!(s, 200, "{msg}");
@@ -243,19 +273,29 @@ fn acks_through_a_server_that_does_not_hold_the_chunk_apply_cluster_wide() {
         if let Some(f) = found {
             break f;
         }
-        assert!(Instant::now() < deadline, "no sealed chunk listed everywhere: {l:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no sealed chunk listed everywhere: {l:#?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!target.held_here);
     let node = &c.nodes[non_holder];
     // Group positions on chunks held elsewhere are taken and travel.
     let (s, msg) = node.post(
-        &format!("/ack?category=a&consumer=g&chunk={}&off={}", target.name, target.size),
+        &format!(
+            "/ack?category=a&consumer=g&chunk={}&off={}",
+            target.name, target.size
+        ),
         "",
     );
     assert_eq!(s, 200, "{msg}");
     let (s, msg) = node.post(
-        &format!("/ack?category=a&consumer=g&chunk={}&off={}", target.name, target.size + 1),
+        &format!(
+            "/ack?category=a&consumer=g&chunk={}&off={}",
+            target.name,
+            target.size + 1
+        ),
         "",
     );
     assert_eq!(s, 400, "past the final size: {msg}");
@@ -273,9 +313,10 @@ fn acks_through_a_server_that_does_not_hold_the_chunk_apply_cluster_wide() {
             !list(n, "a").iter().any(|e| e.name == target.name)
                 && !n.data_dir().join("a").join(&target.name).exists()
         });
-        let group_everywhere = c.nodes.iter().all(|n| {
-            n.get_text("/consumers?category=a").1.contains(&target.name)
-        });
+        let group_everywhere = c
+            .nodes
+            .iter()
+            .all(|n| n.get_text("/consumers?category=a").1.contains(&target.name));
         if gone_everywhere && group_everywhere {
             break;
         }
@@ -315,7 +356,10 @@ fn relayed_reads(node: &TestBroker) -> u64 {
 /// never makes its server relay.
 #[test]
 fn the_rust_consumer_reads_from_holders_directly_and_fails_over() {
-    let mut c = TestCluster::start(5, &["--replication-factor", "2", "--max-chunk-size", "16KiB"]);
+    let mut c = TestCluster::start(
+        5,
+        &["--replication-factor", "2", "--max-chunk-size", "16KiB"],
+    );
     produce_everywhere(&c, "rc", 8);
     let total: u64 = (0..5)
         .map(|i| {
@@ -370,7 +414,11 @@ fn the_rust_consumer_reads_from_holders_directly_and_fails_over() {
         all.extend_from_slice(bytes);
     }
     check_everything_once_in_order(&all, 5, 8 * 500);
-    assert_eq!(relayed_reads(&c.nodes[0]), 0, "the consumer never read through n1");
+    assert_eq!(
+        relayed_reads(&c.nodes[0]),
+        0,
+        "the consumer never read through n1"
+    );
     // Positive control: a raw chukcha-style reader through n1 is relayed.
     check_everything_once_in_order(&c.nodes[0].read_all("rc"), 5, 8 * 500);
     assert!(relayed_reads(&c.nodes[0]) > 0);

@@ -185,7 +185,10 @@ impl Replicator {
             if self.pending.contains(&c.category, &c.chunk) {
                 continue;
             }
-            if !self.assignment.holds_here(&c.category, name.owner().as_str()) {
+            if !self
+                .assignment
+                .holds_here(&c.category, name.owner().as_str())
+            {
                 continue; // another server's pair under the replication factor
             }
             let local = self
