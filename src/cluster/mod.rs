@@ -8,6 +8,9 @@
 //! - [`catalog`]: every peer's chunks as announced, held here or not.
 //! - [`remote`]: reads of chunks held elsewhere, from their holders.
 //! - [`listing`]: `listChunks` across the cluster (held here or not).
+//! - [`rebalance`]: dropping copies no longer assigned here, once their
+//!   holders have them.
+//! - [`throttle`]: the bound on catch-up copying (`rebalance_rate`).
 //! - [`protocol`]: peer messages and the fetch-reply codec (`docs/peers.md`).
 //! - [`link`]: HTTP client for peer requests.
 //! - [`replicator`]: replica side, one task per peer.
@@ -33,9 +36,11 @@ pub mod peers;
 pub mod placement;
 pub mod progress;
 pub mod protocol;
+pub mod rebalance;
 pub mod recovery;
 pub mod remote;
 pub mod replicator;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -75,6 +80,10 @@ pub struct Cluster {
     pub assignment: Arc<assignment::Assignment>,
     /// Every peer's chunks as announced, held here or not.
     pub catalog: Arc<catalog::Catalog>,
+    /// Paces catch-up copying of sealed chunks.
+    pub throttle: Arc<throttle::Throttle>,
+    /// Progress of placement changes (excess copies, drops).
+    pub rebalance: rebalance::Progress,
     /// Consumer-group events of this server's clients, for peers.
     pub group_feed: group_sync::GroupFeed,
     /// Per peer: this server's replication of that peer's chunks.
@@ -112,7 +121,9 @@ pub enum Forwarded {
 impl Cluster {
     /// A cluster view for `me` with `peers`, sending `token` (the peer
     /// credential) to them, keeping `factor` copies of each chunk (None:
-    /// on every server); loads pending acks from `state_dir`.
+    /// on every server) and copying sealed chunks at most at
+    /// `rebalance_rate` bytes per second; loads pending acks from
+    /// `state_dir`.
     ///
     /// # Errors
     /// [`ClusterError::PendingAcks`]: the pending-acks file is unreadable;
@@ -124,6 +135,7 @@ impl Cluster {
         token: Option<&crate::auth::Token>,
         tls: Option<rustls::ClientConfig>,
         factor: Option<usize>,
+        rebalance_rate: Option<u64>,
     ) -> Result<Self, ClusterError> {
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -137,6 +149,8 @@ impl Cluster {
         Ok(Self {
             assignment: Arc::new(assignment::Assignment::new(me.clone(), &names, factor)),
             catalog: Arc::default(),
+            throttle: Arc::new(throttle::Throttle::new(rebalance_rate)),
+            rebalance: rebalance::Progress::default(),
             me,
             peers: RwLock::new(peers),
             epoch: epoch.max(1),
@@ -228,8 +242,12 @@ impl Cluster {
             self.start_replicator(peer);
         }
         let me = Arc::clone(self);
+        let stop_acks = stop.child_token();
+        let forwarder = tokio::spawn(async move { me.forward_pending(stop_acks).await });
+        let me = Arc::clone(self);
         let stop = stop.child_token();
-        vec![tokio::spawn(async move { me.forward_pending(stop).await })]
+        let dropper = tokio::spawn(async move { me.drop_excess_copies(stop).await });
+        vec![forwarder, dropper]
     }
 
     fn start_replicator(&self, peer: Peer) {
@@ -245,6 +263,7 @@ impl Cluster {
             pending: Arc::clone(&self.pending),
             assignment: Arc::clone(&self.assignment),
             catalog: Arc::clone(&self.catalog),
+            throttle: Arc::clone(&self.throttle),
         };
         let stop = run.stop.child_token();
         let r = Replicator::new(peer.clone(), local, link, stop.clone());

@@ -116,6 +116,16 @@ pub struct HeldCopy {
     pub size: u64,
     /// Held complete (sealed here).
     pub complete: bool,
+    /// The answering server holds this chunk's pair under its own view of
+    /// the placement (absent from older servers: taken as `true`, which
+    /// every server was before replication factors). A server dropping
+    /// an excess copy counts only copies their holders mean to keep.
+    #[serde(default = "assigned_default")]
+    pub assigned: bool,
+}
+
+fn assigned_default() -> bool {
+    true
 }
 
 /// Why a fetch body could not be split.

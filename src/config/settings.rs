@@ -264,6 +264,13 @@ settings! {
         default: Unset("every server (each server copies every peer's chunks)"),
         example: "2",
     }
+    REBALANCE_RATE = "rebalance_rate" {
+        value_name: "SIZE",
+        help: "Bytes per second this server copies of sealed chunks it lacks (a placement change moving pairs here, catching up after a restart), over all peers; the live tail of open chunks is never slowed. Sizes as for max_chunk_size.",
+        section: CLUSTER,
+        default: Unset("unbounded"),
+        example: "64MiB",
+    }
     RETENTION_MODE = "retention" {
         value_name: "MODE",
         help: "none (keep chunks until acked with GET /ack) or acked (also delete a sealed chunk once every registered consumer group has acked all of it).",

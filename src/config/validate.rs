@@ -134,6 +134,15 @@ impl RawSettings {
                 replication_timeout: self.required(&s::REPLICATION_TIMEOUT, positive_duration)?,
                 replication_factor: self
                     .optional(&s::REPLICATION_FACTOR, |v| count(v, MAX_REPLICATION_FACTOR))?,
+                rebalance_rate: self.optional(&s::REBALANCE_RATE, |v| {
+                    parse_size(v).and_then(|n| {
+                        if n == 0 {
+                            Err("must be more than 0 (leave it unset for no bound)".into())
+                        } else {
+                            Ok(n)
+                        }
+                    })
+                })?,
                 tls,
                 tls_ca,
                 tier,

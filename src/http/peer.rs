@@ -250,6 +250,9 @@ pub(super) fn held(state: &AppState, req: &Request<Incoming>) -> Result<HttpResp
                     chunk: chunk.name().to_string(),
                     size: s.end,
                     complete: s.sealed,
+                    assigned: cluster
+                        .assignment
+                        .holds_here(log.category().as_str(), owner.as_str()),
                 });
             }
         }
@@ -310,6 +313,18 @@ struct ClusterStatus {
     pending_acks: usize,
     /// Copies of each chunk including the owner's (None: every server).
     replication_factor: Option<usize>,
+    /// Progress of placement changes.
+    rebalance: RebalanceStatus,
+}
+
+#[derive(serde::Serialize, Default)]
+struct RebalanceStatus {
+    #[serde(flatten)]
+    progress: crate::cluster::rebalance::ProgressReport,
+    /// Bytes of assigned chunks not copied here yet (every peer).
+    copy_lag_bytes: u64,
+    /// The bound on catch-up copying, bytes per second (None: unbounded).
+    rate_bytes_per_sec: Option<u64>,
 }
 
 /// `GET /peers`: replication state of every peer link (JSON).
@@ -321,6 +336,7 @@ pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
             peers: Vec::new(),
             pending_acks: 0,
             replication_factor: None,
+            rebalance: RebalanceStatus::default(),
         });
     };
     let held = cluster.progress.summary();
@@ -359,5 +375,10 @@ pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
         peers,
         pending_acks: cluster.pending_acks().len(),
         replication_factor: cluster.assignment.factor(),
+        rebalance: RebalanceStatus {
+            progress: cluster.rebalance.report(),
+            copy_lag_bytes: links.iter().map(|(_, l)| l.lag_bytes).sum(),
+            rate_bytes_per_sec: cluster.throttle.rate(),
+        },
     })
 }

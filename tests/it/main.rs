@@ -17,6 +17,7 @@ mod limits;
 mod peer_auth;
 mod power_loss;
 mod pubsub;
+mod rebalance;
 mod recovery;
 mod reload;
 mod replication_factor;

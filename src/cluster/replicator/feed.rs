@@ -185,18 +185,23 @@ impl Replicator {
             if self.pending.contains(&c.category, &c.chunk) {
                 continue;
             }
-            if !self
-                .assignment
-                .holds_here(&c.category, name.owner().as_str())
-            {
-                continue; // another server's pair under the replication factor
-            }
             let local = self
                 .shared
                 .storage
                 .category(&cat)
                 .and_then(|l| l.chunk(&name))
                 .map(|ch| ch.state());
+            let partial_here = local.is_some_and(|s| !s.sealed && !s.closed);
+            if !partial_here
+                && !self
+                    .assignment
+                    .holds_here(&c.category, name.owner().as_str())
+            {
+                // Another server's pair under the replication factor. A
+                // copy begun before the placement changed is finished, so
+                // that it counts until the new holders have the chunk.
+                continue;
+            }
             if local.is_some_and(|s| (s.sealed || s.closed) && c.complete && s.end == c.size) {
                 targets.remove(&(cat, name));
                 continue; // already held complete

@@ -92,6 +92,7 @@ struct Shared {
     peer: Peer,
     storage: Arc<Storage>,
     client: PeerClient,
+    throttle: Arc<super::throttle::Throttle>,
 }
 
 /// Pulls one peer's chunks until stopped.
@@ -123,6 +124,8 @@ pub struct Local {
     pub assignment: Arc<Assignment>,
     /// Where every announced chunk is recorded, held here or not.
     pub catalog: Arc<Catalog>,
+    /// Paces copying of sealed chunks.
+    pub throttle: Arc<super::throttle::Throttle>,
 }
 
 impl Replicator {
@@ -138,6 +141,7 @@ impl Replicator {
                 peer,
                 storage: local.storage,
                 client: local.client,
+                throttle: local.throttle,
             }),
             groups: local.groups,
             me: local.me,
