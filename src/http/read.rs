@@ -82,7 +82,14 @@ async fn serve(
                 max_size,
                 wait_ms,
             };
-            let relayed = cluster.read_remote(read).await?;
+            // Shutting down ends a relayed long poll like a local one
+            // (`200` empty at once).
+            let relayed = tokio::select! {
+                r = cluster.read_remote(read) => r?,
+                () = state.shutdown.cancelled() => {
+                    return Ok(ok(Bytes::new(), "application/octet-stream"));
+                }
+            };
             state.metrics.reads.inc();
             state.metrics.relayed_reads.inc();
             return Ok(pass_on(relayed));
