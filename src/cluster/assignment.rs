@@ -64,6 +64,12 @@ impl Assignment {
         true
     }
 
+    /// Whether `name` is in the server list now (this server or a peer).
+    #[must_use]
+    pub fn is_member(&self, name: &str) -> bool {
+        self.servers.read().iter().any(|s| s == name)
+    }
+
     /// A receiver that sees every change of the server list.
     #[must_use]
     pub fn subscribe(&self) -> watch::Receiver<u64> {

@@ -124,6 +124,16 @@ impl Catalog {
             .unwrap_or_default()
     }
 
+    /// Owners with at least one known chunk.
+    #[must_use]
+    pub fn owners(&self) -> std::collections::BTreeSet<ServerName> {
+        self.chunks
+            .read()
+            .values()
+            .flat_map(|per| per.keys().map(|n| n.owner().clone()))
+            .collect()
+    }
+
     /// Categories with at least one known chunk.
     #[must_use]
     pub fn categories(&self) -> Vec<Category> {

@@ -7,12 +7,14 @@
 //! `R` holders have it before an excess copy goes, and two servers whose
 //! views differ during a config rollout never drop on each other's word.
 //!
-//! New holders copying is the replicators' job (`replicator/feed.rs`);
-//! this module only deletes excess copies, and counts the progress shown
-//! on `/peers` and the status page. Never deletes an own chunk, an
-//! unsealed copy, or a tiered one.
+//! New holders copying is the replicators' job (`replicator/feed.rs`),
+//! except for the pairs of an owner that left the server list: its
+//! replicator is gone, so their new holders copy its sealed chunks from
+//! the servers that hold them ([`Cluster::take_over`]). This module also
+//! counts the progress shown on `/peers` and the status page. Never
+//! deletes an own chunk, an unsealed copy, or a tiered one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +22,11 @@ use std::time::Duration;
 use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
+use super::fetch::{append, fetch, FetchFrom};
 use super::link::q;
 use super::protocol::{HeldCopy, HELD_PATH};
-use super::Cluster;
-use crate::names::{Category, ChunkName};
+use super::{Cluster, ReplicationError};
+use crate::names::{Category, ChunkName, ServerName};
 use crate::storage::CategoryLog;
 
 /// How often excess copies are looked for.
@@ -104,7 +107,125 @@ impl Cluster {
                 }
                 self.drop_held_elsewhere(&owner, copies).await;
             }
+            for owner in self.departed_owners() {
+                if stop.is_cancelled() {
+                    return;
+                }
+                self.take_over(&owner).await;
+            }
         }
+    }
+
+    /// Owners of chunks known here (announced or held) that are no longer
+    /// in the server list.
+    fn departed_owners(&self) -> BTreeSet<ServerName> {
+        let mut out = self.catalog.owners();
+        if let Some(run) = self.running.get() {
+            for log in run.storage.logs() {
+                out.extend(log.chunks().iter().map(|c| c.name().owner().clone()));
+            }
+        }
+        out.retain(|o| o != self.me() && !self.assignment.is_member(o.as_str()));
+        out
+    }
+
+    /// Copies the sealed chunks of a departed owner's pairs assigned here
+    /// from the servers that hold them (the owner's replicator is gone
+    /// with it): the placement gives its pairs `R` holders among the rest.
+    async fn take_over(&self, owner: &ServerName) {
+        let Some(run) = self.running.get() else {
+            return;
+        };
+        let mut offers: BTreeMap<(String, String), (u64, Vec<String>)> = BTreeMap::new();
+        for peer in self.peers() {
+            for h in self
+                .ask_held(peer.name.as_str(), owner.as_str())
+                .await
+                .unwrap_or_default()
+            {
+                if h.complete {
+                    offers
+                        .entry((h.category, h.chunk))
+                        .or_insert((h.size, Vec::new()))
+                        .1
+                        .push(peer.name.to_string());
+                }
+            }
+        }
+        for ((category, chunk), (size, sources)) in offers {
+            let (Ok(cat), Ok(name)) = (Category::parse(&category), ChunkName::parse(&chunk)) else {
+                continue;
+            };
+            if !self.assignment.holds_here(&category, owner.as_str()) {
+                continue;
+            }
+            let storage = Arc::clone(&run.storage);
+            let c2 = cat.clone();
+            let log = match super::blocking(move || storage.category_or_create(&c2)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "cannot open a category to take over a departed owner's chunk");
+                    continue;
+                }
+            };
+            let held = log.chunk(&name).map(|c| c.state());
+            if log.is_deleted(&name) || held.is_some_and(|s| s.sealed || s.closed) {
+                continue;
+            }
+            for source in &sources {
+                match self.copy_whole(&log, &cat, &name, size, source).await {
+                    Ok(()) => {
+                        tracing::info!(chunk = %name, %source, departed = %owner, "took over a copy of a departed owner's chunk");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(chunk = %name, %source, error = %crate::error_chain(&e), "taking over a departed owner's chunk failed; trying another holder");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies `name` (sealed at `size` on `source`) into a local copy,
+    /// continuing any partial one, and closes it (sealed in the background).
+    async fn copy_whole(
+        &self,
+        log: &Arc<CategoryLog>,
+        category: &Category,
+        name: &ChunkName,
+        size: u64,
+        source: &str,
+    ) -> Result<(), ReplicationError> {
+        let Some(peer) = self.peer(source) else {
+            return Ok(());
+        };
+        let (l, n) = (Arc::clone(log), name.clone());
+        let mut writer = super::blocking(move || l.copy_writer(&n)).await?;
+        let from = FetchFrom {
+            peer: &peer,
+            category,
+            chunk: name,
+            max_size: self.throttle.step(super::replicator::FETCH_MAX),
+        };
+        while writer.end() < size {
+            let fetched = fetch(&self.client, from, &writer).await?;
+            if fetched.records.is_empty() {
+                break;
+            }
+            let len = fetched.data.len() as u64;
+            writer = append(log, writer, fetched.records, fetched.data)
+                .await
+                .map_err(|failed| failed.error)?;
+            self.throttle.pay(len).await;
+        }
+        if writer.end() != size {
+            return Err(ReplicationError::Shrunk {
+                size,
+                held: writer.end(),
+            });
+        }
+        log.finish_copy(writer);
+        Ok(())
     }
 
     /// Sealed copies of pairs this server is not assigned, by owner.
@@ -136,19 +257,24 @@ impl Cluster {
         out
     }
 
-    /// What `holder` holds of `owner`'s chunks, by (category, chunk): its
-    /// size, if complete and kept there (None when it cannot say).
-    async fn ask_held(&self, holder: &str, owner: &str) -> Option<Kept> {
+    /// What `holder` holds of `owner`'s chunks (None when it cannot say).
+    async fn ask_held(&self, holder: &str, owner: &str) -> Option<Vec<HeldCopy>> {
         let peer = self.peer(holder)?;
         let url = format!("{}{HELD_PATH}?owner={}", peer.url, q(owner));
-        let list: Vec<HeldCopy> = self
-            .client
+        self.client
             .json(holder, Method::GET, &url, bytes::Bytes::new(), ASK_TIMEOUT)
             .await
             .map_err(|e| tracing::debug!(%holder, error = %e, "could not ask what a holder has"))
-            .ok()?;
+            .ok()
+    }
+
+    /// The complete copies of `owner`'s chunks `holder` keeps (None when it
+    /// cannot say).
+    async fn kept_by(&self, holder: &str, owner: &str) -> Option<Kept> {
         Some(
-            list.into_iter()
+            self.ask_held(holder, owner)
+                .await?
+                .into_iter()
                 .filter(|h| h.complete && h.assigned)
                 .map(|h| (h.category, h.chunk, h.size))
                 .collect(),
@@ -170,7 +296,7 @@ impl Cluster {
                     self.owner_has(&category, &copy.name, copy.size)
                 } else {
                     if !answers.contains_key(h) {
-                        let a = self.ask_held(h, owner).await;
+                        let a = self.kept_by(h, owner).await;
                         answers.insert(h.clone(), a);
                     }
                     answers.get(h).and_then(Option::as_ref).is_some_and(|set| {

@@ -15,6 +15,28 @@ use crate::harness::{free_port, TestBroker};
 const R: usize = 2;
 const CONVERGE: Duration = Duration::from_secs(60);
 
+/// The category written: one where the sixth server is the second holder
+/// of at least two of the five owners' pairs, so that its joining and
+/// leaving moves data (placement is a pure function of the names).
+fn category() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let six: Vec<String> = (1..=6).map(|i| format!("n{i}")).collect();
+        (0..1000)
+            .map(|k| format!("load{k}"))
+            .find(|c| {
+                six[..5]
+                    .iter()
+                    .filter(|o| {
+                        chunkbus::cluster::placement::holders(c, o, &six, R).contains(&"n6")
+                    })
+                    .count()
+                    >= 2
+            })
+            .expect("a category")
+    })
+}
+
 fn write_config(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
@@ -97,6 +119,8 @@ impl Cluster {
                 "8KiB",
                 "--rebalance-rate",
                 "4MiB",
+                "--chunk-rotate-interval",
+                "1s",
             ],
         ));
     }
@@ -118,6 +142,18 @@ impl Cluster {
     }
 }
 
+/// Stops the load and watcher threads when dropped — also when the test
+/// fails inside a thread scope, which would otherwise wait for them forever.
+struct StopOnDrop<'a>(Vec<&'a AtomicBool>);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 fn index(name: &str) -> usize {
     name.trim_start_matches('n').parse::<usize>().unwrap() - 1
 }
@@ -134,7 +170,10 @@ fn watch_copies(
     worst: &Mutex<BTreeMap<String, usize>>,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        for e in list(c.node(observer), "load").iter().filter(|e| e.complete) {
+        for e in list(c.node(observer), category())
+            .iter()
+            .filter(|e| e.complete)
+        {
             let holders: Vec<usize> = e.holders.iter().map(|h| index(h)).collect();
             let mut order: Vec<usize> = all
                 .iter()
@@ -142,7 +181,7 @@ fn watch_copies(
                 .filter(|i| !holders.contains(i))
                 .collect();
             order.extend(&holders);
-            let n = c.copies("load", &e.name, e.size, &order).len();
+            let n = c.copies(category(), &e.name, e.size, &order).len();
             let mut w = worst.lock().unwrap();
             // Counted from the first time it had R copies: a chunk sealed
             // a moment ago may still be on its way to its replica.
@@ -158,29 +197,52 @@ fn watch_copies(
     }
 }
 
-/// Waits until every sealed chunk listed by `observer` is fully on
-/// exactly its holders among `members`, and every member lists the same.
-fn converge(c: &Cluster, observer: usize, members: &[usize]) {
+/// Waits until `observer` lists at least `min_sealed` sealed chunks, each
+/// fully on exactly its placement holders among `members` (computed here
+/// from the names) and listed with those holders by every member.
+fn converge(c: &Cluster, observer: usize, members: &[usize], min_sealed: usize) -> usize {
+    let names: Vec<String> = members.iter().map(|i| format!("n{}", i + 1)).collect();
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let l = list(c.node(observer), "load");
-        let placed = l.iter().filter(|e| e.complete).all(|e| {
-            let mut want: Vec<usize> = e.holders.iter().map(|h| index(h)).collect();
-            want.sort_unstable();
-            c.copies("load", &e.name, e.size, members) == want
-        });
-        let same = members.iter().all(|&i| {
-            let other = list(c.node(i), "load");
-            other.len() == l.len()
-                && other
-                    .iter()
-                    .zip(&l)
-                    .all(|(a, b)| a.name == b.name && a.holders == b.holders)
-        });
-        if placed && same && !l.is_empty() {
-            return;
+        let l = list(c.node(observer), category());
+        let sealed: Vec<&Listed> = l.iter().filter(|e| e.complete).collect();
+        let misplaced: Vec<(String, Vec<String>, Vec<usize>)> = sealed
+            .iter()
+            .filter_map(|e| {
+                let owner = e.name.split('-').next().unwrap_or_default();
+                let want_names: Vec<String> =
+                    chunkbus::cluster::placement::holders(category(), owner, &names, R)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect();
+                let mut want: Vec<usize> = want_names.iter().map(|h| index(h)).collect();
+                want.sort_unstable();
+                let have = c.copies(category(), &e.name, e.size, members);
+                (have != want || e.holders != want_names)
+                    .then(|| (e.name.clone(), e.holders.clone(), have))
+            })
+            .collect();
+        let differ: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let other = list(c.node(i), category());
+                !sealed.iter().all(|e| {
+                    other
+                        .iter()
+                        .any(|o| o.name == e.name && o.holders == e.holders)
+                })
+            })
+            .collect();
+        if misplaced.is_empty() && differ.is_empty() && sealed.len() >= min_sealed {
+            return sealed.len();
         }
-        assert!(Instant::now() < deadline, "no convergence: {l:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no convergence seen from n{} ({} sealed, want {min_sealed}): misplaced (chunk, holders, on disk) {misplaced:?}; listings differ on {differ:?}",
+            observer + 1,
+            sealed.len()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -199,8 +261,10 @@ fn a_sixth_server_joins_and_leaves_under_load_without_fewer_than_r_copies() {
     let stop_load = AtomicBool::new(false);
     let stop_watch = AtomicBool::new(false);
     let worst = Mutex::new(BTreeMap::new());
-    let written = Mutex::new(vec![0u64; 5]);
+    let written = Mutex::new(vec![0u64; 6]);
+    let sealed_before_join = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(vec![&stop_load, &stop_watch]);
         let c = &c;
         // Load: numbered messages through n1..n5 all along.
         for i in five {
@@ -209,7 +273,7 @@ fn a_sixth_server_joins_and_leaves_under_load_without_fewer_than_r_copies() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let body: String = (n..n + 50).map(|k| format!("p{i}-{k}\n")).collect();
-                    let (st, msg) = c.node(i).write("load", body);
+                    let (st, msg) = c.node(i).write(category(), body);
                     assert_eq!(st, 200, "{msg}");
                     n += 50;
                     written.lock().unwrap()[i] = n;
@@ -218,7 +282,7 @@ fn a_sixth_server_joins_and_leaves_under_load_without_fewer_than_r_copies() {
             });
         }
         std::thread::sleep(Duration::from_secs(2));
-        converge(c, 0, &five);
+        sealed_before_join.store(converge(c, 0, &five, 10), Ordering::Relaxed);
         s.spawn(|| watch_copies(c, 0, &five, &stop_watch, &worst));
         std::thread::sleep(Duration::from_millis(300));
         stop_watch.store(true, Ordering::Relaxed);
@@ -234,16 +298,20 @@ fn a_sixth_server_joins_and_leaves_under_load_without_fewer_than_r_copies() {
     c.configure(5, &six);
     c.start(5);
     let stop_load = AtomicBool::new(false);
+    let stop_n6_load = AtomicBool::new(false);
     let stop_watch = AtomicBool::new(false);
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(vec![&stop_load, &stop_n6_load, &stop_watch]);
         let c = &c;
-        for i in five {
-            let (stop, written) = (&stop_load, &written);
+        for i in six {
+            // n6 takes writes too, so it owns chunks when it leaves.
+            let stop = if i == 5 { &stop_n6_load } else { &stop_load };
+            let written = &written;
             s.spawn(move || {
                 let mut n = written.lock().unwrap()[i];
                 while !stop.load(Ordering::Relaxed) {
                     let body: String = (n..n + 50).map(|k| format!("p{i}-{k}\n")).collect();
-                    let (st, msg) = c.node(i).write("load", body);
+                    let (st, msg) = c.node(i).write(category(), body);
                     assert_eq!(st, 200, "{msg}");
                     n += 50;
                     written.lock().unwrap()[i] = n;
@@ -255,9 +323,10 @@ fn a_sixth_server_joins_and_leaves_under_load_without_fewer_than_r_copies() {
         for i in five {
             c.configure(i, &six);
         }
-        converge(c, 5, &six);
+        let before = sealed_before_join.load(Ordering::Relaxed);
+        converge(c, 5, &six, before);
         // n6 took its share: it holds copies now.
-        let held_by_n6 = list(c.node(5), "load")
+        let held_by_n6 = list(c.node(5), category())
             .iter()
             .filter(|e| e.complete && e.holders.contains(&"n6".to_owned()))
             .count();
@@ -276,16 +345,34 @@ fn a_sixth_server_joins_and_leaves_under_load_without_fewer_than_r_copies() {
             .sum();
         assert!(dropped > 0, "no copy was dropped");
 
-        // Then n6 leaves: the five drop it from their lists.
+        // Then n6 leaves: producers move off it, its chunks seal
+        // (chunk_rotate_interval), and once its replicas have them sealed
+        // the five drop it from their lists. Its pairs get new holders
+        // among the five, which copy its chunks from the holders left.
+        stop_n6_load.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + CONVERGE;
+        while !list(c.node(0), category())
+            .iter()
+            .filter(|e| e.name.starts_with("n6-"))
+            .all(|e| e.complete)
+        {
+            assert!(Instant::now() < deadline, "n6's chunks not sealed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let sealed = converge(c, 5, &six, before);
         for i in five {
             c.configure(i, &five);
         }
-        converge(c, 0, &five);
+        converge(c, 0, &five, sealed);
         stop_watch.store(true, Ordering::Relaxed);
         stop_load.store(true, Ordering::Relaxed);
     });
     let worst = worst.into_inner().unwrap();
     assert!(worst.len() > 10, "chunks watched: {}", worst.len());
+    assert!(
+        worst.keys().any(|k| k.starts_with("n6-")),
+        "n6 owned sealed chunks: {worst:?}"
+    );
     let below: Vec<_> = worst.iter().filter(|(_, &n)| n < R).collect();
     assert!(below.is_empty(), "fewer than {R} copies seen: {below:?}");
     c.nodes[5].take();
@@ -293,7 +380,7 @@ fn a_sixth_server_joins_and_leaves_under_load_without_fewer_than_r_copies() {
     // of the five.
     let total: u64 = written.lock().unwrap().iter().sum();
     for i in [0, 3] {
-        let data = c.node(i).read_all("load");
+        let data = c.node(i).read_all(category());
         let mut per: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for line in String::from_utf8_lossy(&data).lines() {
             let (tag, n) = line.rsplit_once('-').unwrap();
