@@ -53,6 +53,8 @@ pub struct Metrics {
     pub reads: Counter,
     /// Bytes returned by them.
     pub read_bytes: Counter,
+    /// `/read` requests of chunks held elsewhere, relayed from a holder.
+    pub relayed_reads: Counter,
     /// Error responses by status.
     pub errors: Family<StatusLabel, Counter>,
 }
@@ -80,6 +82,11 @@ impl Metrics {
             self.duplicate_writes.clone(),
         );
         reg.register("reads", "Successful /read requests", self.reads.clone());
+        reg.register(
+            "relayed_reads",
+            "/read requests of chunks held elsewhere, answered from a holder",
+            self.relayed_reads.clone(),
+        );
         reg.register(
             "read_bytes",
             "Bytes returned by /read",

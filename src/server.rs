@@ -196,6 +196,8 @@ pub async fn run_with_hook(
             storage.state_dir(),
             live.peer_credential(),
             peer_tls,
+            config.startup.replication_factor,
+            config.startup.rebalance_rate,
         )
         .map_err(|e| ServerError::Cluster(crate::error_chain(&e)))?;
         let c = Arc::new(c);

@@ -61,6 +61,11 @@ pub struct ChunkInfo {
     pub complete: bool,
     /// Bytes of whole messages readable on that server now.
     pub size: u64,
+    /// The servers holding the chunk (by `--name`, its owner first), from
+    /// a cluster server; empty from a single node or an older server. A
+    /// [`Consumer`](crate::Consumer) reads the chunk directly from them.
+    #[serde(default)]
+    pub holders: Vec<String>,
 }
 
 /// A consumer group as listed by `GET /consumers`.
@@ -560,6 +565,73 @@ impl Client {
         }
         self.call(Method::GET, "/read", &q, Bytes::new(), extra)
             .await
+    }
+
+    /// [`Client::read`] from the server at `base` (an `http(s)://host:port`
+    /// address, e.g. a chunk's holder from [`Client::cluster_servers`]),
+    /// whatever the client's own addresses; no failover.
+    ///
+    /// # Errors
+    /// As [`Client::read`].
+    pub async fn read_at(
+        &self,
+        base: &str,
+        category: &str,
+        chunk: &str,
+        off: u64,
+        max_size: u64,
+        wait: Option<Duration>,
+    ) -> Result<Bytes, ClientError> {
+        let mut q = format!(
+            "category={}&chunk={}&off={off}&max_size={max_size}",
+            enc(category),
+            enc(chunk)
+        );
+        let mut extra = Duration::ZERO;
+        if let Some(w) = wait {
+            extra = w.min(MAX_WAIT);
+            q.push_str(&format!("&wait_ms={}", extra.as_millis()));
+        }
+        let base = base.trim_end_matches('/');
+        self.call_one(
+            base,
+            Method::GET,
+            "/read",
+            &q,
+            Bytes::new(),
+            self.request_timeout.saturating_add(extra),
+        )
+        .await
+    }
+
+    /// The servers of the cluster by name (`GET /peers`): the server that
+    /// answered, at the address this client used, and its peers at their
+    /// configured addresses.
+    ///
+    /// # Errors
+    /// A transport error, or [`ClientError::Decode`] for an unexpected body.
+    pub async fn cluster_servers(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct PeerRow {
+            name: String,
+            url: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct PeersReply {
+            name: String,
+            #[serde(default)]
+            peers: Vec<PeerRow>,
+        }
+        let reply: PeersReply = self
+            .json(Method::GET, "/peers", "", Bytes::new(), Duration::ZERO)
+            .await?;
+        let here = self.active_server().to_owned();
+        let mut out: std::collections::BTreeMap<String, String> =
+            reply.peers.into_iter().map(|p| (p.name, p.url)).collect();
+        out.insert(reply.name, here);
+        Ok(out)
     }
 
     /// Every non-empty chunk of `category` the server holds, oldest first

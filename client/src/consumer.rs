@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::client::{ChunkInfo, Client};
 use crate::error::{ClientError, ConsumerError};
+use crate::holders::{ChunkRead, Directory};
 use crate::names::parse_chunk_name;
 use crate::stats::{in_span, Counters, Hook, Stats, StatsEvent, StatsHook};
 
@@ -791,6 +792,7 @@ async fn discover(
     }
     let mut readers = JoinSet::new();
     let mut known = HashSet::new();
+    let directory = Arc::new(Directory::default());
     let mut backoff = Backoff::default();
     loop {
         let listing = match list_retrying(&client, &category, &config).await {
@@ -849,6 +851,7 @@ async fn discover(
                         stats: Arc::clone(&stats),
                         starts: Arc::clone(&starts),
                         progress: parking_lot::Mutex::new(None),
+                        directory: Arc::clone(&directory),
                     }
                     .run(),
                 );
@@ -960,6 +963,8 @@ struct OwnerReader {
     /// Where the last batch handed to the application ended: a reader
     /// restarted after a failure resumes there.
     progress: parking_lot::Mutex<Option<Position>>,
+    /// Where chunks' holders are: reads go to them directly.
+    directory: Arc<Directory>,
 }
 
 impl OwnerReader {
@@ -1083,6 +1088,11 @@ impl OwnerReader {
                 .iter()
                 .find(|(i, _)| *i == idx)
                 .and_then(|(_, c)| c.complete.then_some(c.size));
+            let holders: Vec<String> = mine
+                .iter()
+                .find(|(i, _)| *i == idx)
+                .map(|(_, c)| c.holders.clone())
+                .unwrap_or_default();
             // Read this chunk until it yields nothing, or its known end.
             loop {
                 if let Some((tname, tsize)) = &self.target {
@@ -1114,9 +1124,19 @@ impl OwnerReader {
                     break;
                 }
                 let wait = sealed_size.is_none().then_some(self.config.wait);
-                let read =
-                    self.client
-                        .read(&self.category, &name, off, self.config.max_read_bytes, wait);
+                let read = self.directory.read(
+                    &self.client,
+                    &holders,
+                    ChunkRead {
+                        category: &self.category,
+                        chunk: &name,
+                        off,
+                        max_size: self.config.max_read_bytes,
+                        wait,
+                        sealed: sealed_size.is_some(),
+                        spread: idx,
+                    },
+                );
                 let read = in_span(
                     read,
                     || tracing::info_span!("chunkbus.read", category = %self.category, chunk = %name, off),

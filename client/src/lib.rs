@@ -186,6 +186,7 @@ mod acks;
 mod client;
 mod consumer;
 mod error;
+mod holders;
 pub mod names;
 mod producer;
 mod stats;

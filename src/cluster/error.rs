@@ -68,6 +68,14 @@ pub enum ClusterError {
         /// This server.
         me: String,
     },
+    /// A read of a chunk held elsewhere: no holder gave a usable answer.
+    #[error("no holder of {chunk} answered ({tried}); retry later")]
+    NoHolderAnswered {
+        /// The chunk.
+        chunk: String,
+        /// Each holder tried and what it did.
+        tried: String,
+    },
     /// A write was stored here but not confirmed by `min_sync_replicas`
     /// peers in time.
     #[error(
@@ -104,9 +112,10 @@ impl DomainError for ClusterError {
     /// replicated are `Unavailable`; an owner's refusal is relayed as is.
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Peer(_) | Self::PendingAcks(_) | Self::NotReplicated { .. } => {
-                ErrorKind::Unavailable
-            }
+            Self::Peer(_)
+            | Self::PendingAcks(_)
+            | Self::NotReplicated { .. }
+            | Self::NoHolderAnswered { .. } => ErrorKind::Unavailable,
             Self::AckRefused { status, .. } => ErrorKind::Relayed(*status),
             Self::NotAPeer { .. } => ErrorKind::Forbidden,
             Self::NotOwner { .. } => ErrorKind::BadRequest,

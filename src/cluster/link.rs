@@ -181,6 +181,42 @@ impl PeerClient {
         })
     }
 
+    /// Sends a `GET` and returns the answer — whatever its status — as
+    /// soon as its head arrives (within `limit`); the body is left to the
+    /// caller to stream.
+    ///
+    /// # Errors
+    /// [`PeerError::Unreachable`]: no answer head within `limit`.
+    pub async fn get_streamed(
+        &self,
+        peer: &str,
+        url: &str,
+        limit: Duration,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, PeerError> {
+        let mut req = Request::builder().method(Method::GET).uri(url);
+        if let Some(auth) = self.auth.get() {
+            req = req.header(hyper::header::AUTHORIZATION, auth);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| PeerError::BadReply {
+                peer: peer.to_owned(),
+                why: format!("cannot build request to {url}: {e}"),
+            })?;
+        let unreachable = |why: String| PeerError::Unreachable {
+            peer: peer.to_owned(),
+            why,
+        };
+        match tokio::time::timeout(limit, self.http.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(unreachable(crate::error_chain(&e))),
+            Err(_elapsed) => Err(unreachable(format!(
+                "no answer within {} ms",
+                limit.as_millis()
+            ))),
+        }
+    }
+
     /// A JSON request and reply.
     ///
     /// # Errors

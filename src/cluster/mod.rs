@@ -4,6 +4,13 @@
 //! - [`peers`]: the `--peers` list.
 //! - [`placement`]: which servers hold a (category, owner) pair's copies
 //!   under a replication factor (rendezvous hashing, pure).
+//! - [`assignment`]: the placement's inputs now (factor, server list).
+//! - [`catalog`]: every peer's chunks as announced, held here or not.
+//! - [`remote`]: reads of chunks held elsewhere, from their holders.
+//! - [`listing`]: `listChunks` across the cluster (held here or not).
+//! - [`rebalance`]: dropping copies no longer assigned here, once their
+//!   holders have them.
+//! - [`throttle`]: the bound on catch-up copying (`rebalance_rate`).
 //! - [`protocol`]: peer messages and the fetch-reply codec (`docs/peers.md`).
 //! - [`link`]: HTTP client for peer requests.
 //! - [`replicator`]: replica side, one task per peer.
@@ -17,17 +24,23 @@
 //! - [`error`]: the cluster's typed errors.
 
 pub mod acks;
+pub mod assignment;
+pub mod catalog;
 pub mod error;
 pub mod fetch;
 pub mod group_sync;
 pub mod held;
 pub mod link;
+pub mod listing;
 pub mod peers;
 pub mod placement;
 pub mod progress;
 pub mod protocol;
+pub mod rebalance;
 pub mod recovery;
+pub mod remote;
 pub mod replicator;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -63,6 +76,14 @@ pub struct Cluster {
     client: PeerClient,
     /// What replicas hold of this server's chunks.
     pub progress: progress::Progress,
+    /// Who holds which (category, owner) pair.
+    pub assignment: Arc<assignment::Assignment>,
+    /// Every peer's chunks as announced, held here or not.
+    pub catalog: Arc<catalog::Catalog>,
+    /// Paces catch-up copying of sealed chunks.
+    pub throttle: Arc<throttle::Throttle>,
+    /// Progress of placement changes (excess copies, drops).
+    pub rebalance: rebalance::Progress,
     /// Consumer-group events of this server's clients, for peers.
     pub group_feed: group_sync::GroupFeed,
     /// Per peer: this server's replication of that peer's chunks.
@@ -99,7 +120,10 @@ pub enum Forwarded {
 
 impl Cluster {
     /// A cluster view for `me` with `peers`, sending `token` (the peer
-    /// credential) to them; loads pending acks from `state_dir`.
+    /// credential) to them, keeping `factor` copies of each chunk (None:
+    /// on every server) and copying sealed chunks at most at
+    /// `rebalance_rate` bytes per second; loads pending acks from
+    /// `state_dir`.
     ///
     /// # Errors
     /// [`ClusterError::PendingAcks`]: the pending-acks file is unreadable;
@@ -110,6 +134,8 @@ impl Cluster {
         state_dir: &std::path::Path,
         token: Option<&crate::auth::Token>,
         tls: Option<rustls::ClientConfig>,
+        factor: Option<usize>,
+        rebalance_rate: Option<u64>,
     ) -> Result<Self, ClusterError> {
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -119,7 +145,12 @@ impl Cluster {
             .iter()
             .map(|p| (p.name.to_string(), Arc::default()))
             .collect();
+        let names: Vec<ServerName> = peers.iter().map(|p| p.name.clone()).collect();
         Ok(Self {
+            assignment: Arc::new(assignment::Assignment::new(me.clone(), &names, factor)),
+            catalog: Arc::default(),
+            throttle: Arc::new(throttle::Throttle::new(rebalance_rate)),
+            rebalance: rebalance::Progress::default(),
             me,
             peers: RwLock::new(peers),
             epoch: epoch.max(1),
@@ -211,8 +242,12 @@ impl Cluster {
             self.start_replicator(peer);
         }
         let me = Arc::clone(self);
+        let stop_acks = stop.child_token();
+        let forwarder = tokio::spawn(async move { me.forward_pending(stop_acks).await });
+        let me = Arc::clone(self);
         let stop = stop.child_token();
-        vec![tokio::spawn(async move { me.forward_pending(stop).await })]
+        let dropper = tokio::spawn(async move { me.drop_excess_copies(stop).await });
+        vec![forwarder, dropper]
     }
 
     fn start_replicator(&self, peer: Peer) {
@@ -226,6 +261,9 @@ impl Cluster {
             groups: Arc::clone(&run.groups),
             client: self.client.clone(),
             pending: Arc::clone(&self.pending),
+            assignment: Arc::clone(&self.assignment),
+            catalog: Arc::clone(&self.catalog),
+            throttle: Arc::clone(&self.throttle),
         };
         let stop = run.stop.child_token();
         let r = Replicator::new(peer.clone(), local, link, stop.clone());
@@ -244,6 +282,13 @@ impl Cluster {
             return false;
         }
         *self.peers.write() = peers.clone();
+        let names: Vec<ServerName> = peers.iter().map(|p| p.name.clone()).collect();
+        if self.assignment.set_peers(&names) {
+            tracing::info!(
+                servers = names.len() + 1,
+                "server list changed: placement recomputed"
+            );
+        }
         let stale: Vec<RunningReplicator> = {
             let mut running = self.replicators.lock();
             let gone: Vec<String> = running
@@ -283,6 +328,22 @@ impl Cluster {
             r.stop.cancel();
             let _ = r.task.await;
         }
+    }
+
+    /// The peer called `name`, if configured now.
+    #[must_use]
+    pub fn peer(&self, name: &str) -> Option<Peer> {
+        self.peers
+            .read()
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .cloned()
+    }
+
+    /// The HTTP client peer requests go through.
+    #[must_use]
+    pub fn client(&self) -> &PeerClient {
+        &self.client
     }
 
     fn owner_of(&self, chunk: &crate::names::ChunkName) -> Option<Peer> {

@@ -12,6 +12,9 @@ pub const CHANGES_PATH: &str = "/peer/changes";
 pub const FETCH_PATH: &str = "/peer/fetch";
 /// Path listing the copies of one owner's chunks a server holds (`GET`).
 pub const HELD_PATH: &str = "/peer/held";
+/// Path of a read served for a peer that does not hold the chunk (`GET`,
+/// the parameters and answers of `/read`).
+pub const READ_PATH: &str = "/peer/read";
 /// Path of a forwarded chukcha ack (`POST`).
 pub const ACK_PATH: &str = "/peer/ack";
 /// Most batch bytes one `/peer/fetch` answers, whatever its `max_size`
@@ -121,6 +124,16 @@ pub struct HeldCopy {
     pub size: u64,
     /// Held complete (sealed here).
     pub complete: bool,
+    /// The answering server holds this chunk's pair under its own view of
+    /// the placement (absent from older servers: taken as `true`, which
+    /// every server was before replication factors). A server dropping
+    /// an excess copy counts only copies their holders mean to keep.
+    #[serde(default = "assigned_default")]
+    pub assigned: bool,
+}
+
+fn assigned_default() -> bool {
+    true
 }
 
 /// Why a fetch body could not be split.

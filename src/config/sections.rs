@@ -45,6 +45,12 @@ pub struct Startup {
     pub connections: ConnectionLimits,
     /// `min_sync_replicas` wait limit (`replication_timeout`).
     pub replication_timeout: Duration,
+    /// Copies of each chunk including the owner's (`replication_factor`);
+    /// None = every server of the cluster.
+    pub replication_factor: Option<usize>,
+    /// Bytes per second of catch-up copying (`rebalance_rate`); None =
+    /// unbounded.
+    pub rebalance_rate: Option<u64>,
     /// Certificate and key of an HTTPS listener; None = plain HTTP.
     pub tls: Option<TlsFiles>,
     /// CA certificates `https://` peers are verified against (`tls_ca`).

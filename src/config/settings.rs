@@ -257,6 +257,20 @@ settings! {
         default: Value("60s"),
         example: "5s",
     }
+    REPLICATION_FACTOR = "replication_factor" {
+        value_name: "R",
+        help: "Copies of each chunk, the owner's included: each (category, owner) pair is copied only to the R-1 peers that rendezvous hashing over the server list picks (docs/peers.md); every server still lists every chunk and answers reads of chunks it does not hold from a holder. min_sync_replicas may be at most R-1.",
+        section: CLUSTER,
+        default: Unset("every server (each server copies every peer's chunks)"),
+        example: "2",
+    }
+    REBALANCE_RATE = "rebalance_rate" {
+        value_name: "SIZE",
+        help: "Bytes per second this server copies of sealed chunks it lacks (a placement change moving pairs here, catching up after a restart), over all peers; the live tail of open chunks is never slowed. Sizes as for max_chunk_size.",
+        section: CLUSTER,
+        default: Unset("unbounded"),
+        example: "64MiB",
+    }
     RETENTION_MODE = "retention" {
         value_name: "MODE",
         help: "none (keep chunks until acked with GET /ack) or acked (also delete a sealed chunk once every registered consumer group has acked all of it).",

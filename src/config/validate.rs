@@ -132,6 +132,17 @@ impl RawSettings {
                     body_idle_timeout: self.required(&s::BODY_IDLE_TIMEOUT, positive_duration)?,
                 },
                 replication_timeout: self.required(&s::REPLICATION_TIMEOUT, positive_duration)?,
+                replication_factor: self
+                    .optional(&s::REPLICATION_FACTOR, |v| count(v, MAX_REPLICATION_FACTOR))?,
+                rebalance_rate: self.optional(&s::REBALANCE_RATE, |v| {
+                    parse_size(v).and_then(|n| {
+                        if n == 0 {
+                            Err("must be more than 0 (leave it unset for no bound)".into())
+                        } else {
+                            Ok(n)
+                        }
+                    })
+                })?,
                 tls,
                 tls_ca,
                 tier,
@@ -303,6 +314,9 @@ fn positive_duration(v: &str) -> Result<std::time::Duration, String> {
     }
     Ok(d)
 }
+
+/// Largest `replication_factor` accepted (far above any cluster size).
+const MAX_REPLICATION_FACTOR: usize = 10_000;
 
 /// A count from 1 to `max`.
 fn count(v: &str, max: usize) -> Result<usize, String> {

@@ -34,7 +34,16 @@ pub(super) async fn ack_chunk(
     let storage = state.storage()?;
     match state.cluster.get() {
         Some(cluster) if name.owner() != storage.server() => {
-            ack_copy(cluster, storage, &category, &name, size).await?;
+            let held = storage
+                .category(&category)
+                .and_then(|log| log.chunk(&name))
+                .is_some_and(|c| cluster.answers_locally(&category, &c));
+            match cluster.catalog.get(&category, &name) {
+                Some(announced) if !held && cluster.assignment.factor().is_some() => {
+                    ack_elsewhere(cluster, &category, &name, size, announced).await?;
+                }
+                _ => ack_copy(cluster, storage, &category, &name, size).await?,
+            }
         }
         _ => ack_local(state, storage, &category, &name, size).await?,
     }
@@ -101,6 +110,45 @@ pub(super) async fn ack_local(
             .progress
             .forget(category.as_str(), &name.to_string());
     }
+    Ok(())
+}
+
+/// Acks a chunk held elsewhere (under a replication factor), checked
+/// against what its owner announced, then forwarded to the owner like
+/// [`ack_copy`] (which checks it again, and whose deletion reaches every
+/// holder).
+async fn ack_elsewhere(
+    cluster: &Cluster,
+    category: &Category,
+    name: &ChunkName,
+    size: u64,
+    announced: crate::cluster::catalog::Announced,
+) -> Result<(), ApiError> {
+    if !announced.complete {
+        return Err(StorageError::NotSealed {
+            name: name.to_string(),
+        }
+        .into());
+    }
+    if size < announced.size {
+        return Err(StorageError::AckTooSmall {
+            name: name.to_string(),
+            size,
+            final_size: announced.size,
+        }
+        .into());
+    }
+    let forwarded = cluster
+        .forward_ack(PendingAck {
+            category: category.to_string(),
+            chunk: name.to_string(),
+            size,
+        })
+        .await?;
+    if matches!(forwarded, Forwarded::Queued) {
+        tracing::info!(chunk = %name, owner = %name.owner(), "owner unreachable; ack stored and forwarded when it returns");
+    }
+    cluster.catalog.remove(category, name);
     Ok(())
 }
 

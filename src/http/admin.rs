@@ -10,13 +10,16 @@ use hyper::Request;
 use super::error::ApiError;
 use super::params::{check_wait, Query};
 use super::{json, ok, ok_line, AppState, HttpResponse};
+use crate::cluster::listing::Listed;
 use crate::names::ChunkName;
 use crate::storage::ChunkInfo;
 
 /// `GET /listChunks?category=C[&after=NAME&wait_ms=T]`. The optional pair
 /// is a chunkbus extension for consumers that have finished `NAME`: if the
 /// listing holds no chunk of NAME's owner with a higher index, wait up to T
-/// ms for one to appear (or for shutdown), then list.
+/// ms for one to appear (or for shutdown), then list. Under a replication
+/// factor the listing has every chunk of the cluster, each entry saying
+/// where it is held (`cluster/listing.rs`).
 pub(super) async fn list_chunks(
     state: &AppState,
     req: &Request<Incoming>,
@@ -26,34 +29,97 @@ pub(super) async fn list_chunks(
     let after = query.opt_chunk("after")?;
     let wait_ms = check_wait(query.opt_u64("wait_ms")?.unwrap_or(0))?;
     let storage = state.storage()?;
-    let Some(log) = storage.category(&category) else {
-        return json(&Vec::<ChunkInfo>::new());
+    // Without a replication factor every server holds every chunk and
+    // lists what it holds, as before (`held_here`/`holders` add nothing).
+    let cluster = state
+        .cluster
+        .get()
+        .filter(|c| c.assignment.factor().is_some());
+    let log = storage.category(&category);
+    let listing = || -> Listing {
+        match cluster {
+            Some(c) => Listing::Cluster(c.list_chunks(&category, log.as_deref())),
+            None => Listing::Local(log.as_ref().map(|l| l.list()).unwrap_or_default()),
+        }
     };
+    if log.is_none() && cluster.is_none() {
+        return json(&Vec::<ChunkInfo>::new());
+    }
     let Some(after) = after.filter(|_| wait_ms > 0) else {
-        return json(&log.list());
+        return listing().reply();
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    let mut rx = log.subscribe_listing();
+    let mut local_rx = log.as_ref().map(|l| l.subscribe_listing());
+    let mut catalog_rx = cluster.map(|c| c.catalog.subscribe());
     loop {
-        rx.borrow_and_update();
-        let list = log.list();
-        let newer = list.iter().any(|c| {
-            ChunkName::parse(&c.name)
+        if let Some(rx) = &mut local_rx {
+            rx.borrow_and_update();
+        }
+        if let Some(rx) = &mut catalog_rx {
+            rx.borrow_and_update();
+        }
+        let list = listing();
+        let newer = list.names().any(|name| {
+            ChunkName::parse(name)
                 .is_ok_and(|n| n.owner() == after.owner() && n.index() > after.index())
         });
         if newer {
-            return json(&list);
+            return list.reply();
         }
         tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return json(&list) },
-            () = tokio::time::sleep_until(deadline) => return json(&list),
-            () = state.shutdown.cancelled() => return json(&list),
+            ok = changed(&mut local_rx) => if !ok { return list.reply() },
+            ok = changed(&mut catalog_rx) => if !ok { return list.reply() },
+            () = tokio::time::sleep_until(deadline) => return list.reply(),
+            () = state.shutdown.cancelled() => return list.reply(),
         }
     }
 }
 
+/// A listing: a single node's own chunks, or a cluster's with holders.
+enum Listing {
+    Local(Vec<ChunkInfo>),
+    Cluster(Vec<Listed>),
+}
+
+impl Listing {
+    fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Self::Local(l) => Box::new(l.iter().map(|c| c.name.as_str())),
+            Self::Cluster(l) => Box::new(l.iter().map(|c| c.name.as_str())),
+        }
+    }
+
+    fn reply(&self) -> Result<HttpResponse, ApiError> {
+        match self {
+            Self::Local(l) => json(l),
+            Self::Cluster(l) => json(l),
+        }
+    }
+}
+
+/// Waits for the next change of an optional watch; never ends for none.
+/// False when its sender is gone.
+async fn changed(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// `GET /listCategories`: the categories here, and under a replication
+/// factor those of chunks held elsewhere too.
 pub(super) fn list_categories(state: &AppState) -> Result<HttpResponse, ApiError> {
-    json(&state.storage()?.category_names())
+    let mut names = state.storage()?.category_names();
+    if let Some(c) = state
+        .cluster
+        .get()
+        .filter(|c| c.assignment.factor().is_some())
+    {
+        names.extend(c.catalog.categories().iter().map(ToString::to_string));
+        names.sort();
+        names.dedup();
+    }
+    json(&names)
 }
 
 pub(super) fn healthz(state: &AppState) -> HttpResponse {

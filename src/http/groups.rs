@@ -10,7 +10,8 @@ use super::error::ApiError;
 use super::params::{Query, RequestError};
 use super::{json, ok_line, AppState, HttpResponse};
 use crate::groups::Acked;
-use crate::names::GroupName;
+use crate::names::{Category, ChunkName, GroupName};
+use crate::storage::StorageError;
 
 /// One group in `GET /consumers`.
 #[derive(serde::Serialize)]
@@ -47,11 +48,31 @@ pub(super) async fn ack(
         return Err(RequestError::AckFromPastOff { from, off }.into());
     }
     let storage = state.storage()?;
-    let groups = state.groups()?;
-    let chunk = storage
-        .category(&category)
-        .and_then(|log| log.chunk(&name))
-        .ok_or_else(|| storage.missing_chunk(&category, &name))?;
+    state.groups()?;
+    let local = storage.category(&category).and_then(|log| log.chunk(&name));
+    let elsewhere = state
+        .cluster
+        .get()
+        .filter(|c| c.assignment.factor().is_some())
+        .and_then(|c| c.catalog.get(&category, &name));
+    let chunk = match (local, elsewhere) {
+        (Some(chunk), _) => chunk,
+        (None, Some(announced)) => {
+            // Held elsewhere: the position is checked against the size
+            // its owner announced (a final size bounds it; the message
+            // boundary is known only to the holders).
+            if announced.complete && off > announced.size {
+                return Err(StorageError::OffsetBeyondEnd {
+                    name: name.to_string(),
+                    off,
+                    size: announced.size,
+                }
+                .into());
+            }
+            return record_position(state, &category, &group, &name, from, off).await;
+        }
+        (None, None) => return Err(storage.missing_chunk(&category, &name).into()),
+    };
     if chunk.is_tiered() {
         state
             .tiering()?
@@ -60,9 +81,24 @@ pub(super) async fn ack(
     } else {
         chunk.check_boundary(off)?;
     }
-    let acked = groups.ack_if(&category, &group, &name, from, off).await?;
+    record_position(state, &category, &group, &name, from, off).await
+}
+
+/// Stores a checked group position and tells the peers.
+async fn record_position(
+    state: &AppState,
+    category: &Category,
+    group: &GroupName,
+    name: &ChunkName,
+    from: Option<u64>,
+    off: u64,
+) -> Result<HttpResponse, ApiError> {
+    let acked = state
+        .groups()?
+        .ack_if(category, group, name, from, off)
+        .await?;
     if let (Some(cluster), Acked::Moved) = (state.cluster.get(), acked) {
-        cluster.group_feed.acked(&category, &group, &name, off);
+        cluster.group_feed.acked(category, group, name, off);
     }
     Ok(ok_line())
 }

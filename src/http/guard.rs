@@ -101,7 +101,8 @@ pub fn changes_state(endpoint: Endpoint) -> bool {
         | Endpoint::Peers
         | Endpoint::Tier
         | Endpoint::PeerFetch
-        | Endpoint::PeerHeld => false,
+        | Endpoint::PeerHeld
+        | Endpoint::PeerRead => false,
     }
 }
 

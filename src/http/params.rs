@@ -83,6 +83,19 @@ pub enum RequestError {
     /// `producer` without `seq`, or the other way round, or producer 0.
     #[error("an idempotent write needs both producer (a non-zero id) and seq; got {0}")]
     BadProducerTag(&'static str),
+    /// `min_sync_replicas` above the copies the replication factor keeps
+    /// besides the owner's.
+    #[error(
+        "min_sync_replicas={asked} but replication_factor={factor} keeps {max} copies besides this server's; use at most {max} (replication_factor - 1)"
+    )]
+    ReplicasAboveFactor {
+        /// Replicas asked for.
+        asked: u64,
+        /// The replication factor.
+        factor: u64,
+        /// Most replicas a write can ask for.
+        max: u64,
+    },
     /// A `Content-Length` that is not a number.
     #[error("Content-Length is not a number")]
     BadContentLength,

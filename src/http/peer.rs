@@ -116,7 +116,7 @@ pub(super) async fn changes(
 }
 
 /// Refuses (`403`) a server that is not a configured peer now.
-fn check_peer(cluster: &Cluster, name: &ServerName) -> Result<(), ClusterError> {
+pub(super) fn check_peer(cluster: &Cluster, name: &ServerName) -> Result<(), ClusterError> {
     if cluster.is_peer(name) {
         Ok(())
     } else {
@@ -247,8 +247,10 @@ pub(super) fn held(state: &AppState, req: &Request<Incoming>) -> Result<HttpResp
     let cluster = state.cluster()?;
     let storage = state.peer_storage()?;
     let query = Query::parse(req.uri().query());
+    // Any server's name: the owner itself after a crash (a configured
+    // peer), or one that left, whose pairs its new holders take over from
+    // the copies the others keep (`cluster/rebalance.rs`).
     let owner = ServerName::parse(query.required("owner")?)?;
-    check_peer(cluster, &owner)?;
     let mut out = Vec::new();
     for log in storage.logs() {
         for chunk in log.chunks() {
@@ -259,6 +261,9 @@ pub(super) fn held(state: &AppState, req: &Request<Incoming>) -> Result<HttpResp
                     chunk: chunk.name().to_string(),
                     size: s.end,
                     complete: s.sealed,
+                    assigned: cluster
+                        .assignment
+                        .holds_here(log.category().as_str(), owner.as_str()),
                 });
             }
         }
@@ -317,6 +322,20 @@ struct ClusterStatus {
     epoch: u64,
     peers: Vec<PeerStatus>,
     pending_acks: usize,
+    /// Copies of each chunk including the owner's (None: every server).
+    replication_factor: Option<usize>,
+    /// Progress of placement changes.
+    rebalance: RebalanceStatus,
+}
+
+#[derive(serde::Serialize, Default)]
+struct RebalanceStatus {
+    #[serde(flatten)]
+    progress: crate::cluster::rebalance::ProgressReport,
+    /// Bytes of assigned chunks not copied here yet (every peer).
+    copy_lag_bytes: u64,
+    /// The bound on catch-up copying, bytes per second (None: unbounded).
+    rate_bytes_per_sec: Option<u64>,
 }
 
 /// `GET /peers`: replication state of every peer link (JSON).
@@ -327,6 +346,8 @@ pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
             epoch: 0,
             peers: Vec::new(),
             pending_acks: 0,
+            replication_factor: None,
+            rebalance: RebalanceStatus::default(),
         });
     };
     let held = cluster.progress.summary();
@@ -364,5 +385,11 @@ pub(super) fn status(state: &AppState) -> Result<HttpResponse, ApiError> {
         epoch: cluster.epoch(),
         peers,
         pending_acks: cluster.pending_acks().len(),
+        replication_factor: cluster.assignment.factor(),
+        rebalance: RebalanceStatus {
+            progress: cluster.rebalance.report(),
+            copy_lag_bytes: links.iter().map(|(_, l)| l.lag_bytes).sum(),
+            rate_bytes_per_sec: cluster.throttle.rate(),
+        },
     })
 }

@@ -2,25 +2,55 @@
 //! messages from the chunk's mapping (zero-copy), with an optional long poll
 //! that ends on new data, on seal, on timeout or at shutdown. A tiered
 //! chunk is read from the object store — also when it is tiered while the
-//! read runs ([`read_anywhere`]).
+//! read runs ([`read_anywhere`]). A chunk this server does not hold (under
+//! a replication factor) is read from its holders and their answer passed
+//! through as it arrives (`cluster/remote.rs`); `GET /peer/read` is the
+//! same read for a peer, answered from local data only.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::Request;
+use hyper::{header, Request, Response};
 
+use super::body::Body;
 use super::error::ApiError;
 use super::params::{check_wait, Query, RequestError};
 use super::{ok, AppState, HttpResponse, ServiceError};
+use crate::cluster::remote::{Relayed, RemoteRead};
 use crate::config::MAX_READ_SIZE;
-use crate::names::Category;
+use crate::names::{Category, ChunkName, ServerName};
 use crate::storage::chunk::{Chunk, ReadOutcome};
+use crate::storage::Storage;
 use crate::tier::Tiering;
 
+/// Reply header of a read served from another server: which one.
+pub const SERVED_BY_HEADER: &str = "chunkbus-served-by";
+
+/// `GET /read`: from local data, or from a holder of a chunk not held here.
 pub(super) async fn read(
     state: &AppState,
     req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    serve(state, req, true).await
+}
+
+/// `GET /peer/read?…&from=P`: a peer's read of a chunk it does not hold,
+/// answered from local data only (never relayed again).
+pub(super) async fn peer_read(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let cluster = state.cluster()?;
+    let query = Query::parse(req.uri().query());
+    super::peer::check_peer(cluster, &ServerName::parse(query.required("from")?)?)?;
+    serve(state, req, false).await
+}
+
+async fn serve(
+    state: &AppState,
+    req: &Request<Incoming>,
+    may_relay: bool,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(req.uri().query());
     let category = query.category()?;
@@ -33,11 +63,39 @@ pub(super) async fn read(
     }
     check_wait(wait_ms)?;
     let storage = state.storage()?;
-    let unknown = || storage.missing_chunk(&category, &name);
-    let chunk = storage
-        .category(&category)
-        .and_then(|log| log.chunk(&name))
-        .ok_or_else(unknown)?;
+    let local = storage.category(&category).and_then(|log| log.chunk(&name));
+    let relaying = state
+        .cluster
+        .get()
+        .filter(|c| may_relay && c.assignment.factor().is_some());
+    if let Some(cluster) = relaying {
+        if !local
+            .as_deref()
+            .is_some_and(|c| cluster.answers_locally(&category, c))
+            && cluster.catalog.get(&category, &name).is_some()
+            && !is_deleted_here(storage, &category, &name)
+        {
+            let read = RemoteRead {
+                category: &category,
+                chunk: &name,
+                off,
+                max_size,
+                wait_ms,
+            };
+            // Shutting down ends a relayed long poll like a local one
+            // (`200` empty at once).
+            let relayed = tokio::select! {
+                r = cluster.read_remote(read) => r?,
+                () = state.shutdown.cancelled() => {
+                    return Ok(ok(Bytes::new(), "application/octet-stream"));
+                }
+            };
+            state.metrics.reads.inc();
+            state.metrics.relayed_reads.inc();
+            return Ok(pass_on(relayed));
+        }
+    }
+    let chunk = local.ok_or_else(|| storage.missing_chunk(&category, &name))?;
     let tiering = state.tiering.get().map(AsRef::as_ref);
     let s = chunk.state();
     if off > s.end && !s.sealed && name.owner() != storage.server() {
@@ -71,6 +129,34 @@ pub(super) async fn read(
     state.metrics.reads.inc();
     state.metrics.read_bytes.inc_by(body.len() as u64);
     Ok(ok(body, "application/octet-stream"))
+}
+
+fn is_deleted_here(storage: &Storage, category: &Category, name: &ChunkName) -> bool {
+    storage
+        .category(category)
+        .is_some_and(|log| log.is_deleted(name))
+}
+
+/// A holder's answer as this server's: its status (data, or the holder's
+/// own refusal of the request), the headers a client uses, and its body
+/// streamed through.
+fn pass_on(relayed: Relayed) -> HttpResponse {
+    let (parts, body) = relayed.response.into_parts();
+    let mut resp = Response::new(Body::relayed(body));
+    *resp.status_mut() = parts.status;
+    for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+        if let Some(v) = parts.headers.get(&name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Some(v) = parts.headers.get(chunkbus_client::DELETED_HEADER) {
+        resp.headers_mut()
+            .insert(chunkbus_client::DELETED_HEADER, v.clone());
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&relayed.holder) {
+        resp.headers_mut().insert(SERVED_BY_HEADER, v);
+    }
+    resp
 }
 
 /// Whole messages of `chunk` from `off`, at most `max_size` bytes, from

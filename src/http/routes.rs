@@ -11,7 +11,7 @@ use hyper::{Method, Request};
 
 use super::error::ApiError;
 use super::{ack, admin, groups, peer, read, subscriptions, write, AppState, HttpResponse};
-use crate::cluster::protocol::{ACK_PATH, CHANGES_PATH, FETCH_PATH, HELD_PATH};
+use crate::cluster::protocol::{ACK_PATH, CHANGES_PATH, FETCH_PATH, HELD_PATH, READ_PATH};
 use crate::error::{DomainError, ErrorKind};
 
 /// The handler a route leads to.
@@ -57,6 +57,8 @@ pub enum Endpoint {
     PeerHeld,
     /// `POST /peer/ack`.
     PeerAck,
+    /// `GET /peer/read`.
+    PeerRead,
 }
 
 /// Who may call a route.
@@ -120,7 +122,7 @@ const fn peer_route(path: &'static str, method: Method, endpoint: Endpoint) -> R
 
 /// Every route, in the order the `404` answer lists them; a path's methods
 /// in the order its `Allow` header lists them.
-pub static ROUTES: [Route; 20] = [
+pub static ROUTES: [Route; 21] = [
     open("/", Method::GET, Endpoint::StatusPage, Access::Open),
     route("/write", Method::POST, Endpoint::Write),
     route("/read", Method::GET, Endpoint::Read),
@@ -145,6 +147,7 @@ pub static ROUTES: [Route; 20] = [
     peer_route(FETCH_PATH, Method::GET, Endpoint::PeerFetch),
     peer_route(HELD_PATH, Method::GET, Endpoint::PeerHeld),
     peer_route(ACK_PATH, Method::POST, Endpoint::PeerAck),
+    peer_route(READ_PATH, Method::GET, Endpoint::PeerRead),
 ];
 
 /// A request the table refuses.
@@ -304,6 +307,7 @@ pub(super) async fn dispatch(
         Endpoint::PeerFetch => peer::fetch(state, &req).await,
         Endpoint::PeerHeld => peer::held(state, &req),
         Endpoint::PeerAck => peer::ack(state, &req).await,
+        Endpoint::PeerRead => read::peer_read(state, &req).await,
     }
 }
 

@@ -51,13 +51,25 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     // (a restarting node would otherwise refuse `min_sync_replicas` with a
     // permanent-looking 400 instead of the retryable 503).
     let storage = state.storage()?;
-    let peers = state.cluster.get().map_or(0, |c| c.peer_count()) as u64;
+    let cluster = state.cluster.get();
+    let peers = cluster.map_or(0, |c| c.peer_count()) as u64;
     if replicas > peers {
         return Err(RequestError::TooManyReplicas {
             asked: replicas,
             peers,
         }
         .into());
+    }
+    if let Some(factor) = cluster.and_then(|c| c.assignment.factor()) {
+        let max = factor.saturating_sub(1) as u64;
+        if replicas > max {
+            return Err(RequestError::ReplicasAboveFactor {
+                asked: replicas,
+                factor: factor as u64,
+                max,
+            }
+            .into());
+        }
     }
     if query.opt_bool("probe")?.unwrap_or(false) {
         // Asks only whether the batch is held here; the body is not read.

@@ -176,7 +176,7 @@ async fn copy_into(
         category: cat,
         chunk: name,
         max_size: if target.complete {
-            FETCH_MAX
+            shared.throttle.step(FETCH_MAX)
         } else {
             TAIL_FETCH_MAX
         },
@@ -223,6 +223,10 @@ async fn copy_into(
             }
         };
         out.bytes += len;
+        if target.complete {
+            // Catch-up of a sealed chunk: paced (`rebalance_rate`).
+            shared.throttle.pay(len).await;
+        }
         if !complete && writer.end() >= size {
             out.writer = Some(writer);
             return Ok(());

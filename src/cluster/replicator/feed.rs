@@ -13,6 +13,7 @@ use std::time::Duration;
 use hyper::Method;
 
 use super::{Key, Replicator, Target, POLL_WAIT};
+use crate::cluster::catalog::Announced;
 use crate::cluster::group_sync;
 use crate::cluster::link::PeerError;
 use crate::cluster::protocol::{self, ChangesReply, ChangesRequest, Held};
@@ -31,6 +32,15 @@ pub(super) struct Cursor {
     since: u64,
     /// Last consumer-group event number seen (None: ask for a snapshot).
     groups_since: Option<u64>,
+}
+
+impl Cursor {
+    /// Forgets the owner's epoch, so that the next poll gets its full
+    /// state (after a placement change).
+    pub(super) fn restart(&mut self) {
+        self.epoch = 0;
+        self.since = 0;
+    }
 }
 
 impl Replicator {
@@ -76,13 +86,15 @@ impl Replicator {
         targets: &mut BTreeMap<Key, Target>,
         writers: &mut HashMap<Key, CopyWriter>,
     ) {
-        if reply.epoch != cursor.epoch {
+        let full = reply.epoch != cursor.epoch;
+        if full {
             if cursor.epoch != 0 {
                 tracing::info!(peer = %self.shared.peer.name, "peer restarted; resynchronising its chunk list");
             }
             targets.clear();
             cursor.epoch = reply.epoch;
         }
+        self.record_catalog(reply, full);
         cursor.since = reply.seq;
         group_sync::apply(&self.groups, &reply.groups).await;
         cursor.groups_since = reply.groups_seq;
@@ -123,6 +135,39 @@ impl Replicator {
         }
     }
 
+    /// Records the owner's announced chunks (all of them, held here or
+    /// not) and its deletions in the catalog.
+    fn record_catalog(&self, reply: &ChangesReply, full: bool) {
+        let owner = &self.shared.peer.name;
+        let announced: Vec<_> = reply
+            .chunks
+            .iter()
+            .filter_map(|c| {
+                let cat = Category::parse(&c.category).ok()?;
+                let name = ChunkName::parse(&c.chunk).ok()?;
+                (name.owner() == owner).then_some((
+                    cat,
+                    name,
+                    Announced {
+                        size: c.size,
+                        complete: c.complete,
+                    },
+                ))
+            })
+            .collect();
+        if full {
+            self.catalog.replace_owner(owner, &announced);
+        } else {
+            self.catalog.update(&announced);
+        }
+        for d in &reply.deleted {
+            if let (Ok(cat), Ok(name)) = (Category::parse(&d.category), ChunkName::parse(&d.chunk))
+            {
+                self.catalog.remove(&cat, &name);
+            }
+        }
+    }
+
     fn add_targets(&self, reply: &ChangesReply, targets: &mut BTreeMap<Key, Target>) {
         for c in &reply.chunks {
             let (Ok(cat), Ok(name)) = (Category::parse(&c.category), ChunkName::parse(&c.chunk))
@@ -146,6 +191,17 @@ impl Replicator {
                 .category(&cat)
                 .and_then(|l| l.chunk(&name))
                 .map(|ch| ch.state());
+            let partial_here = local.is_some_and(|s| !s.sealed && !s.closed);
+            if !partial_here
+                && !self
+                    .assignment
+                    .holds_here(&c.category, name.owner().as_str())
+            {
+                // Another server's pair under the replication factor. A
+                // copy begun before the placement changed is finished, so
+                // that it counts until the new holders have the chunk.
+                continue;
+            }
             if local.is_some_and(|s| (s.sealed || s.closed) && c.complete && s.end == c.size) {
                 targets.remove(&(cat, name));
                 continue; // already held complete

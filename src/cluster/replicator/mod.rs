@@ -23,6 +23,8 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::acks::PendingAcks;
+use super::assignment::Assignment;
+use super::catalog::Catalog;
 use super::link::{PeerClient, PeerError};
 use super::protocol::Held;
 use super::Peer;
@@ -90,6 +92,7 @@ struct Shared {
     peer: Peer,
     storage: Arc<Storage>,
     client: PeerClient,
+    throttle: Arc<super::throttle::Throttle>,
 }
 
 /// Pulls one peer's chunks until stopped.
@@ -99,6 +102,8 @@ pub struct Replicator {
     me: ServerName,
     status: Arc<Mutex<LinkState>>,
     pending: Arc<PendingAcks>,
+    assignment: Arc<Assignment>,
+    catalog: Arc<Catalog>,
     stop: CancellationToken,
 }
 
@@ -115,6 +120,12 @@ pub struct Local {
     pub client: PeerClient,
     /// Acks waiting for their owner (those chunks are not copied again).
     pub pending: Arc<PendingAcks>,
+    /// Which pairs this server copies.
+    pub assignment: Arc<Assignment>,
+    /// Where every announced chunk is recorded, held here or not.
+    pub catalog: Arc<Catalog>,
+    /// Paces copying of sealed chunks.
+    pub throttle: Arc<super::throttle::Throttle>,
 }
 
 impl Replicator {
@@ -130,11 +141,14 @@ impl Replicator {
                 peer,
                 storage: local.storage,
                 client: local.client,
+                throttle: local.throttle,
             }),
             groups: local.groups,
             me: local.me,
             status,
             pending: local.pending,
+            assignment: local.assignment,
+            catalog: local.catalog,
             stop,
         }
     }
@@ -147,12 +161,27 @@ impl Replicator {
         let mut report: Vec<Held> = Vec::new();
         let mut finishing: Vec<(Key, Arc<Chunk>)> = Vec::new();
         let mut backoff = FIRST_BACKOFF;
+        let mut placement = self.assignment.subscribe();
         while !self.stop.is_cancelled() {
+            if placement.has_changed().unwrap_or(false) {
+                placement.borrow_and_update();
+                // Pairs may have moved here: ask for the full state again
+                // (copies continue from what is held; nothing is fetched
+                // twice).
+                cursor.restart();
+            }
             let busy = targets.values().any(Target::needs_work);
             let req = self.changes_request(&cursor, busy, std::mem::take(&mut report));
             let answer = tokio::select! {
                 () = self.stop.cancelled() => break,
-                a = self.poll(&req) => a,
+                a = self.poll(&req) => Some(a),
+                _ = placement.changed() => None,
+            };
+            let Some(answer) = answer else {
+                report = req.held; // the poll was dropped: report again
+                cursor.restart();
+                placement.borrow_and_update();
+                continue;
             };
             let reply = match answer {
                 Ok(r) => r,
