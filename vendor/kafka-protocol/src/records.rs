@@ -514,7 +514,13 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // chunkbus patch: a record takes at least one byte; never reserve
+        // more than the bytes left (the count comes off the wire).
+        let count = usize::try_from(batch_decode_info.record_count).unwrap_or(0);
+        if count > buf.remaining() {
+            bail!("Record count {count} exceeds the {} bytes left", buf.remaining());
+        }
+        records.reserve(count);
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -893,6 +899,11 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
+        // chunkbus patch: a header takes at least two bytes; refuse a count
+        // the bytes left cannot hold before allocating.
+        if num_headers > bytes::Buf::remaining(buf) {
+            bail!("Header count {num_headers} exceeds the {} bytes left", bytes::Buf::remaining(buf));
+        }
         let mut headers = IndexMap::with_capacity(num_headers);
         for _ in 0..num_headers {
             // Key len
