@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
 use kafka_protocol::ResponseError;
 
@@ -182,6 +182,8 @@ pub fn batch_of(
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::records::NO_SEQUENCE;
+
     use super::*;
 
     const LIMITS: Limits = Limits {

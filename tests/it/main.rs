@@ -13,6 +13,7 @@ mod disk_full;
 mod groups;
 mod harness;
 mod hostile_web;
+mod kafka;
 mod limits;
 mod peer_auth;
 mod power_loss;
