@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::FrameError;
 use super::frame::{read_frame, write_frame};
-use super::{fetch, list_offsets, metadata, produce, versions, Broker};
+use super::{fetch, list_offsets, membership, metadata, offsets, produce, versions, Broker};
 
 /// A decoded request: its API, version and header.
 pub struct Call {
@@ -131,6 +131,34 @@ async fn dispatch(
         ApiKey::ListOffsets => {
             let req = decode(call, buf, "ListOffsets")?;
             encode(call, &Box::pin(list_offsets::handle(broker, &req)).await).map(Some)
+        }
+        ApiKey::FindCoordinator => {
+            let req = decode(call, buf, "FindCoordinator")?;
+            encode(call, &membership::find_coordinator(broker, &req, v)).map(Some)
+        }
+        ApiKey::JoinGroup => {
+            let req = decode(call, buf, "JoinGroup")?;
+            encode(call, &Box::pin(membership::join(broker, req)).await).map(Some)
+        }
+        ApiKey::SyncGroup => {
+            let req = decode(call, buf, "SyncGroup")?;
+            encode(call, &Box::pin(membership::sync(broker, req)).await).map(Some)
+        }
+        ApiKey::Heartbeat => {
+            let req = decode(call, buf, "Heartbeat")?;
+            encode(call, &membership::heartbeat(broker, &req)).map(Some)
+        }
+        ApiKey::LeaveGroup => {
+            let req = decode(call, buf, "LeaveGroup")?;
+            encode(call, &membership::leave(broker, &req, v)).map(Some)
+        }
+        ApiKey::OffsetCommit => {
+            let req = decode(call, buf, "OffsetCommit")?;
+            encode(call, &Box::pin(offsets::commit(broker, &req)).await).map(Some)
+        }
+        ApiKey::OffsetFetch => {
+            let req = decode(call, buf, "OffsetFetch")?;
+            encode(call, &Box::pin(offsets::fetch(broker, &req)).await).map(Some)
         }
         other => Err(FrameError::Unsupported {
             api_key: other as i16,

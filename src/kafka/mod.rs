@@ -9,6 +9,10 @@
 //! - `conn.rs`: one connection: frame → header → handler → answer.
 //! - `versions.rs`: the APIs and versions served, `ApiVersions`.
 //! - `metadata.rs`, `produce.rs`, `fetch.rs`, `list_offsets.rs`: one API each.
+//! - `coordinator.rs`: the group protocol's state machine (pure, in
+//!   memory); `membership.rs`: its APIs (FindCoordinator, JoinGroup,
+//!   SyncGroup, Heartbeat, LeaveGroup); `offsets.rs`: OffsetCommit and
+//!   OffsetFetch on chunkbus consumer-group positions.
 //! - `topology.rs`: partitions ⇄ owners, the advertised address (pure).
 //! - `offset.rs`: Kafka offsets ⇄ (chunk index, message number) (pure).
 //! - `locate.rs`: message numbers ⇄ byte offsets, with a bounded cache.
@@ -24,13 +28,16 @@
 
 mod compression;
 mod conn;
+pub mod coordinator;
 pub mod error;
 mod fetch;
 mod frame;
 mod list_offsets;
 mod locate;
+mod membership;
 mod metadata;
 pub mod offset;
+mod offsets;
 mod partition;
 mod produce;
 mod read;
@@ -47,12 +54,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::coordinator::Coordinator;
 use self::error::PartitionError;
 use self::locate::{Locator, Positions};
 use self::topology::Topology;
 use crate::http::AppState;
 use crate::storage::Storage;
 
+/// How often group sessions and rebalance deadlines are checked.
+const COORDINATOR_TICK: Duration = Duration::from_millis(250);
 /// Room for request framing beyond `max_batch_size` in a frame.
 const FRAME_HEADROOM: u64 = 1 << 20;
 
@@ -66,6 +76,8 @@ pub struct Broker {
     pub positions: Positions,
     /// Largest request frame accepted.
     pub max_frame: u64,
+    /// Consumer group membership.
+    pub coordinator: Coordinator,
 }
 
 impl Broker {
@@ -83,6 +95,7 @@ impl Broker {
             topology,
             positions: Positions::default(),
             max_frame,
+            coordinator: Coordinator::default(),
         }
     }
 
@@ -121,6 +134,17 @@ pub async fn accept_loop(
     token: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    let ticker = Arc::clone(&broker);
+    let stop = token.clone();
+    tracker.spawn(async move {
+        let mut every = tokio::time::interval(COORDINATOR_TICK);
+        loop {
+            tokio::select! {
+                _ = every.tick() => ticker.coordinator.tick(),
+                () = stop.cancelled() => break,
+            }
+        }
+    });
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,

@@ -305,3 +305,148 @@ fn bad_input_on_the_kafka_port_closes_only_that_connection() {
     assert!(r.ok, "the listener still serves: {}", r.stderr);
     assert_eq!(b.get("/healthz").0, 200);
 }
+
+#[test]
+fn confluent_kafka_group_of_two_rebalances_on_leave_and_resumes_after_restart() {
+    let mut b = TestBroker::start(KAFKA);
+    let all: Vec<String> = (0..20).map(|i| format!("rec-{i}")).collect();
+    let r = py(&["produce", &kafka(&b), "jobs"], &(all.join("\n") + "\n"));
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    // Two members; the one holding the partition reads and commits half,
+    // then leaves; the other is assigned it and goes on from the commit.
+    let r = py(
+        &[
+            "group2",
+            &kafka(&b),
+            "jobs",
+            "--group",
+            "workers",
+            "--count",
+            "20",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let strings = |k: &str| -> Vec<String> {
+        out[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (first, second) = (strings("first"), strings("second"));
+    assert_eq!(first, all[..10], "{out}");
+    assert_eq!(
+        second,
+        all[10..],
+        "resumed exactly after the last commit: {out}"
+    );
+    let assigned: Vec<(String, Vec<i64>)> = out["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a[0].as_str().unwrap().to_owned(),
+                a[1].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_i64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
+    // Every assignment of the partition; it ends with the member that
+    // stayed (possibly after a round where the first one kept it).
+    let holders: Vec<&String> = assigned
+        .iter()
+        .filter(|(_, p)| p == &[0])
+        .map(|(m, _)| m)
+        .collect();
+    assert!(holders.len() >= 2, "the partition moved: {assigned:?}");
+    assert_ne!(
+        holders.first(),
+        holders.last(),
+        "the partition moved: {assigned:?}"
+    );
+    // Commits are chunkbus group positions: HTTP sees the group caught up.
+    let (s, body) = b.get_text("/consumers?category=jobs");
+    assert_eq!(s, 200);
+    let groups: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(groups[0]["consumer"], "workers", "{body}");
+    assert_eq!(groups[0]["lag_messages"], 0, "{body}");
+    // More records, kill -9, restart: the group resumes after its commit.
+    let more: Vec<String> = (20..25).map(|i| format!("rec-{i}")).collect();
+    let r = py(&["produce", &kafka(&b), "jobs"], &(more.join("\n") + "\n"));
+    assert!(r.ok, "{}", r.stderr);
+    b.restart();
+    let r = py(
+        &[
+            "consume",
+            &kafka(&b),
+            "jobs",
+            "--count",
+            "5",
+            "--group",
+            "workers",
+            "--commit",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let got: Vec<String> = values(&r.stdout).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got, more);
+}
+
+#[test]
+fn kcat_balanced_consumer_commits_and_a_rewind_is_refused() {
+    let b = TestBroker::start(KAFKA);
+    let k = kafka(&b);
+    let (s, _) = b.write("feed", "one\ntwo\nthree\n");
+    assert_eq!(s, 200);
+    let r = kcat(
+        &[
+            "-b",
+            &k,
+            "-G",
+            "kg",
+            "-X",
+            "auto.offset.reset=earliest",
+            "feed",
+            "-e",
+            "-f",
+            "%s\\n",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(lines(&r.stdout), ["one", "two", "three"]);
+    // kcat commits on close: a second run starts after "three".
+    let (s, _) = b.write("feed", "four\n");
+    assert_eq!(s, 200);
+    let r = kcat(
+        &[
+            "-b",
+            &k,
+            "-G",
+            "kg",
+            "-X",
+            "auto.offset.reset=earliest",
+            "feed",
+            "-e",
+            "-f",
+            "%s\\n",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(lines(&r.stdout), ["four"]);
+    // An HTTP ack behind what Kafka committed is refused: positions are one.
+    let (s, body) = b.post(
+        "/ack?category=feed&consumer=kg&chunk=node1-chunk000000000&off=4",
+        "",
+    );
+    assert_eq!(s, 409, "{body}");
+}

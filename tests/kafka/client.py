@@ -6,6 +6,7 @@ black-box tests in tests/it/kafka.rs. The venv it runs in is made by
   client.py produce BOOTSTRAP TOPIC [--acks all|1|0]   values = stdin lines
   client.py consume BOOTSTRAP TOPIC --count N [--group G] [--commit]
                                                [--timeout S]
+  client.py group2 BOOTSTRAP TOPIC --group G --count N
 
 `produce` prints one JSON object: {"delivered": [[partition, offset], ...],
 "errors": [...]} and exits 1 if any delivery failed. `consume` prints one
@@ -90,6 +91,67 @@ def consume(args):
     return 0
 
 
+def group2(args):
+    """Two members of one group in this process (each with its own
+    connections). The member holding partitions reads and commits half of
+    the N records, then leaves; the other must be assigned them and go on
+    from the last commit. Prints {"first": [...], "second": [...],
+    "assignments": [...]}: values read by each, and every assignment seen."""
+    conf = {
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 300,
+    }
+    assignments = []
+    members = {}
+    for name in ("a", "b"):
+        c = Consumer(dict(conf, **{"client.id": name}))
+
+        def on_assign(consumer, parts, name=name):
+            assignments.append([name, sorted(p.partition for p in parts)])
+
+        c.subscribe([args.topic], on_assign=on_assign)
+        members[name] = c
+    deadline = time.monotonic() + args.timeout
+    read = {"a": [], "b": []}
+
+    def step(name):
+        msg = members[name].poll(0.1)
+        if msg is None or msg.error():
+            return None
+        read[name].append(msg.value().decode())
+        members[name].commit(message=msg, asynchronous=False)
+        return msg
+
+    half = args.count // 2
+    first = None
+    # Both poll until one of them has read half of the records.
+    while first is None:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "timeout in the first half", "read": read, "assignments": assignments}))
+            return 1
+        for name in ("a", "b"):
+            if first is None and name in members:
+                step(name)
+                if len(read[name]) >= half:
+                    first = name
+    second = "b" if first == "a" else "a"
+    # Let the other member see the first assignment round settle.
+    members[first].close()
+    del members[first]
+    while len(read[first]) + len(read[second]) < args.count:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "timeout after the leave", "read": read, "assignments": assignments}))
+            return 1
+        step(second)
+    members[second].close()
+    print(json.dumps({"first": read[first], "second": read[second], "assignments": assignments}), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -105,8 +167,14 @@ def main():
     c.add_argument("--group")
     c.add_argument("--commit", action="store_true")
     c.add_argument("--timeout", type=float, default=20.0)
+    g = sub.add_parser("group2")
+    g.add_argument("bootstrap")
+    g.add_argument("topic")
+    g.add_argument("--group", required=True)
+    g.add_argument("--count", type=int, required=True)
+    g.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()
-    return produce(args) if args.cmd == "produce" else consume(args)
+    return {"produce": produce, "consume": consume, "group2": group2}[args.cmd](args)
 
 
 if __name__ == "__main__":
