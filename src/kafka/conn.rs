@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::FrameError;
 use super::frame::{read_frame, write_frame};
+use super::sasl::Session;
 use super::{fetch, list_offsets, membership, metadata, offsets, produce, versions, Broker};
 
 /// A decoded request: its API, version and header.
@@ -33,6 +34,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
+    let mut session = broker.state.live.with_token(Session::new);
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut rd, broker.max_frame) => f,
@@ -48,7 +50,7 @@ where
         };
         // Boxed: the handlers' futures are deep, and boxing keeps the
         // connection's own future small.
-        let (answer, close) = match Box::pin(handle(&broker, frame)).await {
+        let (answer, close) = match Box::pin(handle(&broker, &mut session, frame)).await {
             Ok(a) => (a, false),
             Err((a, e)) => {
                 tracing::debug!(%peer, error = %crate::error_chain(&e), "kafka request refused; closing");
@@ -71,6 +73,7 @@ where
 /// an error that closes the connection with an optional last answer.
 async fn handle(
     broker: &Broker,
+    session: &mut Session,
     mut frame: Bytes,
 ) -> Result<Option<BytesMut>, (Option<BytesMut>, FrameError)> {
     // The first 8 bytes are the same in every header version.
@@ -87,6 +90,9 @@ async fn handle(
         .ok();
         return Err((answer, FrameError::Unsupported { api_key, version }));
     };
+    if !session.allows(key) {
+        return Err((None, FrameError::Unauthenticated));
+    }
     let mut full = BytesMut::with_capacity(frame.len() + 8);
     full.extend_from_slice(&api_key.to_be_bytes());
     full.extend_from_slice(&version.to_be_bytes());
@@ -100,9 +106,29 @@ async fn handle(
         version,
         header,
     };
-    dispatch(broker, &call, &mut buf)
-        .await
-        .map_err(|e| (None, e))
+    match key {
+        ApiKey::SaslHandshake => {
+            let req = decode(&call, &mut buf, "SaslHandshake").map_err(|e| (None, e))?;
+            let mut resp = session.handshake(&req);
+            if call.version == 0 {
+                resp.error_code = ResponseError::UnsupportedVersion.code();
+            }
+            encode(&call, &resp).map(Some).map_err(|e| (None, e))
+        }
+        ApiKey::SaslAuthenticate => {
+            let req = decode(&call, &mut buf, "SaslAuthenticate").map_err(|e| (None, e))?;
+            let (resp, ok) = session.authenticate(&req);
+            let answer = encode(&call, &resp).map_err(|e| (None, e))?;
+            if ok {
+                Ok(Some(answer))
+            } else {
+                Err((Some(answer), FrameError::AuthenticationFailed))
+            }
+        }
+        _ => dispatch(broker, &call, &mut buf)
+            .await
+            .map_err(|e| (None, e)),
+    }
 }
 
 async fn dispatch(

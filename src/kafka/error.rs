@@ -53,6 +53,9 @@ pub enum FrameError {
     /// The client has not authenticated (SASL) and sent another request.
     #[error("request before SASL authentication")]
     Unauthenticated,
+    /// SASL/PLAIN with a wrong password (answered, then closed).
+    #[error("SASL authentication failed")]
+    AuthenticationFailed,
     /// A response could not be encoded (a bug).
     #[error("encoding the {what} response failed: {why}")]
     Encode {

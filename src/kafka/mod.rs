@@ -20,6 +20,7 @@
 //! - `read.rs`: whole messages of a local or tiered chunk.
 //! - `records.rs`: Kafka records ⇄ messages (pure); `compression.rs`:
 //!   size-capped decompression.
+//! - `sasl.rs`: SASL/PLAIN with `--token` as the password.
 //! - `error.rs`: connection errors and Kafka error codes.
 //!
 //! The listener never touches chunk files directly (it goes through
@@ -42,6 +43,7 @@ mod partition;
 mod produce;
 mod read;
 mod records;
+pub mod sasl;
 pub mod topology;
 mod versions;
 

@@ -23,6 +23,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 4),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 7),
+    // v0 is advertised because librdkafka requires it in the range to
+    // offer SASL at all; a v0 handshake (raw SASL frames after it) is
+    // answered UNSUPPORTED_VERSION (see `sasl.rs`).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Whether `version` of api `key` is served.

@@ -450,3 +450,85 @@ fn kcat_balanced_consumer_commits_and_a_rewind_is_refused() {
     );
     assert_eq!(s, 409, "{body}");
 }
+
+#[test]
+fn with_tls_cert_the_kafka_listener_speaks_tls_only() {
+    let pki = crate::tls::Pki::new();
+    let mut args: Vec<String> = pki.server_args();
+    args.extend(["--kafka-listen".to_owned(), "127.0.0.1:0".to_owned()]);
+    let b = TestBroker::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let k = kafka(&b);
+    let ca = pki.path("ca.pem").display().to_string();
+    let tls = ["-X", "security.protocol=ssl", "-X"];
+    let ca_opt = format!("ssl.ca.location={ca}");
+    let with_tls = |rest: &[&str], stdin: &str| {
+        let mut a = vec!["-b", k.as_str()];
+        a.extend(tls);
+        a.push(&ca_opt);
+        a.extend(rest);
+        kcat(&a, stdin)
+    };
+    let r = with_tls(&["-P", "-t", "secure"], "over-tls\n");
+    assert!(r.ok, "{}", r.stderr);
+    let r = with_tls(&["-C", "-t", "secure", "-e", "-f", "%s\\n"], "");
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(lines(&r.stdout), ["over-tls"]);
+    // Plain Kafka on the TLS port gets nothing.
+    let r = kcat(&["-b", &k, "-L", "-m", "3"], "");
+    assert!(
+        !r.ok,
+        "plaintext metadata answered on a TLS listener: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn with_a_token_kafka_clients_must_sasl_plain_with_it() {
+    let b = TestBroker::start(&["--kafka-listen", "127.0.0.1:0", "--token", "s3cret-t0ken"]);
+    let k = kafka(&b);
+    let sasl = |password: &str, rest: &[&str], stdin: &str| {
+        let pw = format!("sasl.password={password}");
+        let mut a = vec![
+            "-b",
+            k.as_str(),
+            "-X",
+            "security.protocol=sasl_plaintext",
+            "-X",
+            "sasl.mechanisms=PLAIN",
+            "-X",
+            "sasl.username=anyone",
+            "-X",
+            &pw,
+        ];
+        a.extend(rest);
+        kcat(&a, stdin)
+    };
+    let r = sasl("s3cret-t0ken", &["-P", "-t", "private"], "authorized\n");
+    assert!(r.ok, "{}", r.stderr);
+    let r = sasl(
+        "s3cret-t0ken",
+        &["-C", "-t", "private", "-e", "-f", "%s\\n"],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(lines(&r.stdout), ["authorized"]);
+    let r = sasl("wrong", &["-L", "-m", "3"], "");
+    assert!(!r.ok, "a wrong password was accepted: {}", r.stdout);
+    assert!(
+        r.stderr.contains("Authentication failed") || r.stderr.contains("SASL"),
+        "{}",
+        r.stderr
+    );
+    let r = kcat(&["-b", &k, "-L", "-m", "3"], "");
+    assert!(!r.ok, "metadata without SASL was answered: {}", r.stdout);
+    // Nothing was written by the refused clients.
+    let listed: serde_json::Value = b
+        .http
+        .get(b.url("/listChunks?category=private"))
+        .bearer_auth("s3cret-t0ken")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed[0]["size"], "authorized\n".len(), "{listed}");
+}
