@@ -532,3 +532,62 @@ fn with_a_token_kafka_clients_must_sasl_plain_with_it() {
         .unwrap();
     assert_eq!(listed[0]["size"], "authorized\n".len(), "{listed}");
 }
+
+#[test]
+fn kcat_consumes_every_partition_of_a_three_server_cluster_from_any_server() {
+    let c = crate::harness::TestCluster::start(3, KAFKA);
+    // Each server writes its own chunks: partition p = the p-th server.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let body: String = (0..5).map(|j| format!("n{}-{j}\n", i + 1)).collect();
+        assert_eq!(n.write("spread", body).0, 200);
+    }
+    c.converge("spread", Duration::from_secs(30), |l| {
+        l.len() == 3 && l.iter().all(|e| e.size > 0)
+    });
+    for (i, n) in c.nodes.iter().enumerate() {
+        let k = kafka(n);
+        let meta = kcat(&["-b", &k, "-L", "-t", "spread"], "");
+        assert!(meta.stdout.contains("with 3 partitions"), "{}", meta.stdout);
+        let r = kcat(
+            &["-b", &k, "-C", "-t", "spread", "-e", "-f", "%p %s\\n"],
+            "",
+        );
+        assert!(r.ok, "{}", r.stderr);
+        let mut got = lines(&r.stdout);
+        got.sort();
+        let mut want: Vec<String> = (0..3)
+            .flat_map(|p| (0..5).map(move |j| format!("{p} n{}-{j}", p + 1)))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "consumed from n{}", i + 1);
+    }
+    // Produced to n2 over Kafka: lands in n2's partition (1), seen on n1.
+    let r = kcat(
+        &["-b", &kafka(&c.nodes[1]), "-P", "-t", "spread", "-p", "1"],
+        "via-kafka\n",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    c.converge("spread", Duration::from_secs(30), |l| {
+        l.iter().map(|e| e.size).sum::<u64>() == 3 * 25 + 10
+    });
+    let r = kcat(
+        &[
+            "-b",
+            &kafka(&c.nodes[0]),
+            "-C",
+            "-t",
+            "spread",
+            "-p",
+            "1",
+            "-e",
+            "-f",
+            "%s\\n",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(
+        lines(&r.stdout).last().map(String::as_str),
+        Some("via-kafka")
+    );
+}
