@@ -167,7 +167,18 @@ pub async fn fetch(broker: &Broker, req: &OffsetFetchRequest) -> OffsetFetchResp
             .iter()
             .map(|t| (t.name.clone(), t.partition_indexes.clone()))
             .collect(),
-        None => Vec::new(),
+        None => group_store(broker)
+            .map(GroupStore::all)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, g, _)| g.as_str() == group)
+            .map(|(c, _, _)| {
+                (
+                    TopicName(StrBytes::from_string(c.as_str().to_owned())),
+                    (0..broker.topology.partitions()).collect(),
+                )
+            })
+            .collect(),
     };
     for (name, partitions) in topics {
         let mut t = OffsetFetchResponseTopic::default();
