@@ -250,6 +250,22 @@ mod tests {
         assert!(set.records.iter().all(|r| r.timestamp == 42));
     }
 
+    /// A batch whose record count claims two billion records (with a
+    /// valid CRC) is refused as corrupt, not sized into an allocation
+    /// that would abort the process (the `vendor/` patch).
+    #[test]
+    fn a_huge_record_count_is_a_decode_error() {
+        const COUNT_AT: usize = 57; // v2 batch header: count after base sequence
+        const CRC_AT: usize = 17; // CRC32C of everything from attributes (21) on
+        let mut batch = encode(&[record(Some("v"))], Compression::None).to_vec();
+        batch[COUNT_AT..COUNT_AT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[CRC_AT + 4..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let e = values_of(Bytes::from(batch), LIMITS).unwrap_err();
+        assert_eq!(e.code, ResponseError::CorruptMessage);
+        assert!(e.message.contains("exceeds"), "{}", e.message);
+    }
+
     #[test]
     fn what_a_message_cannot_hold_is_refused_with_a_reason() {
         let mut keyed = record(Some("v"));
