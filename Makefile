@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export AWS_EC2_METADATA_DISABLED := true
+## Python venv with confluent-kafka (librdkafka) for tests/it/kafka.rs.
+KAFKA_VENV := $(CURDIR)/tests/kafka/.venv
 
 .PHONY: run build test test-deps lint fmt bench bench-quick bench-deps clean
 
@@ -51,7 +53,8 @@ bench-deps:
 	  || echo "could not install$$missing: those bench rows will be skipped"; \
 	fi
 
-## The tests also render the status page in a real headless Chromium, and
+## The tests also render the status page in a real headless Chromium, run
+## real Kafka clients (Debian's kcat, PyPI's confluent-kafka in a venv), and
 ## the power-loss suite mounts a FUSE file system (fuse3; best effort: it
 ## prints SKIP when /dev/fuse is missing).
 test-deps: bench-deps
@@ -59,6 +62,16 @@ test-deps: bench-deps
 	  echo "installing fuse3 for the power-loss suite"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3) >/dev/null 2>&1 \
 	  || echo "could not install fuse3: powerfs mounts directly as root, or the suite prints SKIP"; \
+	fi
+	@if ! command -v kcat >/dev/null; then \
+	  echo "installing kcat for the Kafka protocol tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat) >/dev/null 2>&1 \
+	  || { echo "could not install kcat (needed by tests/it/kafka.rs)"; exit 1; }; \
+	fi
+	@if [ ! -x $(KAFKA_VENV)/bin/python3 ] || ! $(KAFKA_VENV)/bin/python3 -c 'import confluent_kafka' 2>/dev/null; then \
+	  echo "creating $(KAFKA_VENV) with confluent-kafka for the Kafka protocol tests"; \
+	  (python3 -m venv $(KAFKA_VENV) && $(KAFKA_VENV)/bin/pip install -q 'confluent-kafka>=2.6,<3') \
+	  || { echo "could not create the confluent-kafka venv (needed by tests/it/kafka.rs)"; exit 1; }; \
 	fi
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "installing chromium for the status page test"; \

@@ -21,6 +21,7 @@
 //! - [`cluster`]: peers, pull replication, `min_sync_replicas`, crash pull-back.
 //! - [`tier`]: cold sealed chunks to an encrypted, compressed object store.
 //! - [`http`]: route table, parameter validation, handlers, error mapping.
+//! - [`kafka`]: the Kafka wire-protocol listener (`--kafka-listen`).
 //! - [`metrics`]: `/metrics` counters and gauges.
 //! - [`tls`]: rustls configs for the listener and for peers.
 //! - [`server`]: lifecycle (bind, recover, serve, graceful shutdown).
@@ -39,6 +40,7 @@ pub mod error;
 pub mod fsutil;
 pub mod groups;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod names;
 pub mod reload;

@@ -24,6 +24,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, RawSettings, SHUTDOWN_GRACE};
@@ -93,6 +94,9 @@ pub struct ReadyInfo {
     pub name: String,
     /// Process id.
     pub pid: u32,
+    /// The bound Kafka listener address (`--kafka-listen`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_addr: Option<SocketAddr>,
 }
 
 /// Where a server's config came from, so edits of its `--config` file can
@@ -150,6 +154,7 @@ pub async fn run_with_hook(
         None => None,
     };
     let gate = ConnectionGate::new(connection_limit(&config));
+    let max_connections = gate.max();
     let listener = TcpListener::bind(config.startup.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -160,6 +165,21 @@ pub async fn run_with_hook(
         addr: config.startup.listen,
         source,
     })?;
+    // The Kafka listener binds now too (a taken port fails the start) but
+    // accepts only once storage is ready.
+    let kafka_listener = match &config.startup.kafka {
+        None => None,
+        Some(k) => {
+            let bind_err = |source| ServerError::Bind {
+                addr: k.listen,
+                source,
+            };
+            let l = TcpListener::bind(k.listen).await.map_err(bind_err)?;
+            let bound = l.local_addr().map_err(bind_err)?;
+            Some((l, bound))
+        }
+    };
+    let kafka_acceptor = acceptor.clone();
     let token = CancellationToken::new();
     let state = Arc::new(AppState::new(Arc::clone(&config), token.clone()));
     let graceful = GracefulShutdown::new();
@@ -283,11 +303,38 @@ pub async fn run_with_hook(
         ))
     });
 
+    let kafka_tasks = TaskTracker::new();
+    let kafka_addr = kafka_listener.map(|(listener, bound)| {
+        let advertise = config
+            .startup
+            .kafka
+            .as_ref()
+            .and_then(|k| k.advertise.as_ref());
+        let (host, port) = crate::kafka::advertised(bound, advertise);
+        let topology = crate::kafka::topology::Topology::new(
+            &config.startup.name,
+            config.live.peers.iter().map(|p| p.name.clone()),
+            host,
+            port,
+        );
+        let broker = Arc::new(crate::kafka::Broker::new(Arc::clone(&state), topology));
+        tokio::spawn(crate::kafka::accept_loop(
+            listener,
+            broker,
+            kafka_acceptor,
+            max_connections,
+            kafka_tasks.clone(),
+            token.clone(),
+        ));
+        tracing::info!(addr = %bound, tls, "kafka listener");
+        bound
+    });
     let ready_path = storage.state_dir().join(READY_FILE);
     let info = ReadyInfo {
         addr,
         name: config.startup.name.to_string(),
         pid: std::process::id(),
+        kafka_addr,
     };
     let ready_json = serde_json::to_vec(&info).unwrap_or_default();
     fsutil::rewrite_atomic(&ready_path, &ready_json).map_err(|source| ServerError::ReadyFile {
@@ -309,6 +356,13 @@ pub async fn run_with_hook(
             }
         }
         Err(e) => tracing::error!(error = %e, "accept loop failed"),
+    }
+    kafka_tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, kafka_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("kafka requests still running after 5 s; closing them");
     }
     let _ = background.await;
     let _ = retention.await;

@@ -26,8 +26,8 @@ use std::time::Duration;
 pub use parse::{parse_append_mode, parse_bool, parse_duration, parse_size};
 pub use raw::RawSettings;
 pub use sections::{
-    AppendMode, Config, ConnectionLimits, Limits, LiveSettings, MaxConnections, RetentionConfig,
-    RetentionMode, Startup, StorageConfig, TlsFiles,
+    AppendMode, Config, ConnectionLimits, KafkaListen, Limits, LiveSettings, MaxConnections,
+    RetentionConfig, RetentionMode, Startup, StorageConfig, TlsFiles,
 };
 
 /// Largest `max_size` a `/read` accepts (SPEC: 16 MiB).
@@ -207,6 +207,7 @@ mod tests {
             (&settings::S3_SECRET_ACCESS_KEY, "secret"),
             (&settings::RETENTION_HOURS, "48"),
             (&settings::RETENTION_BYTES, "1GiB"),
+            (&settings::KAFKA_LISTEN, "127.0.0.1:19092"),
             (
                 &settings::ENCRYPTION_KEY,
                 "1111111111111111111111111111111111111111111111111111111111111111",

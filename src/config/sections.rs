@@ -64,6 +64,18 @@ pub struct Startup {
     /// Which receivers push subscriptions may reach (`webhook_allow`,
     /// `webhook_deny`).
     pub webhooks: WebhookPolicy,
+    /// The Kafka wire-protocol listener; None = off (`kafka_listen`).
+    pub kafka: Option<KafkaListen>,
+}
+
+/// Where the Kafka listener binds and what it advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaListen {
+    /// Bind address (`kafka_listen`).
+    pub listen: SocketAddr,
+    /// Host and port given to clients (`kafka_advertise`); None = the
+    /// bound address.
+    pub advertise: Option<(String, u16)>,
 }
 
 /// Settings applied while running when the config file changes.

@@ -88,6 +88,7 @@ const RETENTION: &str = "retention";
 const TLS: &str = "TLS";
 const TIERING: &str = "tiering";
 const SUBSCRIPTIONS: &str = "push subscriptions";
+const KAFKA: &str = "Kafka protocol";
 
 /// Fields an entry of [`settings!`] does not name.
 const BASE: Setting = Setting {
@@ -294,6 +295,20 @@ settings! {
         default: Unset("unset (keep)"),
         applies: Applies::Live,
         example: "10GiB",
+    }
+    KAFKA_LISTEN = "kafka_listen" {
+        value_name: "ADDR",
+        help: "Address of a Kafka wire-protocol listener next to HTTP (port 0 picks a free port; see docs/kafka.md). TLS and SASL/PLAIN follow --tls-cert and --token.",
+        section: KAFKA,
+        default: Unset("unset (no Kafka listener)"),
+        example: "127.0.0.1:9092",
+    }
+    KAFKA_ADVERTISE = "kafka_advertise" {
+        value_name: "HOST:PORT",
+        help: "Address Kafka clients are told to connect to (Metadata, FindCoordinator); needed when --kafka-listen is a wildcard or behind NAT.",
+        section: KAFKA,
+        default: Unset("unset (the bound --kafka-listen address)"),
+        example: "broker1.internal:9092",
     }
     TLS_CERT = "tls_cert" {
         value_name: "FILE",

@@ -10,7 +10,7 @@ use super::parse::{
     parse_retention_mode, parse_size,
 };
 use super::sections::{
-    Config, ConnectionLimits, LiveSettings, MaxConnections, RetentionConfig, Startup,
+    Config, ConnectionLimits, KafkaListen, LiveSettings, MaxConnections, RetentionConfig, Startup,
     StorageConfig, TlsFiles,
 };
 use super::settings::{self as s, DefaultValue, Setting};
@@ -147,6 +147,7 @@ impl RawSettings {
                 tls_ca,
                 tier,
                 allowed_hosts: self.optional(&s::ALLOWED_HOSTS, parse_host_list)?,
+                kafka: self.kafka()?,
                 webhooks: WebhookPolicy::new(
                     self.optional(&s::WEBHOOK_ALLOW, WebhookPolicy::parse_rules)?
                         .unwrap_or_default(),
@@ -163,6 +164,25 @@ impl RawSettings {
                 log_level,
             },
         })
+    }
+
+    /// The Kafka listener: `kafka_listen` and `kafka_advertise` (which
+    /// needs the listener).
+    fn kafka(&self) -> Result<Option<KafkaListen>, ConfigError> {
+        let listen = self.optional(&s::KAFKA_LISTEN, |v| {
+            v.parse()
+                .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9092".to_owned())
+        })?;
+        let advertise = self.optional(&s::KAFKA_ADVERTISE, parse_host_port)?;
+        match (listen, advertise) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(invalid(
+                &s::KAFKA_ADVERTISE,
+                self.get(&s::KAFKA_ADVERTISE).unwrap_or_default(),
+                "needs --kafka-listen",
+            )),
+            (Some(listen), advertise) => Ok(Some(KafkaListen { listen, advertise })),
+        }
     }
 
     /// `peer_token`, which must differ from `token` (otherwise every
@@ -360,4 +380,25 @@ fn check_range(setting: &'static Setting, v: u64, min: u64, max: u64) -> Result<
         ));
     }
     Ok(())
+}
+
+/// `HOST:PORT` with a non-empty host of letters, digits, `.`, `-`, `_`
+/// (or a bracketed IPv6 address) and a non-zero port.
+fn parse_host_port(v: &str) -> Result<(String, u16), String> {
+    let bad = || format!("expected HOST:PORT, e.g. broker1.internal:9092, got {v:?}");
+    let (host, port) = v.trim().rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+    let plain = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    let v6 = host.starts_with('[')
+        && host.ends_with(']')
+        && host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    if !(plain || v6) {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
 }

@@ -144,7 +144,7 @@ impl AppState {
         self.peer_storage.get().ok_or(ServiceError::Opening)
     }
 
-    pub(super) fn storage(&self) -> Result<&Arc<Storage>, ServiceError> {
+    pub(crate) fn storage(&self) -> Result<&Arc<Storage>, ServiceError> {
         if self.shutdown.is_cancelled() {
             return Err(ServiceError::ShuttingDown);
         }

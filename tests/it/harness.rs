@@ -15,6 +15,8 @@ use serde::Deserialize;
 struct Ready {
     addr: SocketAddr,
     pid: u32,
+    #[serde(default)]
+    kafka_addr: Option<SocketAddr>,
 }
 
 /// A chunkbus server process for one test.
@@ -28,6 +30,8 @@ pub struct TestBroker {
     /// reload) decides what is logged.
     log_from_settings: bool,
     pub addr: SocketAddr,
+    /// The Kafka listener's bound address (`--kafka-listen`), if any.
+    pub kafka_addr: Option<SocketAddr>,
     pub http: reqwest::blocking::Client,
 }
 
@@ -70,6 +74,7 @@ impl TestBroker {
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             log,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka_addr: None,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(70))
                 .build()
@@ -134,6 +139,7 @@ impl TestBroker {
                 if let Ok(r) = serde_json::from_slice::<Ready>(&text) {
                     if r.pid == pid {
                         self.addr = r.addr;
+                        self.kafka_addr = r.kafka_addr;
                         return;
                     }
                 }

@@ -15,6 +15,7 @@ mod groups;
 mod harness;
 mod hostile_web;
 mod idempotent;
+mod kafka;
 mod limits;
 mod peer_auth;
 mod power_loss;

@@ -12,12 +12,12 @@ use chunkbus_client::{Client, ClientError, WriteOptions};
 use crate::harness::{free_port, TestBroker};
 
 /// PEM files of one test CA and a server certificate it signed.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -39,7 +39,7 @@ impl Pki {
         Self { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -48,7 +48,7 @@ impl Pki {
     }
 
     /// `--tls-cert … --tls-key …` as owned strings.
-    fn server_args(&self) -> Vec<String> {
+    pub(crate) fn server_args(&self) -> Vec<String> {
         vec![
             "--tls-cert".into(),
             self.path("cert.pem").display().to_string(),

@@ -1,0 +1,158 @@
+//! `Produce`: each partition's records become one atomic append of
+//! newline-terminated messages to this server's own open chunk of the
+//! category (only an owner writes its chunks, so a record sent to another
+//! owner's partition lands in this server's partition: its base offset
+//! is answered as -1). Durability by `acks`:
+//!
+//! * `0`: no answer (Kafka's rule); appended like `1`.
+//! * `1`: answered once the append is published (survives kill -9 of
+//!   the process, like an HTTP write without `sync`).
+//! * `-1` (`all`): also fdatasync'd first (like `sync=1`).
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::error::PartitionError;
+use super::offset::KafkaOffset;
+use super::partition::timestamp_ms;
+use super::records::{values_of, Limits};
+use super::Broker;
+use crate::names::Category;
+use crate::storage::chunk::format::BodyChecker;
+
+/// What a successful append answers.
+struct Stored {
+    base_offset: i64,
+    append_time_ms: i64,
+}
+
+/// Answers a `Produce` request (`None` for `acks=0`).
+pub async fn handle(broker: &Broker, req: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let mut resp = ProduceResponse::default();
+    for topic in req.topic_data {
+        let mut t = TopicProduceResponse::default();
+        for part in topic.partition_data {
+            let mut p = PartitionProduceResponse::default();
+            p.index = part.index;
+            p.base_offset = -1;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = -1;
+            let outcome = if !matches!(acks, -1..=1) {
+                Err(PartitionError::new(
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks must be 0, 1 or -1, got {acks}"),
+                ))
+            } else if req.transactional_id.is_some() {
+                Err(PartitionError::new(
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "transactions are not supported by chunkbus",
+                ))
+            } else {
+                store(
+                    broker,
+                    topic.name.0.as_str(),
+                    part.index,
+                    part.records,
+                    acks == -1,
+                )
+                .await
+            };
+            match outcome {
+                Ok(s) => {
+                    p.base_offset = s.base_offset;
+                    p.log_append_time_ms = s.append_time_ms;
+                }
+                Err(e) => {
+                    tracing::debug!(topic = topic.name.0.as_str(), partition = part.index, error = %e.message, "kafka produce refused");
+                    p.error_code = e.code.code();
+                    p.error_message = Some(StrBytes::from_string(e.message));
+                }
+            }
+            t.partition_responses.push(p);
+        }
+        t.name = topic.name;
+        resp.responses.push(t);
+    }
+    (acks != 0).then_some(resp)
+}
+
+async fn store(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    records: Option<Bytes>,
+    all: bool,
+) -> Result<Stored, PartitionError> {
+    let category = Category::parse(topic)
+        .map_err(|e| PartitionError::new(ResponseError::InvalidTopicException, e.to_string()))?;
+    if broker.topology.owner(partition).is_none() {
+        return Err(PartitionError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!(
+                "partition {partition} does not exist (topics have {})",
+                broker.topology.partitions()
+            ),
+        ));
+    }
+    let storage = broker.storage()?;
+    let limits = &broker.state.config.startup.limits;
+    let values = values_of(
+        records.unwrap_or_default(),
+        Limits {
+            max_message: limits.max_message_size,
+            max_body: limits.max_batch_size,
+        },
+    )?;
+    let len: usize = values.iter().map(|v| v.len() + 1).sum();
+    let mut body = BytesMut::with_capacity(len);
+    for v in &values {
+        body.extend_from_slice(v);
+        body.extend_from_slice(b"\n");
+    }
+    let body = body.freeze();
+    let mut checker = BodyChecker::new(limits.max_message_size, limits.max_batch_size);
+    checker
+        .feed(&body)
+        .map_err(|e| PartitionError::from_domain(&e))?;
+    let checked = checker
+        .finish()
+        .map_err(|e| PartitionError::from_domain(&e))?;
+    storage
+        .admits(&category)
+        .map_err(|e| PartitionError::from_domain(&e))?;
+    let appended = storage
+        .append(&category, vec![body], checked)
+        .await
+        .map_err(|e| PartitionError::from_domain(&e))?;
+    if all || storage.fsync_every_write() {
+        storage
+            .wait_durable(&appended)
+            .await
+            .map_err(|e| PartitionError::from_domain(&e))?;
+    }
+    broker.state.metrics.writes.inc();
+    broker.state.metrics.write_bytes.inc_by(appended.size);
+    let chunk = &appended.chunk;
+    let loc = broker.locator();
+    let first = loc
+        .ordinal_at(&category, chunk, appended.offset)
+        .await
+        .map_err(|e| PartitionError::from_domain(&e))?;
+    let n = values.len() as u64;
+    broker.positions.note(
+        &category,
+        chunk.name(),
+        appended.offset + appended.size,
+        first + n,
+    );
+    let own = partition == broker.topology.own_partition();
+    let base = KafkaOffset::start_of(chunk.name().index()).plus(first);
+    Ok(Stored {
+        base_offset: if own { base.to_i64().unwrap_or(-1) } else { -1 },
+        append_time_ms: timestamp_ms(chunk),
+    })
+}

@@ -1,0 +1,297 @@
+//! Kafka records ⇄ chunkbus messages, pure.
+//!
+//! Produce: [`values_of`] decodes the batches of one partition (through
+//! the size-capped [`super::compression`]) and checks that each record is
+//! a chunkbus message: a non-null value without `\n`, no key, no headers,
+//! not transactional. Anything else is refused with `INVALID_RECORD` and
+//! a message saying why, never silently dropped. Producer timestamps are
+//! replaced by the log append time, as a Kafka topic with
+//! `message.timestamp.type=LogAppendTime` does.
+//!
+//! Fetch: [`batch_of`] turns whole newline-terminated messages into one
+//! uncompressed v2 RecordBatch with consecutive offsets.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+};
+use kafka_protocol::ResponseError;
+
+use super::compression;
+use super::error::PartitionError;
+
+/// Size limits a produced partition must respect (from `max_message_size`
+/// and `max_batch_size`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message, newline included.
+    pub max_message: u64,
+    /// Largest total of messages in one partition of one request.
+    pub max_body: u64,
+}
+
+fn invalid(why: impl Into<String>) -> PartitionError {
+    PartitionError::new(ResponseError::InvalidRecord, why)
+}
+
+/// The record values of `records` (one partition of a Produce request),
+/// each as the body of one message without its newline.
+///
+/// # Errors
+/// `CORRUPT_MESSAGE` for undecodable batches, `MESSAGE_TOO_LARGE` /
+/// `RECORD_LIST_TOO_LARGE` past the limits, `INVALID_RECORD` for records
+/// chunkbus cannot store unchanged.
+pub fn values_of(records: Bytes, limits: Limits) -> Result<Vec<Bytes>, PartitionError> {
+    let cap = usize::try_from(limits.max_body.saturating_mul(2)).unwrap_or(usize::MAX);
+    let mut buf = records;
+    let mut values = Vec::new();
+    let mut total = 0u64;
+    while !buf.is_empty() {
+        let decompress = |data: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
+            Ok(compression::decompress(data, codec, cap)?)
+        };
+        let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
+            .map_err(|e| {
+                let too_large = e.chain().any(|c| {
+                    c.downcast_ref::<compression::DecompressError>()
+                        .is_some_and(|d| matches!(d, compression::DecompressError::TooLarge { .. }))
+                });
+                let code = if too_large {
+                    ResponseError::RecordListTooLarge
+                } else {
+                    ResponseError::CorruptMessage
+                };
+                PartitionError::new(code, format!("record batch does not decode: {e:#}"))
+            })?;
+        for r in set.records {
+            check(&r)?;
+            let value = r.value.unwrap_or_default();
+            let len = value.len() as u64 + 1;
+            if len > limits.max_message {
+                return Err(PartitionError::new(
+                    ResponseError::MessageTooLarge,
+                    format!(
+                        "a record of {} bytes is a message of {len} bytes (newline added); max_message_size is {}",
+                        value.len(),
+                        limits.max_message
+                    ),
+                ));
+            }
+            total += len;
+            if total > limits.max_body {
+                return Err(PartitionError::new(
+                    ResponseError::RecordListTooLarge,
+                    format!(
+                        "the records of one partition total more than max_batch_size ({} bytes)",
+                        limits.max_body
+                    ),
+                ));
+            }
+            values.push(value);
+        }
+    }
+    if values.is_empty() {
+        return Err(invalid("no records to produce"));
+    }
+    Ok(values)
+}
+
+/// Refuses what one newline-terminated message cannot hold.
+fn check(r: &Record) -> Result<(), PartitionError> {
+    if r.transactional || r.control {
+        return Err(invalid(
+            "transactional and control records are not supported by chunkbus",
+        ));
+    }
+    if r.key.is_some() {
+        return Err(invalid(
+            "record keys are not stored by chunkbus: a record is one message (its value); produce without a key",
+        ));
+    }
+    if !r.headers.is_empty() {
+        return Err(invalid(
+            "record headers are not stored by chunkbus: a record is one message (its value); produce without headers",
+        ));
+    }
+    match &r.value {
+        None => Err(invalid("null values (tombstones) are not supported: a record is one message")),
+        Some(v) if memchr::memchr(b'\n', v).is_some() => Err(invalid(
+            "a record value contains a newline: chunkbus messages end at the first newline, so the value would split",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// One uncompressed RecordBatch of the whole messages in `messages`
+/// (each ending in `\n`), the first at offset `base`, all stamped
+/// `timestamp_ms` as log append time; also the number of records.
+///
+/// # Errors
+/// The codec's encoding error (not expected).
+pub fn batch_of(
+    messages: &Bytes,
+    base: i64,
+    timestamp_ms: i64,
+) -> Result<(Bytes, usize), PartitionError> {
+    let mut records = Vec::new();
+    let mut start = 0usize;
+    for end in memchr::memchr_iter(b'\n', messages) {
+        let index = records.len();
+        let offset = base + index as i64;
+        records.push(Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::LogAppend,
+            offset,
+            // The encoder starts a new batch wherever `offset - sequence`
+            // changes; numbering records from 0 keeps them in one batch
+            // (consumers ignore sequences of non-idempotent batches).
+            sequence: i32::try_from(index).unwrap_or(i32::MAX),
+            timestamp: timestamp_ms,
+            key: None,
+            value: Some(messages.slice(start..end)),
+            headers: IndexMap::new(),
+        });
+        start = end + 1;
+    }
+    let mut out = BytesMut::new();
+    if !records.is_empty() {
+        RecordBatchEncoder::encode(
+            &mut out,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| {
+            PartitionError::new(
+                ResponseError::UnknownServerError,
+                format!("encoding a record batch failed: {e:#}"),
+            )
+        })?;
+    }
+    Ok((out.freeze(), records.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::records::NO_SEQUENCE;
+
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_message: 100,
+        max_body: 1000,
+    };
+
+    fn record(value: Option<&str>) -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: NO_SEQUENCE,
+            timestamp: 1,
+            key: None,
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            headers: IndexMap::new(),
+        }
+    }
+
+    fn encode(records: &[Record], compression: Compression) -> Bytes {
+        let mut out = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        out.freeze()
+    }
+
+    #[test]
+    fn produced_values_become_messages_and_fetches_give_them_back() {
+        let batch = encode(
+            &[record(Some("a")), record(Some("")), record(Some("ccc"))],
+            Compression::None,
+        );
+        let values = values_of(batch, LIMITS).unwrap();
+        assert_eq!(values, vec!["a", "", "ccc"]);
+        let (encoded, n) = batch_of(&Bytes::from_static(b"a\n\nccc\n"), 7, 42).unwrap();
+        assert_eq!(n, 3);
+        let set = RecordBatchDecoder::decode(&mut encoded.clone()).unwrap();
+        let got: Vec<_> = set
+            .records
+            .iter()
+            .map(|r| (r.offset, r.value.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (7, Bytes::from("a")),
+                (8, Bytes::new()),
+                (9, Bytes::from("ccc"))
+            ]
+        );
+        assert!(set.records.iter().all(|r| r.timestamp == 42));
+    }
+
+    /// A batch whose record count claims two billion records (with a
+    /// valid CRC) is refused as corrupt, not sized into an allocation
+    /// that would abort the process (the `vendor/` patch).
+    #[test]
+    fn a_huge_record_count_is_a_decode_error() {
+        const COUNT_AT: usize = 57; // v2 batch header: count after base sequence
+        const CRC_AT: usize = 17; // CRC32C of everything from attributes (21) on
+        let mut batch = encode(&[record(Some("v"))], Compression::None).to_vec();
+        batch[COUNT_AT..COUNT_AT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[CRC_AT + 4..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let e = values_of(Bytes::from(batch), LIMITS).unwrap_err();
+        assert_eq!(e.code, ResponseError::CorruptMessage);
+        assert!(e.message.contains("exceeds"), "{}", e.message);
+    }
+
+    #[test]
+    fn what_a_message_cannot_hold_is_refused_with_a_reason() {
+        let mut keyed = record(Some("v"));
+        keyed.key = Some(Bytes::from("k"));
+        let mut headed = record(Some("v"));
+        headed.headers.insert(
+            kafka_protocol::protocol::StrBytes::from_string("h".to_owned()),
+            None,
+        );
+        for (r, why) in [
+            (keyed, "keys"),
+            (headed, "headers"),
+            (record(None), "null"),
+            (record(Some("a\nb")), "newline"),
+        ] {
+            let e = values_of(encode(&[r], Compression::None), LIMITS).unwrap_err();
+            assert_eq!(e.code, ResponseError::InvalidRecord);
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+        let big = "x".repeat(100);
+        let e = values_of(encode(&[record(Some(&big))], Compression::None), LIMITS).unwrap_err();
+        assert_eq!(e.code, ResponseError::MessageTooLarge);
+        let many: Vec<_> = (0..20).map(|_| record(Some(&big[..60]))).collect();
+        let e = values_of(encode(&many, Compression::None), LIMITS).unwrap_err();
+        assert_eq!(e.code, ResponseError::RecordListTooLarge);
+        let e = values_of(Bytes::from_static(b"garbage that is not a batch"), LIMITS).unwrap_err();
+        assert_eq!(e.code, ResponseError::CorruptMessage);
+    }
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""A real Kafka client (confluent-kafka, i.e. librdkafka) for chunkbus's
+black-box tests in tests/it/kafka.rs. The venv it runs in is made by
+`make test-deps`.
+
+  client.py produce BOOTSTRAP TOPIC [--acks all|1|0]   values = stdin lines
+  client.py consume BOOTSTRAP TOPIC --count N [--group G] [--commit]
+                                               [--timeout S]
+  client.py group2 BOOTSTRAP TOPIC --group G --count N
+
+`produce` prints one JSON object: {"delivered": [[partition, offset], ...],
+"errors": [...]} and exits 1 if any delivery failed. `consume` prints one
+JSON object per record ({"p", "o", "v"}) and exits 0 once it has N records,
+1 on timeout or error. Without --group it assigns every partition from the
+beginning; with --group it subscribes (consumer group protocol) and, with
+--commit, commits each record's offset synchronously.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
+
+
+def produce(args):
+    producer = Producer({
+        "bootstrap.servers": args.bootstrap,
+        "acks": args.acks,
+        "linger.ms": 5,
+        "message.timeout.ms": int(args.timeout * 1000),
+        "enable.idempotence": False,
+    })
+    delivered, errors = [], []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            delivered.append([msg.partition(), msg.offset()])
+
+    for line in sys.stdin.read().splitlines():
+        producer.produce(args.topic, line.encode(), on_delivery=on_delivery)
+        producer.poll(0)
+    left = producer.flush(args.timeout)
+    if left:
+        errors.append(f"{left} messages not delivered within {args.timeout}s")
+    print(json.dumps({"delivered": delivered, "errors": errors}), flush=True)
+    return 1 if errors else 0
+
+
+def consume(args):
+    conf = {
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group or "chunkbus-test-unused",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }
+    consumer = Consumer(conf)
+    if args.group:
+        consumer.subscribe([args.topic])
+    else:
+        meta = consumer.list_topics(args.topic, timeout=10)
+        parts = meta.topics[args.topic].partitions
+        consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in parts])
+    got = 0
+    deadline = time.monotonic() + args.timeout
+    try:
+        while got < args.count:
+            if time.monotonic() > deadline:
+                print(json.dumps({"error": f"timeout after {got} records"}), flush=True)
+                return 1
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                print(json.dumps({"error": str(msg.error())}), flush=True)
+                return 1
+            value = msg.value().decode() if msg.value() is not None else None
+            print(json.dumps({"p": msg.partition(), "o": msg.offset(), "v": value}), flush=True)
+            got += 1
+            if args.commit:
+                consumer.commit(message=msg, asynchronous=False)
+    finally:
+        consumer.close()
+    return 0
+
+
+def group2(args):
+    """Two members of one group in this process (each with its own
+    connections). The member holding partitions reads and commits half of
+    the N records, then leaves; the other must be assigned them and go on
+    from the last commit. Prints {"first": [...], "second": [...],
+    "assignments": [...]}: values read by each, and every assignment seen."""
+    conf = {
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 300,
+    }
+    assignments = []
+    members = {}
+    for name in ("a", "b"):
+        c = Consumer(dict(conf, **{"client.id": name}))
+
+        def on_assign(consumer, parts, name=name):
+            assignments.append([name, sorted(p.partition for p in parts)])
+
+        c.subscribe([args.topic], on_assign=on_assign)
+        members[name] = c
+    deadline = time.monotonic() + args.timeout
+    read = {"a": [], "b": []}
+
+    def step(name):
+        msg = members[name].poll(0.1)
+        if msg is None or msg.error():
+            return None
+        read[name].append(msg.value().decode())
+        members[name].commit(message=msg, asynchronous=False)
+        return msg
+
+    half = args.count // 2
+    first = None
+    # Both poll until one of them has read half of the records.
+    while first is None:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "timeout in the first half", "read": read, "assignments": assignments}))
+            return 1
+        for name in ("a", "b"):
+            if first is None and name in members:
+                step(name)
+                if len(read[name]) >= half:
+                    first = name
+    second = "b" if first == "a" else "a"
+    # Let the other member see the first assignment round settle.
+    members[first].close()
+    del members[first]
+    while len(read[first]) + len(read[second]) < args.count:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "timeout after the leave", "read": read, "assignments": assignments}))
+            return 1
+        step(second)
+    members[second].close()
+    print(json.dumps({"first": read[first], "second": read[second], "assignments": assignments}), flush=True)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("produce")
+    p.add_argument("bootstrap")
+    p.add_argument("topic")
+    p.add_argument("--acks", default="all")
+    p.add_argument("--timeout", type=float, default=20.0)
+    c = sub.add_parser("consume")
+    c.add_argument("bootstrap")
+    c.add_argument("topic")
+    c.add_argument("--count", type=int, required=True)
+    c.add_argument("--group")
+    c.add_argument("--commit", action="store_true")
+    c.add_argument("--timeout", type=float, default=20.0)
+    g = sub.add_parser("group2")
+    g.add_argument("bootstrap")
+    g.add_argument("topic")
+    g.add_argument("--group", required=True)
+    g.add_argument("--count", type=int, required=True)
+    g.add_argument("--timeout", type=float, default=60.0)
+    args = ap.parse_args()
+    return {"produce": produce, "consume": consume, "group2": group2}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
