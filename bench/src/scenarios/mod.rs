@@ -13,6 +13,7 @@ mod ingest;
 mod latency;
 mod push;
 mod restart;
+mod scaleout;
 mod sync;
 mod tier;
 mod wake;
@@ -44,6 +45,7 @@ pub const SCENARIOS: &[Scenario] = &[
     latency::SCENARIO,
     sync::SCENARIO,
     cluster::SCENARIO,
+    scaleout::SCENARIO,
     tier::SCENARIO,
     client::SCENARIO,
     groups::SCENARIO,

@@ -213,7 +213,15 @@ impl Attempts<'_> {
                 (Some(at), Some(tag)) => match self.settle(at, tag).await {
                     Settled::Stored(reply) => return Ok(reply),
                     Settled::Refused(e) => return Err(e),
-                    Settled::SendAgain => self.send(Some(at)).await,
+                    Settled::SendAgain => {
+                        // Not stored there: no longer in doubt. Sent again
+                        // to that server (an original still on its way
+                        // there meets the same tag); a new doubt pins it
+                        // again.
+                        self.pinned = None;
+                        self.doubt = None;
+                        self.send(Some(at)).await
+                    }
                     Settled::Unknown(e) => Err(e),
                 },
                 _ => self.send(None).await,
@@ -250,7 +258,10 @@ impl Attempts<'_> {
             Err(timeout) => (Err(timeout), server.unwrap_or(0)),
         };
         if let Err(e) = &result {
-            if self.tag.is_some() && !e.is_safe_to_resend() && self.pinned.is_none() {
+            // Pinned only when the attempt may have stored the batch (not
+            // for a refusal that says nothing was stored).
+            let maybe_stored = !(e.is_safe_to_resend() || never_stored(e));
+            if self.tag.is_some() && maybe_stored && self.pinned.is_none() {
                 self.pinned = Some(server.unwrap_or(asked));
                 self.doubt = Some(clone_error(e));
             }
