@@ -3,7 +3,9 @@
 //! chukcha way): aggregate ingest, and the bytes the servers wrote to disk
 //! per ingested byte (from `/proc/<pid>/io`, counted when pages are
 //! dirtied, after replication drained); then a whole-chunk read from a
-//! holder vs through a server that does not hold the chunk (relayed).
+//! holder vs through a server that does not hold the chunk (relayed), and
+//! the replication lag (produce on one server, follow a copy on another)
+//! at half the R=2 maximum.
 //! All five share one disk here, so the ceiling for R copies is the raw
 //! disk rate / R.
 
@@ -17,7 +19,7 @@ use crate::client::Conn;
 use crate::ctx::Ctx;
 use crate::report::{mbps, row, spread};
 use crate::servers::Chunkbus;
-use crate::{disk, load};
+use crate::{disk, latency, load};
 
 /// The `scaleout` scenario.
 pub const SCENARIO: Scenario = Scenario {
@@ -229,6 +231,7 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
             ),
         ));
     }
+    lag_row(ctx, r2).await?;
     if let Some((holder, relayed)) = reads {
         ctx.rows.push(row(
             "5 nodes, R=2: read a sealed chunk through a server without a copy (relayed)",
@@ -238,5 +241,136 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
             "one 16 MiB /read at a time, page cache warm on the holder",
         ));
     }
+    Ok(())
+}
+
+/// Produce on one server, follow on a server holding a *copy* of its
+/// chunks (raw long-poll `/read`s there): replication lag under a
+/// replication factor.
+struct OwnerToCopy {
+    owner: SocketAddr,
+    /// Every server: name and address.
+    nodes: Vec<(String, SocketAddr)>,
+    category: String,
+}
+
+impl latency::Target for OwnerToCopy {
+    type Sender = latency::targets::HttpSender;
+
+    async fn connect(&self) -> Result<Self::Sender> {
+        let t = latency::targets::ChunkbusHttp {
+            addr: self.owner,
+            consume_addr: self.owner,
+            category: self.category.clone(),
+        };
+        latency::Target::connect(&t).await
+    }
+
+    async fn follow(
+        &self,
+        mut rec: latency::Recorder,
+    ) -> Result<tokio::task::JoinHandle<Result<hdrhistogram::Histogram<u64>>>> {
+        let (owner, nodes, category) = (self.owner, self.nodes.clone(), self.category.clone());
+        Ok(tokio::spawn(async move {
+            let mut list_conn = Conn::open(owner).await?;
+            // The first chunk and a holder of a copy (not the owner).
+            let (mut chunk, copy_at) = loop {
+                let list = list_conn.list_chunks(&category).await?;
+                let found = list.first().and_then(|e| {
+                    let name = e["name"].as_str()?.to_owned();
+                    let holder = e["holders"].as_array()?.get(1)?.as_str()?.to_owned();
+                    let addr = nodes.iter().find(|(n, _)| *n == holder)?.1;
+                    Some((name, addr))
+                });
+                if let Some(f) = found {
+                    break f;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            let mut c = Conn::open(copy_at).await?;
+            let mut off = 0u64;
+            loop {
+                let path = format!(
+                    "/read?category={category}&chunk={chunk}&off={off}&max_size=16777216&wait_ms=200"
+                );
+                let (st, body) = c
+                    .fetch(hyper::Method::GET, &path, bytes::Bytes::new())
+                    .await?;
+                if st == 404 {
+                    // Not copied here yet.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                if st != 200 {
+                    bail!("read on the copy answered {st}");
+                }
+                if body.is_empty() {
+                    // Sealed and read to its end: go on with the next chunk.
+                    let list = c.list_chunks(&category).await?;
+                    let me = list.iter().position(|e| e["name"] == chunk.as_str());
+                    let done = me.is_some_and(|i| list[i]["complete"] == true);
+                    if let (true, Some(next)) = (done, me.and_then(|i| list.get(i + 1))) {
+                        chunk = next["name"].as_str().unwrap_or_default().to_owned();
+                        off = 0;
+                    }
+                    continue;
+                }
+                off += body.len() as u64;
+                for msg in body.split(|&b| b == b'\n').filter(|m| !m.is_empty()) {
+                    if rec.message(msg)? {
+                        return rec.into_hist();
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// Replication lag at half the R=2 maximum (all of it produced on n1),
+/// consumed from the server holding n1's copy.
+async fn lag_row(ctx: &mut Ctx, r2_max: f64) -> Result<()> {
+    let five = Five::start(ctx, "scaleout-lag", 2)?;
+    let nodes: Vec<(String, SocketAddr)> = five
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("n{}", i + 1), n.addr))
+        .collect();
+    // Half the cluster's R=2 maximum, all of it into n1.
+    let rate = r2_max / 2.0;
+    let target = OwnerToCopy {
+        owner: five.nodes[0].addr,
+        nodes,
+        category: "lag".to_owned(),
+    };
+    let schedule = latency::Schedule {
+        message_size: ctx.message_size,
+        body_size: crate::ctx::LATENCY_BODY.min(ctx.body.len()),
+        rate,
+        warmup: ctx.plan.warmup,
+        dur: ctx.plan.dur,
+        conns: 16,
+    };
+    let r = latency::open_loop(&target, &schedule).await?;
+    five.remove(ctx, "scaleout-lag");
+    let h = &r.hist;
+    let p = |q: f64| crate::report::us(h.value_at_quantile(q));
+    let p99 = h.value_at_quantile(0.99) as f64 / 1000.0;
+    ctx.rows.push(row(
+        &format!(
+            "5 nodes, R=2: produce on n1 → consume from a copy, at 50% of the R=2 maximum ({:.0} MB/s open loop into n1)",
+            rate / 1e6
+        ),
+        [p99; 3],
+        "ms",
+        None,
+        &format!(
+            "replication lag incl. consume: p50 {} p99 {} p99.9 {}{}",
+            p(0.5),
+            p(0.99),
+            p(0.999),
+            if r.saturated { "; SATURATED" } else { "" }
+        ),
+    ));
     Ok(())
 }
