@@ -70,6 +70,8 @@ test-deps: bench-deps
 	fi
 	@if [ ! -x $(KAFKA_VENV)/bin/python3 ] || ! $(KAFKA_VENV)/bin/python3 -c 'import confluent_kafka' 2>/dev/null; then \
 	  echo "creating $(KAFKA_VENV) with confluent-kafka for the Kafka protocol tests"; \
+	  python3 -c 'import ensurepip' 2>/dev/null \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv) >/dev/null 2>&1; \
 	  (python3 -m venv $(KAFKA_VENV) && $(KAFKA_VENV)/bin/pip install -q 'confluent-kafka>=2.6,<3') \
 	  || { echo "could not create the confluent-kafka venv (needed by tests/it/kafka.rs)"; exit 1; }; \
 	fi
