@@ -180,3 +180,44 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// `n` chunkbus processes named n1..nN on fixed loopback ports, peers of
+/// each other, data in `work/<tag>-n<i>`, with `extra` flags each.
+///
+/// # Errors
+/// A port cannot be taken or a server does not start.
+pub fn start_cluster(
+    bin: &Path,
+    work: &Path,
+    tag: &str,
+    n: usize,
+    extra: &[&str],
+) -> Result<Vec<Chunkbus>> {
+    let ports: Vec<u16> = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let peers: Vec<String> = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| format!("n{}=http://127.0.0.1:{}", j + 1, ports[j]))
+            .collect();
+        let mut args = vec![
+            "--name".to_owned(),
+            format!("n{}", i + 1),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{}", ports[i]),
+            "--peers".to_owned(),
+            peers.join(","),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let dir = work.join(format!("{tag}-n{}", i + 1));
+        nodes.push(Chunkbus::start(bin, &dir, &refs)?);
+    }
+    Ok(nodes)
+}

@@ -553,16 +553,7 @@ impl Client {
         max_size: u64,
         wait: Option<Duration>,
     ) -> Result<Bytes, ClientError> {
-        let mut q = format!(
-            "category={}&chunk={}&off={off}&max_size={max_size}",
-            enc(category),
-            enc(chunk)
-        );
-        let mut extra = Duration::ZERO;
-        if let Some(w) = wait {
-            extra = w.min(MAX_WAIT);
-            q.push_str(&format!("&wait_ms={}", extra.as_millis()));
-        }
+        let (q, extra) = read_query(category, chunk, off, max_size, wait);
         self.call(Method::GET, "/read", &q, Bytes::new(), extra)
             .await
     }
@@ -582,16 +573,7 @@ impl Client {
         max_size: u64,
         wait: Option<Duration>,
     ) -> Result<Bytes, ClientError> {
-        let mut q = format!(
-            "category={}&chunk={}&off={off}&max_size={max_size}",
-            enc(category),
-            enc(chunk)
-        );
-        let mut extra = Duration::ZERO;
-        if let Some(w) = wait {
-            extra = w.min(MAX_WAIT);
-            q.push_str(&format!("&wait_ms={}", extra.as_millis()));
-        }
+        let (q, extra) = read_query(category, chunk, off, max_size, wait);
         let base = base.trim_end_matches('/');
         self.call_one(
             base,
@@ -1059,6 +1041,26 @@ fn http_client(
 /// Longest long-poll wait the server accepts (SPEC: `wait_ms` ≤ 60000).
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// The query of a `/read` and the extra time its long poll may take.
+fn read_query(
+    category: &str,
+    chunk: &str,
+    off: u64,
+    max_size: u64,
+    wait: Option<Duration>,
+) -> (String, Duration) {
+    let mut q = format!(
+        "category={}&chunk={}&off={off}&max_size={max_size}",
+        enc(category),
+        enc(chunk)
+    );
+    let mut extra = Duration::ZERO;
+    if let Some(w) = wait {
+        extra = w.min(MAX_WAIT);
+        q.push_str(&format!("&wait_ms={}", extra.as_millis()));
+    }
+    (q, extra)
+}
 pub(crate) fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -119,6 +119,16 @@ async fn relay(
     }
 }
 
+/// A two-thread runtime for a test that drives the client from its
+/// thread.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The `p{i}` numbers in `bytes`, which must be `p<number>\n` lines.
 fn numbers(bytes: &[u8]) -> Vec<u64> {
     String::from_utf8_lossy(bytes)
@@ -149,11 +159,7 @@ fn an_idempotent_producer_stores_every_message_once_through_lost_answers_and_kil
     let mut broker = TestBroker::start(&["--listen", &listen]);
     let proxy = AnswerDropper::start(broker.addr, 4);
     const N: u64 = 30_000;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _in_runtime = rt.enter();
     let client = Client::new(&format!("http://{}", proxy.addr))
         .unwrap()
@@ -269,11 +275,7 @@ fn chunkbus_produce_through_lost_answers_stores_every_line_once() {
 fn a_batch_in_doubt_on_a_dead_server_is_settled_by_its_copy_elsewhere() {
     let c = TestCluster::start(2, &[]);
     let proxy = AnswerDropper::start_dying(c.nodes[0].addr);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _in_runtime = rt.enter();
     let client = Client::with_servers([
         format!("http://{}", proxy.addr),
@@ -315,11 +317,7 @@ fn a_batch_in_doubt_on_a_dead_server_is_settled_by_its_copy_elsewhere() {
 fn a_batch_in_doubt_that_nobody_settles_fails_as_maybe_stored() {
     let b = TestBroker::start(&[]);
     let proxy = AnswerDropper::start_dying(b.addr);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _in_runtime = rt.enter();
     let client = Client::new(&format!("http://{}", proxy.addr))
         .unwrap()
@@ -348,11 +346,7 @@ fn a_batch_in_doubt_that_nobody_settles_fails_as_maybe_stored() {
 fn against_a_server_without_idempotent_writes_a_batch_in_doubt_is_not_sent_again() {
     let b = TestBroker::start(&[]);
     let proxy = legacy_proxy(b.addr);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _in_runtime = rt.enter();
     let client = Client::new(&format!("http://{proxy}"))
         .unwrap()

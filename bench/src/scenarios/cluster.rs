@@ -32,31 +32,7 @@ struct Three {
 
 impl Three {
     fn start(ctx: &Ctx, tag: &str) -> Result<Self> {
-        let ports: Vec<u16> = (0..3)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-            })
-            .collect::<std::io::Result<_>>()?;
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let peers: Vec<String> = (0..3)
-                .filter(|&j| j != i)
-                .map(|j| format!("n{}=http://127.0.0.1:{}", j + 1, ports[j]))
-                .collect();
-            let args = [
-                "--name".to_owned(),
-                format!("n{}", i + 1),
-                "--listen".to_owned(),
-                format!("127.0.0.1:{}", ports[i]),
-                "--peers".to_owned(),
-                peers.join(","),
-            ];
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let dir = ctx.work.join(format!("{tag}-n{}", i + 1));
-            nodes.push(Chunkbus::start(&ctx.bin, &dir, &refs)?);
-        }
+        let nodes = crate::servers::start_cluster(&ctx.bin, &ctx.work, tag, 3, &[])?;
         Ok(Self { nodes })
     }
 

@@ -89,16 +89,16 @@ impl CategoryLog {
         let chunks: Vec<Arc<Chunk>> = {
             let all = self.chunks.read();
             let mut picked: Vec<Arc<Chunk>> = Vec::new();
+            let mut per_owner: std::collections::HashMap<&crate::names::ServerName, usize> =
+                std::collections::HashMap::new();
             // Ordered by owner, then index: walk each owner's newest first.
             for c in all.values().rev() {
                 if c.is_tiered() || c.state().end == 0 {
                     continue;
                 }
-                let newer_of_owner = picked
-                    .iter()
-                    .filter(|p| p.name().owner() == c.name().owner())
-                    .count();
-                if newer_of_owner < REBUILD_CHUNKS_PER_OWNER || c.created() >= since {
+                let newer_of_owner = per_owner.entry(c.name().owner()).or_insert(0);
+                if *newer_of_owner < REBUILD_CHUNKS_PER_OWNER || c.created() >= since {
+                    *newer_of_owner += 1;
                     picked.push(Arc::clone(c));
                 }
             }
