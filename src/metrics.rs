@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::Cluster;
@@ -40,7 +41,7 @@ struct GroupLabels {
 }
 
 /// Counters updated by the request handlers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Successful `/write` requests.
     pub writes: Counter,
@@ -57,6 +58,37 @@ pub struct Metrics {
     pub relayed_reads: Counter,
     /// Error responses by status.
     pub errors: Family<StatusLabel, Counter>,
+    /// Successful `/write` requests, headers received → answer ready
+    /// (body intake, append, and any `sync`/replica wait).
+    pub write_seconds: Histogram,
+    /// The append of those writes alone: reserving, copying into the
+    /// chunk, and publication (readable).
+    pub append_seconds: Histogram,
+    /// Successful `/read` requests, headers received → answer ready, minus
+    /// the time a long poll waited for data.
+    pub read_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            writes: Counter::default(),
+            write_bytes: Counter::default(),
+            duplicate_writes: Counter::default(),
+            reads: Counter::default(),
+            read_bytes: Counter::default(),
+            relayed_reads: Counter::default(),
+            errors: Family::default(),
+            write_seconds: latency_histogram(),
+            append_seconds: latency_histogram(),
+            read_seconds: latency_histogram(),
+        }
+    }
+}
+
+/// Buckets for request stage latencies: 10 µs … ~5 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(10e-6, 2.0, 20))
 }
 
 impl Metrics {
@@ -91,6 +123,21 @@ impl Metrics {
             "read_bytes",
             "Bytes returned by /read",
             self.read_bytes.clone(),
+        );
+        reg.register(
+            "write_seconds",
+            "Successful /write requests, headers received to answer ready",
+            self.write_seconds.clone(),
+        );
+        reg.register(
+            "append_seconds",
+            "The append of successful /write requests (reserve, copy, publish)",
+            self.append_seconds.clone(),
+        );
+        reg.register(
+            "read_seconds",
+            "Successful /read requests, headers received to answer ready, minus any long-poll wait",
+            self.read_seconds.clone(),
         );
         reg.register(
             "http_errors",

@@ -17,6 +17,13 @@ pub struct Daemon {
     pub addr: SocketAddr,
 }
 
+impl Daemon {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();

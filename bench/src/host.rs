@@ -1,11 +1,11 @@
 //! The machine a run happens on: the workspace root, the commit and date
 //! for the report, a description of the CPU, memory and disk, warming the
-//! guest's memory, the open-files limit, and emptying the work dir between
-//! scenarios. This module measures nothing.
+//! guest's memory, the open-files limit, writing back dirty pages between
+//! measurements, the CPU time a process has used, and emptying the work dir between scenarios. This module measures nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
@@ -136,4 +136,59 @@ pub fn raise_fd_limit() {
         };
         let _ = setrlimit(Resource::Nofile, raised);
     }
+}
+
+/// Writes back every dirty page, so one measurement does not pay for the
+/// writeback of another's data.
+pub fn settle() {
+    rustix::fs::sync();
+}
+
+/// [`settle`], then waits until the disk under `dir` answers a 4 KiB
+/// write + fdatasync within 5 ms three times in a row (at most 20 s): after
+/// gigabytes were written, this VM's disk stays slow for seconds after
+/// `sync` returns (the host is still writing them back), and a latency run
+/// started then measures that instead of the system under test.
+pub fn settle_disk(dir: &Path) {
+    use std::io::Write;
+    settle();
+    let probe = dir.join(".settle-probe");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut quick = 0;
+    while quick < 3 && Instant::now() < deadline {
+        let t = Instant::now();
+        let ok = std::fs::File::create(&probe)
+            .and_then(|mut f| f.write_all(&[0u8; 4096]).and_then(|()| f.sync_data()))
+            .is_ok();
+        if !ok {
+            break;
+        }
+        if t.elapsed() < Duration::from_millis(5) {
+            quick += 1;
+        } else {
+            quick = 0;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let _ = std::fs::remove_file(&probe);
+}
+
+/// CPU time (user + system) process `pid` (this process for `None`) has
+/// used so far, from `/proc/<pid>/stat`; `None` when it cannot be read.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command name start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks as f64,
+    ))
 }

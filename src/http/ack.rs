@@ -12,9 +12,9 @@ use hyper::Request;
 
 use super::error::ApiError;
 use super::params::Query;
-use super::{ok_line, AppState, HttpResponse};
+use super::{ok_line, AppState, HttpResponse, ServiceError};
 use crate::cluster::acks::PendingAck;
-use crate::cluster::{Cluster, ClusterError, Forwarded};
+use crate::cluster::{BlockingError, Cluster, ClusterError, Forwarded};
 use crate::config::RetentionMode;
 use crate::groups::GroupError;
 use crate::names::{Category, ChunkName};
@@ -104,7 +104,19 @@ pub(super) async fn ack_local(
             .into());
         }
     }
-    log.ack_chunk(name, size)?;
+    // Unlinking a large file and syncing the directory take milliseconds
+    // (ext4 frees every extent): never on an async worker, where they would
+    // stall every request that worker serves.
+    let n = name.clone();
+    crate::cluster::blocking(move || log.ack_chunk(&n, size))
+        .await
+        .map_err(|e| match e {
+            BlockingError::Storage(e) => ApiError::from(e),
+            BlockingError::Join(source) => ApiError::from(ServiceError::TaskFailed {
+                what: "deleting the acked chunk",
+                source,
+            }),
+        })?;
     if let Some(cluster) = state.cluster.get() {
         cluster
             .progress

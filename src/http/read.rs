@@ -7,7 +7,7 @@
 //! through as it arrives (`cluster/remote.rs`); `GET /peer/read` is the
 //! same read for a peer, answered from local data only.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -52,6 +52,8 @@ async fn serve(
     req: &Request<Incoming>,
     may_relay: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let mut waited = Duration::ZERO;
     let query = Query::parse(req.uri().query());
     let category = query.category()?;
     let name = query.chunk()?;
@@ -105,6 +107,7 @@ async fn serve(
     let outcome = read_anywhere(tiering, &category, &chunk, off, max_size).await?;
     let outcome = match outcome {
         ReadOutcome::Empty { sealed: false } if wait_ms > 0 => {
+            let waiting = Instant::now();
             let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
             let mut rx = chunk.subscribe();
             loop {
@@ -118,6 +121,7 @@ async fn serve(
                     () = state.shutdown.cancelled() => break,
                 }
             }
+            waited = waiting.elapsed();
             read_anywhere(tiering, &category, &chunk, off, max_size).await?
         }
         other => other,
@@ -128,6 +132,10 @@ async fn serve(
     };
     state.metrics.reads.inc();
     state.metrics.read_bytes.inc_by(body.len() as u64);
+    state
+        .metrics
+        .read_seconds
+        .observe(started.elapsed().saturating_sub(waited).as_secs_f64());
     Ok(ok(body, "application/octet-stream"))
 }
 

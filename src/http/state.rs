@@ -81,6 +81,15 @@ pub enum ServiceError {
     /// A JSON answer could not be encoded.
     #[error("encoding JSON failed")]
     EncodeJson(#[source] serde_json::Error),
+    /// Work handed to the blocking pool panicked or was cancelled.
+    #[error("{what} did not finish (see the server log)")]
+    TaskFailed {
+        /// What the task did.
+        what: &'static str,
+        /// Why it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl DomainError for ServiceError {
@@ -94,7 +103,7 @@ impl DomainError for ServiceError {
             | Self::Stopping
             | Self::ConnectionLimit { .. } => ErrorKind::Unavailable,
             Self::NoPeers => ErrorKind::NotFound,
-            Self::TieringOff | Self::EncodeJson(_) => ErrorKind::Internal,
+            Self::TieringOff | Self::EncodeJson(_) | Self::TaskFailed { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! With `probe=1` nothing is stored: the answer says whether this server
 //! holds the tagged batch (its position) or not (`404`).
 
+use std::time::Instant;
+
 use hyper::body::Incoming;
 use hyper::{header, Request};
 
@@ -42,6 +44,7 @@ pub(super) async fn write(
 }
 
 async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let query = Query::parse(req.uri().query());
     let category = query.category()?;
     let sync = query.opt_bool("sync")?.unwrap_or(false);
@@ -116,6 +119,7 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
         .get()
         .filter(|_| replicas > 0 && durable)
         .map(|c| c.progress.sync_waiter());
+    let appending = Instant::now();
     let appended = match tag {
         None => storage.append(&category, frames, body).await?,
         Some(tag) => match storage.append_tagged(&category, frames, body, tag).await? {
@@ -126,6 +130,10 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
             }
         },
     };
+    state
+        .metrics
+        .append_seconds
+        .observe(appending.elapsed().as_secs_f64());
     // The bytes are in the chunk now: free their memory before waiting.
     drop(reservation);
     let name = appended.chunk.name().to_string();
@@ -148,6 +156,10 @@ async fn write_marked(state: &AppState, req: Request<Incoming>) -> Result<HttpRe
     .await?;
     state.metrics.writes.inc();
     state.metrics.write_bytes.inc_by(appended.size);
+    state
+        .metrics
+        .write_seconds
+        .observe(started.elapsed().as_secs_f64());
     json(&WriteReply {
         chunk: &name,
         offset: appended.offset,

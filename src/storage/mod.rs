@@ -11,6 +11,7 @@
 
 mod category_log;
 pub mod chunk;
+pub(crate) mod contended;
 mod copy;
 mod error;
 pub mod feed;

@@ -11,9 +11,12 @@
 //! follows) is a [`Target`] in [`targets`]: chunkbus over raw HTTP, chunkbus
 //! through the client crate, Redis Streams and NATS JetStream.
 
+pub mod stages;
 pub mod targets;
 
 use std::future::Future;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,6 +160,10 @@ pub struct LatencyResult {
     pub hist: Histogram<u64>,
     /// Intended send → acknowledgement per body, µs (after warm-up).
     pub replies: Histogram<u64>,
+    /// How late the generator's clock put bodies into the queue (its own
+    /// sleep's precision and scheduling), µs: the part of every sample
+    /// that is the bench's, not the system's.
+    pub lateness: Histogram<u64>,
     /// Whether the generator had to wait for answers (load beyond
     /// capacity). A run that fell more than 5 s behind its schedule, or
     /// whose consumer was still behind 30 s after the last acknowledgement,
@@ -217,11 +224,15 @@ pub async fn open_loop<T: Target>(target: &T, schedule: &Schedule) -> Result<Lat
 
     let (tx, rx) = tokio::sync::mpsc::channel::<(u64, Bytes)>(MAX_QUEUED);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    // Set by a worker that fails (an error, a panic).
+    let stopped = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..conns.max(1) {
         let rx = Arc::clone(&rx);
         let mut sender = target.connect().await?;
+        let stop = StopFlag(Some(Arc::clone(&stopped)));
         workers.push(tokio::spawn(async move {
+            let mut stop = stop;
             let mut replies = Histogram::<u64>::new(3)?;
             loop {
                 let next = rx.lock().await.recv().await;
@@ -237,44 +248,37 @@ pub async fn open_loop<T: Target>(target: &T, schedule: &Schedule) -> Result<Lat
                     replies.record(now.saturating_sub(stamp) / 1000)?;
                 }
             }
+            // The queue closed: a normal end.
+            stop.disarm();
             anyhow::Ok(replies)
         }));
     }
-    let (mut saturated, mut overloaded) = (false, false);
-    let mut sent_bytes = 0u64;
-    let start = Instant::now();
-    let mut k = 0u64;
-    let give_up = start + total + OVERRUN;
-    loop {
-        let intended = start + interval.mul_f64(k as f64);
-        if intended - start >= total {
-            break;
-        }
-        // A failed connection (an error status, disk full, no reply) ends
-        // the run at once instead of leaving the others to absorb the load.
-        if workers.iter().any(JoinHandle::is_finished) {
-            break;
-        }
-        if Instant::now() > give_up || (saturated && Instant::now() > intended + GIVE_UP_BEHIND) {
-            overloaded = true;
-            break;
-        }
-        tokio::time::sleep_until(intended.into()).await;
-        let stamp = (intended - t0).as_nanos() as u64;
-        let body = stamped(&template, message_size, stamp);
-        sent_bytes += body.len() as u64;
-        if tx.capacity() == 0 {
-            saturated = true;
-        }
-        tx.send((stamp, body))
-            .await
-            .map_err(|_| anyhow::anyhow!("all sender connections failed"))?;
-        k += 1;
-    }
-    let achieved = sent_bytes as f64 / start.elapsed().as_secs_f64();
-    // Before the queue closes, a finished worker can only be a failed one.
-    let failed = workers.iter().any(JoinHandle::is_finished);
-    drop(tx);
+    let generator = Generator {
+        template: template.clone(),
+        message_size,
+        interval,
+        total,
+        t0,
+        stopped: Arc::clone(&stopped),
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("latency-generator".into())
+        .spawn(move || {
+            let generated = generator.run(&tx);
+            drop(tx);
+            let _ = done_tx.send(generated);
+        })?;
+    let Generated {
+        achieved,
+        saturated,
+        overloaded,
+        lateness,
+    } = done_rx
+        .await
+        .map_err(|_| anyhow::anyhow!("the load generator thread died"))??;
+    // The generator closed the queue: workers drain it and end.
+    let failed = stopped.load(Ordering::Acquire);
     let mut replies = Histogram::<u64>::new(3)?;
     if overloaded {
         // The system cannot take the rate: stop without draining the
@@ -287,6 +291,7 @@ pub async fn open_loop<T: Target>(target: &T, schedule: &Schedule) -> Result<Lat
             achieved,
             hist: Histogram::<u64>::new(3)?,
             replies,
+            lateness,
             saturated: true,
         });
     }
@@ -315,6 +320,7 @@ pub async fn open_loop<T: Target>(target: &T, schedule: &Schedule) -> Result<Lat
             achieved,
             hist: hist??,
             replies,
+            lateness,
             saturated,
         }),
         // Everything was acknowledged but the consumer is still far
@@ -325,6 +331,7 @@ pub async fn open_loop<T: Target>(target: &T, schedule: &Schedule) -> Result<Lat
                 achieved,
                 hist: Histogram::<u64>::new(3)?,
                 replies,
+                lateness,
                 saturated: true,
             })
         }
@@ -339,4 +346,93 @@ fn stamped(template: &BytesMut, message_size: usize, stamp: u64) -> Bytes {
         msg[..STAMP].copy_from_slice(digits.as_bytes());
     }
     b.freeze()
+}
+
+/// Marks the run as failed when a sending worker ends before the queue
+/// closed (an error or a panic); cleared on a normal end.
+struct StopFlag(Option<Arc<AtomicBool>>);
+
+impl StopFlag {
+    /// A normal end: nothing to mark.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopFlag {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The open loop's clock: a thread of its own that sleeps until each
+/// body's intended time with the kernel's precision (tens of µs) — a
+/// tokio timer rounds every wake-up up to its 1 ms tick, which would add
+/// up to a millisecond to every sample — and queues the body for the
+/// senders.
+struct Generator {
+    template: BytesMut,
+    message_size: usize,
+    interval: Duration,
+    total: Duration,
+    t0: Instant,
+    stopped: Arc<AtomicBool>,
+}
+
+/// What the generator did.
+struct Generated {
+    achieved: f64,
+    saturated: bool,
+    overloaded: bool,
+    lateness: Histogram<u64>,
+}
+
+impl Generator {
+    /// Runs the schedule; dropping `tx` afterwards closes the queue.
+    fn run(self, tx: &tokio::sync::mpsc::Sender<(u64, Bytes)>) -> Result<Generated> {
+        // The default 50 µs timer slack would be most of the error left.
+        let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1_000));
+        let mut lateness = Histogram::<u64>::new(3)?;
+        let (mut saturated, mut overloaded) = (false, false);
+        let mut sent_bytes = 0u64;
+        let start = Instant::now();
+        let give_up = start + self.total + OVERRUN;
+        for k in 0u64.. {
+            let intended = start + self.interval.mul_f64(k as f64);
+            if intended - start >= self.total {
+                break;
+            }
+            // A failed connection (an error status, disk full, no reply)
+            // ends the run at once instead of leaving the others to absorb
+            // the load.
+            if self.stopped.load(Ordering::Acquire) {
+                break;
+            }
+            let now = Instant::now();
+            if now > give_up || (saturated && now > intended + GIVE_UP_BEHIND) {
+                overloaded = true;
+                break;
+            }
+            if let Some(wait) = intended.checked_duration_since(now) {
+                std::thread::sleep(wait);
+            }
+            lateness.saturating_record(intended.elapsed().as_micros() as u64);
+            let stamp = (intended - self.t0).as_nanos() as u64;
+            let body = stamped(&self.template, self.message_size, stamp);
+            sent_bytes += body.len() as u64;
+            if tx.capacity() == 0 {
+                saturated = true;
+            }
+            tx.blocking_send((stamp, body))
+                .map_err(|_| anyhow::anyhow!("all sender connections failed"))?;
+        }
+        Ok(Generated {
+            achieved: sent_bytes as f64 / start.elapsed().as_secs_f64(),
+            saturated,
+            overloaded,
+            lateness,
+        })
+    }
 }

@@ -13,6 +13,7 @@ use chunkbus_client::{Client, Consumer, ConsumerConfig, Positions, Producer, Pro
 use super::Scenario;
 use crate::client::Conn;
 use crate::ctx::Ctx;
+use crate::host;
 use crate::load;
 use crate::report::{mbps, row, spread};
 use crate::servers::Chunkbus;
@@ -78,7 +79,7 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
         let mut kept = None;
         for k in 0..WRITERS.len() {
             let w = (rep + k) % WRITERS.len();
-            settle();
+            host::settle();
             let dir = ctx.work.join(format!("client-{rep}-{w}"));
             let s = Chunkbus::start(&ctx.bin, &dir, &[])?;
             match WRITERS[w] {
@@ -128,7 +129,7 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
         let category = "bench";
         // Both readers read the whole category, from page cache.
         let _ = read_raw(&s, category).await?; // warms the page cache
-        settle();
+        host::settle();
         for first in [rep % 2 == 0, rep % 2 == 1] {
             if first {
                 raw_r.push(read_raw(&s, category).await?);
@@ -283,9 +284,4 @@ async fn read_consumer(s: &Chunkbus, category: &str) -> Result<f64> {
         consumer.ack(&batch).await?;
     }
     Ok(bytes as f64 / start.elapsed().as_secs_f64())
-}
-
-/// Writes back dirty pages so one measurement does not pay for another's.
-fn settle() {
-    rustix::fs::sync();
 }

@@ -17,6 +17,8 @@ use super::Scenario;
 use crate::alt_servers::{start_nats, start_redis, Daemon};
 use crate::client::Conn;
 use crate::ctx::{make_body, Ctx, LATENCY_BODY};
+use crate::host;
+use crate::latency::stages::Stages;
 use crate::latency::targets::{ChunkbusClient, ChunkbusHttp, NatsJetStream, RedisStreams};
 use crate::latency::{self, LatencyResult, Schedule};
 use crate::load;
@@ -74,6 +76,67 @@ impl System {
     }
 }
 
+/// Cores (CPU seconds per second) the system's server and this bench
+/// (load generator, senders and consumer) used during a run: where both
+/// add up to the machine's cores, the tail is CPU queueing.
+/// For chunkbus also the server's own p99 of its request stages (write,
+/// append, read; µs, bucket upper bounds).
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    server: f64,
+    bench: f64,
+    stages_p99: [Option<f64>; 3],
+}
+
+/// Runs `open_loop` against `target` while measuring the CPU that the
+/// server (`pid`) and this process use, and for chunkbus (`metrics`) its
+/// request-stage histograms.
+async fn timed_run<T: latency::Target>(
+    target: &T,
+    schedule: &Schedule,
+    pid: Option<u32>,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<(LatencyResult, CpuUse)> {
+    let stages_before = match metrics {
+        Some(a) => Some(Stages::scrape(a).await?),
+        None => None,
+    };
+    let before = (host::cpu_time(pid), host::cpu_time(None), Instant::now());
+    let r = latency::open_loop(target, schedule).await?;
+    let wall = before.2.elapsed().as_secs_f64().max(1e-9);
+    let used = |b: Option<Duration>, a: Option<Duration>| match (b, a) {
+        (Some(b), Some(a)) => a.saturating_sub(b).as_secs_f64() / wall,
+        _ => 0.0,
+    };
+    let mut cpu = CpuUse {
+        server: used(before.0, host::cpu_time(pid)),
+        bench: used(before.1, host::cpu_time(None)),
+        stages_p99: [None; 3],
+    };
+    if let (Some(a), Some(b)) = (metrics, stages_before) {
+        cpu.stages_p99 = Stages::scrape(a).await?.quantiles_since(&b, 0.99);
+    }
+    Ok((r, cpu))
+}
+
+/// "; server p99: write ≤ …, append ≤ …, read ≤ …" (max of runs), or
+/// nothing for a system without stage histograms.
+fn stage_note(p99: [Option<f64>; 3]) -> String {
+    if p99.iter().all(Option::is_none) {
+        return String::new();
+    }
+    let parts: Vec<String> = ["write", "append", "read"]
+        .iter()
+        .zip(p99)
+        .map(|(stage, v)| match v {
+            Some(us) if us.is_finite() => format!("{stage} ≤ {}", crate::report::us(us as u64)),
+            Some(_) => format!("{stage} > 5 s"),
+            None => format!("{stage} –"),
+        })
+        .collect();
+    format!("; server's own p99 (/metrics): {}", parts.join(", "))
+}
+
 /// One run of `system` at `schedule`; `None` when the system is not
 /// installed.
 async fn run_once(
@@ -82,8 +145,17 @@ async fn run_once(
     dir: &Path,
     name: &str,
     schedule: &Schedule,
-) -> Result<Option<LatencyResult>> {
+) -> Result<Option<(LatencyResult, CpuUse)>> {
     let m = schedule.message_size;
+    // Every run starts with nothing dirty and a quiet disk: without this
+    // the first runs after the closed-loop calibration pay for writing back
+    // its gigabytes.
+    let work = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::create_dir_all(&work);
+        host::settle_disk(&work);
+    })
+    .await?;
     let result = match system {
         System::ChunkbusHttp => {
             let t = ChunkbusHttp {
@@ -91,14 +163,14 @@ async fn run_once(
                 consume_addr: chunkbus.addr,
                 category: name.to_owned(),
             };
-            latency::open_loop(&t, schedule).await?
+            timed_run(&t, schedule, Some(chunkbus.pid()), Some(chunkbus.addr)).await?
         }
         System::ChunkbusClient => {
             let t = ChunkbusClient {
                 addr: chunkbus.addr,
                 category: name.to_owned(),
             };
-            latency::open_loop(&t, schedule).await?
+            timed_run(&t, schedule, Some(chunkbus.pid()), Some(chunkbus.addr)).await?
         }
         System::Redis => {
             let d = dir.join(name);
@@ -110,7 +182,7 @@ async fn run_once(
                 key: name.to_owned(),
                 message_size: m,
             };
-            let r = latency::open_loop(&t, schedule).await;
+            let r = timed_run(&t, schedule, Some(daemon.pid()), None).await;
             drop(daemon);
             let _ = std::fs::remove_dir_all(&d);
             r?
@@ -125,7 +197,7 @@ async fn run_once(
                 stream: name.to_owned(),
                 message_size: m,
             };
-            let r = latency::open_loop(&t, schedule).await;
+            let r = timed_run(&t, schedule, Some(daemon.pid()), None).await;
             drop(daemon);
             let _ = std::fs::remove_dir_all(&d);
             r?
@@ -153,15 +225,26 @@ async fn measure(
     let mut p99s = Vec::new();
     let mut hist = Histogram::<u64>::new(3)?;
     let mut replies = Histogram::<u64>::new(3)?;
+    let mut lateness = Histogram::<u64>::new(3)?;
     let (mut achieved, mut saturated) = (0.0f64, false);
+    let mut cpu = CpuUse::default();
     for rep in 0..ctx.plan.reps {
         let name = format!("{tag}r{rep}");
-        let Some(r) = run_once(system, chunkbus, &dir, &name, schedule).await? else {
+        let Some((r, used)) = run_once(system, chunkbus, &dir, &name, schedule).await? else {
             return Ok(None);
         };
+        cpu.server = cpu.server.max(used.server);
+        cpu.bench = cpu.bench.max(used.bench);
+        for (all, run) in cpu.stages_p99.iter_mut().zip(used.stages_p99) {
+            *all = match (*all, run) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
         p99s.push(r.hist.value_at_quantile(0.99) as f64 / 1000.0);
         hist.add(&r.hist)?;
         replies.add(&r.replies)?;
+        lateness.add(&r.lateness)?;
         achieved = achieved.max(r.achieved);
         saturated |= r.saturated;
     }
@@ -180,13 +263,17 @@ async fn measure(
         "ms",
         if saturated { None } else { vs },
         &format!(
-            "p50 {} p99 {} p99.9 {} max {}; acknowledged p50 {} p99 {}; {} messages; sent {:.1} MB/s{}",
+            "p50 {} p99 {} p99.9 {} max {}; acknowledged p50 {} p99 {}; generator late p99 {}; CPU cores used (max of runs): server {:.2}, bench {:.2}{}; {} messages; sent {:.1} MB/s{}",
             p(0.5),
             p(0.99),
             p(0.999),
             us(hist.max()),
             us(replies.value_at_quantile(0.5)),
             us(replies.value_at_quantile(0.99)),
+            us(lateness.value_at_quantile(0.99)),
+            cpu.server,
+            cpu.bench,
+            stage_note(cpu.stages_p99),
             hist.len(),
             achieved / 1e6,
             if saturated {

@@ -20,6 +20,7 @@ use crate::storage::chunk::format::CheckedBody;
 use crate::storage::chunk::index::{ProducerTag, Record};
 use crate::storage::chunk::publish::Torn;
 use crate::storage::chunk::{Chunk, ChunkFiles, WriteSlot};
+use crate::storage::contended;
 use crate::storage::StorageError;
 
 /// Bodies up to this size are copied inline on the request's thread; larger
@@ -171,7 +172,7 @@ impl CategoryLog {
             source: std::io::Error::from_raw_os_error(libc::EFBIG),
         })?;
         let mut opened = false;
-        let mut w = self.writer.lock();
+        let mut w = contended::lock(&self.writer);
         let reserved = self.reserve_locked(&mut w, len, batch_len, &mut opened);
         let step = w.step;
         drop(w);

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::{index, publish, Chunk, ChunkFiles, StorageError, WriteSlot};
 use crate::config::AppendMode;
+use crate::storage::contended;
 
 impl Chunk {
     /// Reports the outcome of one reserved append; publishes the new
@@ -108,7 +109,7 @@ impl Chunk {
         files: &ChunkFiles,
         frames: &[Bytes],
     ) -> Result<(), StorageError> {
-        let _serial = (mode == AppendMode::Write).then(|| self.copy_lock.lock());
+        let _serial = (mode == AppendMode::Write).then(|| contended::lock(&self.copy_lock));
         for f in frames {
             match mode {
                 AppendMode::Write => slot.pwrite(&files.data, f),

@@ -54,9 +54,10 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, LazyLock};
 
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
@@ -77,7 +78,8 @@ struct Slots {
 /// A shared mapping of a chunk file.
 #[derive(Debug)]
 pub struct ChunkMap {
-    raw: MmapRaw,
+    /// Taken only by [`Drop`], which hands it to the unmapping thread.
+    raw: ManuallyDrop<MmapRaw>,
     /// `[0, published)` is immutable. Only grows.
     published: AtomicUsize,
     /// `Some` for a writable mapping (it has a [`MapWriter`]).
@@ -106,7 +108,7 @@ impl ChunkMap {
             .ok_or_else(efbig)?;
         // Mapping is safe by itself; every access goes through the checked
         // methods below.
-        let raw = MmapOptions::new().len(len).map_raw(file)?;
+        let raw = ManuallyDrop::new(MmapOptions::new().len(len).map_raw(file)?);
         let map = Arc::new(Self {
             raw,
             published: AtomicUsize::new(0),
@@ -129,7 +131,7 @@ impl ChunkMap {
     /// The mapping failed.
     pub(super) fn map_read_only(file: &File, len: u64) -> io::Result<Self> {
         let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
+        let raw = ManuallyDrop::new(MmapOptions::new().len(len).map_raw_read_only(file)?);
         Ok(Self {
             raw,
             published: AtomicUsize::new(0),
@@ -351,6 +353,43 @@ impl WriteSlot {
     pub fn pwrite(&mut self, file: &File, src: &[u8]) -> io::Result<()> {
         let at = self.advance(src.len())?;
         file.write_all_at(src, at as u64)
+    }
+}
+
+impl Drop for ChunkMap {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is taken exactly once, here, and `self` is never
+        // used again (it is being dropped), so no reference to the mapping
+        // outlives this: every `MappedBytes` and `WriteSlot` holds an `Arc`
+        // of this map, so none exists any more.
+        let raw = unsafe { ManuallyDrop::take(&mut self.raw) };
+        unmap_later(raw);
+    }
+}
+
+/// Unmaps `raw` on a thread of its own. `munmap` of a chunk-sized mapping
+/// whose pages were touched takes milliseconds (page tables, TLB
+/// shootdowns); the last reference to a mapping is often dropped on an
+/// async worker (a read's body sent, an acked or evicted chunk), which
+/// would stall every request that worker serves. Nothing reads the
+/// mapping any more, so when it goes away does not matter; if the thread
+/// cannot be started the mapping is unmapped where it is dropped.
+fn unmap_later(raw: MmapRaw) {
+    static UNMAPPER: LazyLock<Option<mpsc::Sender<MmapRaw>>> = LazyLock::new(|| {
+        let (tx, rx) = mpsc::channel::<MmapRaw>();
+        std::thread::Builder::new()
+            .name("chunkbus-unmap".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| tx)
+    });
+    match UNMAPPER.as_ref() {
+        Some(tx) => {
+            if let Err(mpsc::SendError(raw)) = tx.send(raw) {
+                drop(raw);
+            }
+        }
+        None => drop(raw),
     }
 }
 
