@@ -174,6 +174,9 @@ impl RawSettings {
                 .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9092".to_owned())
         })?;
         let advertise = self.optional(&s::KAFKA_ADVERTISE, parse_host_port)?;
+        let min_insync_replicas = self.required(&s::KAFKA_MIN_INSYNC_REPLICAS, |v| {
+            count(v, MAX_REPLICATION_FACTOR)
+        })?;
         match (listen, advertise) {
             (None, None) => Ok(None),
             (None, Some(_)) => Err(invalid(
@@ -181,7 +184,11 @@ impl RawSettings {
                 self.get(&s::KAFKA_ADVERTISE).unwrap_or_default(),
                 "needs --kafka-listen",
             )),
-            (Some(listen), advertise) => Ok(Some(KafkaListen { listen, advertise })),
+            (Some(listen), advertise) => Ok(Some(KafkaListen {
+                listen,
+                advertise,
+                min_insync_replicas,
+            })),
         }
     }
 
