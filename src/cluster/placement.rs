@@ -169,10 +169,7 @@ mod tests {
 
     #[test]
     fn single_key_choice_is_pinned_and_stable() {
-        assert_eq!(
-            key_weight("g", "s"),
-            fmix64(fnv1a(FNV_OFFSET, b"g\0s"))
-        );
+        assert_eq!(key_weight("g", "s"), fmix64(fnv1a(FNV_OFFSET, b"g\0s")));
         assert_eq!(key_weight("g", "s"), 0x5fde_f6dd_925a_3712);
         let servers = cluster(5);
         let names = || servers.iter().map(String::as_str);

@@ -52,10 +52,7 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
     // have one to talk to.
     resp.controller_id = BrokerId(view.live().map(|n| n.id).min().unwrap_or(-1));
     resp.cluster_authorized_operations = NO_OPERATIONS;
-    resp.topics = names
-        .into_iter()
-        .map(|n| topic(broker, &view, n))
-        .collect();
+    resp.topics = names.into_iter().map(|n| topic(broker, &view, n)).collect();
     resp
 }
 

@@ -72,7 +72,10 @@ pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = part.partition_index;
             let outcome = match member_ok {
-                Err(e) => Err(PartitionError::new(e, "not this group's coordinator or not a member of this generation")),
+                Err(e) => Err(PartitionError::new(
+                    e,
+                    "not this group's coordinator or not a member of this generation",
+                )),
                 Ok(()) => {
                     commit_one(
                         broker,

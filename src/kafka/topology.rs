@@ -211,9 +211,7 @@ impl View<'_> {
             .live()
             .filter_map(|n| self.topology.owner(n.id).map(ServerName::as_str));
         let chosen = placement::choose(group, names)?;
-        self.topology
-            .number_of(chosen)
-            .and_then(|id| self.node(id))
+        self.topology.number_of(chosen).and_then(|id| self.node(id))
     }
 }
 
