@@ -106,12 +106,12 @@ async fn commit_one(
     offset: i64,
 ) -> Result<(), PartitionError> {
     let (category, group) = names(topic, group)?;
-    let owner = broker.topology.owner(partition).ok_or_else(|| {
-        PartitionError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("no partition {partition}"),
-        )
-    })?;
+    // The record's byte position is known only where its chunks are held
+    // (a coordinator without a copy, under a replication factor: "Not yet"
+    // in docs/kafka.md).
+    let owner = broker
+        .check_read(category.as_str(), partition)
+        .map_err(|e| PartitionError::new(ResponseError::UnknownTopicOrPartition, e.message))?;
     let groups = group_store(broker)?;
     let storage = broker.storage()?;
     let part = Partition::of(storage, &category, owner);
@@ -219,12 +219,13 @@ async fn committed(
     partition: i32,
 ) -> Result<Option<i64>, PartitionError> {
     let (category, group) = names(topic, group)?;
-    let owner = broker.topology.owner(partition).ok_or_else(|| {
-        PartitionError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("no partition {partition}"),
-        )
-    })?;
+    let owner = match broker.check_read(category.as_str(), partition) {
+        Ok(owner) => owner,
+        // No copy here (a replication factor): no position known, the
+        // client's `auto.offset.reset` applies ("Not yet", docs/kafka.md).
+        Err(e) if e.code == ResponseError::NotLeaderOrFollower => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let groups = group_store(broker)?;
     let storage = broker.storage()?;
     let positions: BTreeMap<ChunkName, u64> =
