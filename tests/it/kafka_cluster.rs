@@ -15,8 +15,11 @@ use kafka_protocol::messages::MetadataResponse;
 
 use crate::harness::{TestBroker, TestCluster};
 use crate::kafka::{kafka, kcat, lines, py, KAFKA};
-use crate::kafka_wire::{find_coordinator, join_error, metadata, produce};
+use crate::kafka_wire::{
+    commit_error, find_coordinator, join_error, list_offsets_error, metadata, produce,
+};
 
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_COORDINATOR: i16 = 16;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
@@ -363,4 +366,36 @@ fn under_a_replication_factor_metadata_names_the_holders() {
         got.sort();
         assert_eq!(got, want);
     }
+    // A server holding no copy of a partition does not serve it (nor
+    // commit offsets in it); its holders do.
+    let a: Vec<SocketAddr> = c.nodes.iter().map(addr).collect();
+    let mut refused = 0;
+    for p in 0..3 {
+        for (i, at) in a.iter().enumerate() {
+            let held = holders[&p].contains(&i32::try_from(i).unwrap());
+            let err = list_offsets_error(*at, "placed", p);
+            assert_eq!(err == 0, held, "partition {p} on n{}: {err}", i + 1);
+            if held {
+                continue;
+            }
+            refused += 1;
+            assert_eq!(err, NOT_LEADER_OR_FOLLOWER);
+            // A group this server coordinates cannot commit there.
+            let group = (0..100)
+                .map(|g| format!("rf-{g}"))
+                .find(|g| find_coordinator(*at, g).1 == i32::try_from(i).unwrap())
+                .unwrap();
+            assert_eq!(
+                commit_error(*at, &group, "placed", p, 1),
+                UNKNOWN_TOPIC_OR_PARTITION
+            );
+            let owner_at = a[usize::try_from(p).unwrap()];
+            let owners_group = (0..100)
+                .map(|g| format!("rf-{g}"))
+                .find(|g| find_coordinator(owner_at, g).1 == p)
+                .unwrap();
+            assert_eq!(commit_error(owner_at, &owners_group, "placed", p, 1), 0);
+        }
+    }
+    assert_eq!(refused, 3, "each partition has one server without a copy");
 }

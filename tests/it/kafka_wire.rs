@@ -140,3 +140,47 @@ pub fn join_error(addr: SocketAddr, group: &str) -> i16 {
     let resp: JoinGroupResponse = call(addr, ApiKey::JoinGroup, 5, &req);
     resp.error_code
 }
+
+/// The error code of a ListOffsets (latest) of `topic`/`partition` on `addr`.
+pub fn list_offsets_error(addr: SocketAddr, topic: &str, partition: i32) -> i16 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = -1;
+    let mut t = ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    req.topics = vec![t];
+    let resp: ListOffsetsResponse = call(addr, ApiKey::ListOffsets, 5, &req);
+    resp.topics[0].partitions[0].error_code
+}
+
+/// The error code of an OffsetCommit of `offset` for `group` (outside the
+/// group protocol: generation -1) of `topic`/`partition` on `addr`.
+pub fn commit_error(
+    addr: SocketAddr,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = partition;
+    p.committed_offset = offset;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    t.partitions = vec![p];
+    let mut req = OffsetCommitRequest::default();
+    req.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    req.generation_id_or_member_epoch = -1;
+    req.topics = vec![t];
+    let resp: OffsetCommitResponse = call(addr, ApiKey::OffsetCommit, 7, &req);
+    resp.topics[0].partitions[0].error_code
+}
