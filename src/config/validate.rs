@@ -166,8 +166,8 @@ impl RawSettings {
         })
     }
 
-    /// The Kafka listener: `kafka_listen` and `kafka_advertise` (which
-    /// needs the listener).
+    /// The Kafka listener: `kafka_listen`, `kafka_advertise` and
+    /// `kafka_min_insync_replicas` (which need the listener).
     fn kafka(&self) -> Result<Option<KafkaListen>, ConfigError> {
         let listen = self.optional(&s::KAFKA_LISTEN, |v| {
             v.parse()
@@ -178,6 +178,11 @@ impl RawSettings {
             count(v, MAX_REPLICATION_FACTOR)
         })?;
         match (listen, advertise) {
+            (None, None) if self.get(&s::KAFKA_MIN_INSYNC_REPLICAS).is_some() => Err(invalid(
+                &s::KAFKA_MIN_INSYNC_REPLICAS,
+                self.get(&s::KAFKA_MIN_INSYNC_REPLICAS).unwrap_or_default(),
+                "needs --kafka-listen",
+            )),
             (None, None) => Ok(None),
             (None, Some(_)) => Err(invalid(
                 &s::KAFKA_ADVERTISE,
