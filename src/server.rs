@@ -180,6 +180,15 @@ pub async fn run_with_hook(
         }
     };
     let kafka_acceptor = acceptor.clone();
+    // What Metadata and FindCoordinator tell clients, also sent to peers.
+    let kafka_advertised = kafka_listener.as_ref().map(|(_, bound)| {
+        let advertise = config
+            .startup
+            .kafka
+            .as_ref()
+            .and_then(|k| k.advertise.as_ref());
+        crate::kafka::advertised(*bound, advertise)
+    });
     let token = CancellationToken::new();
     let state = Arc::new(AppState::new(Arc::clone(&config), token.clone()));
     let graceful = GracefulShutdown::new();
@@ -221,6 +230,12 @@ pub async fn run_with_hook(
         )
         .map_err(|e| ServerError::Cluster(crate::error_chain(&e)))?;
         let c = Arc::new(c);
+        if let Some((host, port)) = &kafka_advertised {
+            c.set_kafka_address(crate::cluster::protocol::KafkaAddr {
+                host: host.clone(),
+                port: *port,
+            });
+        }
         let _ = state.cluster.set(Arc::clone(&c));
         c.recover(&storage, config.startup.replication_timeout)
             .await;
@@ -305,12 +320,7 @@ pub async fn run_with_hook(
 
     let kafka_tasks = TaskTracker::new();
     let kafka_addr = kafka_listener.map(|(listener, bound)| {
-        let advertise = config
-            .startup
-            .kafka
-            .as_ref()
-            .and_then(|k| k.advertise.as_ref());
-        let (host, port) = crate::kafka::advertised(bound, advertise);
+        let (host, port) = kafka_advertised.clone().unwrap_or_default();
         let topology = crate::kafka::topology::Topology::new(
             &config.startup.name,
             config.live.peers.iter().map(|p| p.name.clone()),

@@ -17,6 +17,8 @@
 //! - [`fetch`]: one fetch of a peer's chunk bytes and their append to the
 //!   local copy (replicator and pull-back).
 //! - [`progress`]: owner side, what replicas hold; `min_sync_replicas` waits.
+//! - [`replicas`]: reachable holders of own chunks, the wait for `K` of
+//!   them (HTTP writes and Kafka `acks=all`), peers' Kafka addresses.
 //! - [`held`]: replicas' reports checked against what the owner wrote.
 //! - [`recovery`]: pull-back of own bytes from replicas after a crash.
 //! - [`acks`]: acks of peers' chunks still to forward to their owner.
@@ -39,6 +41,7 @@ pub mod protocol;
 pub mod rebalance;
 pub mod recovery;
 pub mod remote;
+pub mod replicas;
 pub mod replicator;
 pub mod throttle;
 
@@ -93,6 +96,8 @@ pub struct Cluster {
     running: OnceLock<Running>,
     /// The replicator task of each peer, stoppable one by one.
     replicators: Mutex<BTreeMap<String, RunningReplicator>>,
+    /// This server's advertised Kafka address (`replicas.rs`).
+    kafka: OnceLock<protocol::KafkaAddr>,
 }
 
 #[derive(Debug)]
@@ -161,6 +166,7 @@ impl Cluster {
             pending: Arc::new(PendingAcks::open(state_dir)?),
             running: OnceLock::new(),
             replicators: Mutex::new(BTreeMap::new()),
+            kafka: OnceLock::new(),
         })
     }
 

@@ -125,6 +125,25 @@ pub fn is_holder<S: AsRef<str>>(
     holders(category, owner, servers, factor).contains(&server)
 }
 
+/// The weight of `server` for `key` in a single-key rendezvous choice:
+/// `fmix64(fnv1a64(key 0x00 server))` (the Kafka group coordinator).
+#[must_use]
+pub fn key_weight(key: &str, server: &str) -> u64 {
+    let h = fnv1a(FNV_OFFSET, key.as_bytes());
+    fmix64(fnv1a(fnv1a(h, &[0]), server.as_bytes()))
+}
+
+/// The one server among `candidates` chosen for `key`: the highest
+/// [`key_weight`] (equal weights: the smaller name). Every server with
+/// the same candidates chooses the same one; removing a candidate moves
+/// only the keys it had. None without candidates.
+#[must_use]
+pub fn choose<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .max_by_key(|s| (key_weight(key, s), Reverse(*s)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +165,31 @@ mod tests {
         let w = PairKey::new("c", "o").weight("s");
         assert_eq!(w, fmix64(fnv1a(FNV_OFFSET, b"c\0o\0s")));
         assert_eq!(w, 0xfd5b_f393_de65_dbb2);
+    }
+
+    #[test]
+    fn single_key_choice_is_pinned_and_stable() {
+        assert_eq!(key_weight("g", "s"), fmix64(fnv1a(FNV_OFFSET, b"g\0s")));
+        assert_eq!(key_weight("g", "s"), 0x5fde_f6dd_925a_3712);
+        let servers = cluster(5);
+        let names = || servers.iter().map(String::as_str);
+        let mut reversed: Vec<&str> = names().collect();
+        reversed.reverse();
+        let mut moved = 0;
+        for i in 0..500 {
+            let g = format!("group{i}");
+            let c = choose(&g, names()).unwrap();
+            assert_eq!(Some(c), choose(&g, reversed.iter().copied()));
+            // Without one server only its keys move.
+            let without = choose(&g, names().filter(|s| *s != "node2")).unwrap();
+            if c == "node2" {
+                moved += 1;
+            } else {
+                assert_eq!(without, c);
+            }
+        }
+        assert!((50..=150).contains(&moved), "{moved}");
+        assert_eq!(choose("g", std::iter::empty()), None);
     }
 
     #[test]

@@ -111,6 +111,20 @@ pub struct ChangesReply {
     /// Consumer-group events since `groups_since` (or a snapshot).
     #[serde(default)]
     pub groups: Vec<super::group_sync::GroupEvent>,
+    /// Where the owner's Kafka listener is advertised (`--kafka-advertise`
+    /// or its bound `--kafka-listen`); absent without a Kafka listener
+    /// (and from servers older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaAddr>,
+}
+
+/// A server's advertised Kafka address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaAddr {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
 }
 
 /// An entry of `/peer/held`.

@@ -290,6 +290,29 @@ mod tests {
         assert_eq!(cfg.live.peer_credential().unwrap().as_str(), "client");
     }
 
+    #[test]
+    fn kafka_min_insync_replicas_is_a_count_and_needs_the_listener() {
+        let kafka = |v: Option<&str>| {
+            let raw = RawSettings::default().with(&settings::KAFKA_LISTEN, "127.0.0.1:0");
+            match v {
+                Some(v) => raw.with(&settings::KAFKA_MIN_INSYNC_REPLICAS, v),
+                None => raw,
+            }
+            .validate()
+            .map(|c| c.startup.kafka.unwrap().min_insync_replicas)
+        };
+        assert_eq!(kafka(None).unwrap(), 1);
+        assert_eq!(kafka(Some("3")).unwrap(), 3);
+        assert!(kafka(Some("0")).is_err());
+        assert!(kafka(Some("x")).is_err());
+        let err = RawSettings::default()
+            .with(&settings::KAFKA_MIN_INSYNC_REPLICAS, "2")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs --kafka-listen"), "{err}");
+    }
+
     /// The definition's live/restart flag matches where validation puts
     /// the value: changing a live setting changes only `Config::live`, a
     /// restart-only one only `Config::startup`.

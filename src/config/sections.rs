@@ -76,6 +76,9 @@ pub struct KafkaListen {
     /// Host and port given to clients (`kafka_advertise`); None = the
     /// bound address.
     pub advertise: Option<(String, u16)>,
+    /// Copies an `acks=all` produce needs, the leader's included
+    /// (`kafka_min_insync_replicas`, at least 1).
+    pub min_insync_replicas: usize,
 }
 
 /// Settings applied while running when the config file changes.

@@ -310,6 +310,13 @@ settings! {
         default: Unset("unset (the bound --kafka-listen address)"),
         example: "broker1.internal:9092",
     }
+    KAFKA_MIN_INSYNC_REPLICAS = "kafka_min_insync_replicas" {
+        value_name: "N",
+        help: "Copies an acks=all Kafka produce needs, the leader's included (Kafka's min.insync.replicas): N-1 replicas must be reachable before appending (else NOT_ENOUGH_REPLICAS, nothing stored) and must confirm the bytes fdatasync'd within replication_timeout (else NOT_ENOUGH_REPLICAS_AFTER_APPEND, stored). 1 = the leader only.",
+        section: KAFKA,
+        default: Value("1"),
+        example: "2",
+    }
     TLS_CERT = "tls_cert" {
         value_name: "FILE",
         help: "PEM certificate chain: with --tls-key, the listener speaks HTTPS only (rustls, TLS 1.2/1.3).",

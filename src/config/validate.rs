@@ -166,22 +166,34 @@ impl RawSettings {
         })
     }
 
-    /// The Kafka listener: `kafka_listen` and `kafka_advertise` (which
-    /// needs the listener).
+    /// The Kafka listener: `kafka_listen`, `kafka_advertise` and
+    /// `kafka_min_insync_replicas` (which need the listener).
     fn kafka(&self) -> Result<Option<KafkaListen>, ConfigError> {
         let listen = self.optional(&s::KAFKA_LISTEN, |v| {
             v.parse()
                 .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:9092".to_owned())
         })?;
         let advertise = self.optional(&s::KAFKA_ADVERTISE, parse_host_port)?;
+        let min_insync_replicas = self.required(&s::KAFKA_MIN_INSYNC_REPLICAS, |v| {
+            count(v, MAX_REPLICATION_FACTOR)
+        })?;
         match (listen, advertise) {
+            (None, None) if self.get(&s::KAFKA_MIN_INSYNC_REPLICAS).is_some() => Err(invalid(
+                &s::KAFKA_MIN_INSYNC_REPLICAS,
+                self.get(&s::KAFKA_MIN_INSYNC_REPLICAS).unwrap_or_default(),
+                "needs --kafka-listen",
+            )),
             (None, None) => Ok(None),
             (None, Some(_)) => Err(invalid(
                 &s::KAFKA_ADVERTISE,
                 self.get(&s::KAFKA_ADVERTISE).unwrap_or_default(),
                 "needs --kafka-listen",
             )),
-            (Some(listen), advertise) => Ok(Some(KafkaListen { listen, advertise })),
+            (Some(listen), advertise) => Ok(Some(KafkaListen {
+                listen,
+                advertise,
+                min_insync_replicas,
+            })),
         }
     }
 

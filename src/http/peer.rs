@@ -112,6 +112,7 @@ pub(super) async fn changes(
         deleted,
         groups_seq,
         groups,
+        kafka: cluster.kafka_address().cloned(),
     })
 }
 

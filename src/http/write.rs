@@ -255,33 +255,22 @@ async fn wait_for_replicas(
     let Some(cluster) = state.cluster.get().filter(|_| replicas > 0) else {
         return Ok(());
     };
-    let k = usize::try_from(replicas).unwrap_or(usize::MAX);
     let timeout = state.config.startup.replication_timeout;
     cluster
-        .progress
-        .wait_for(
+        .wait_replicated(
             &Need {
                 category: category.as_str(),
                 chunk: name,
                 end,
-                replicas: k,
+                replicas: usize::try_from(replicas).unwrap_or(usize::MAX),
                 durable,
             },
+            offset,
             timeout,
             state.shutdown.cancelled(),
         )
         .await
-        .map_err(|have| {
-            ApiError::from(ClusterError::NotReplicated {
-                chunk: name.to_owned(),
-                offset,
-                have,
-                want: k,
-                durable,
-                timeout_ms: timeout.as_millis(),
-            })
-            .with_written(true)
-        })
+        .map_err(|e| ApiError::from(e).with_written(true))
 }
 
 fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, RequestError> {

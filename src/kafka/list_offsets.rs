@@ -61,12 +61,7 @@ async fn lookup(
 ) -> Result<(i64, i64), PartitionError> {
     let category = Category::parse(topic)
         .map_err(|e| PartitionError::new(ResponseError::InvalidTopicException, e.to_string()))?;
-    let owner = broker.topology.owner(partition).ok_or_else(|| {
-        PartitionError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("no partition {partition}"),
-        )
-    })?;
+    let owner = broker.check_read(category.as_str(), partition)?;
     let storage = broker.storage()?;
     let part = Partition::of(storage, &category, owner);
     let offset = |o: KafkaOffset| o.to_i64().unwrap_or(-1);

@@ -1,7 +1,10 @@
 //! `FindCoordinator`, `JoinGroup`, `SyncGroup`, `Heartbeat`,
-//! `LeaveGroup`: the wire side of [`super::coordinator`]. This server
-//! coordinates every group whose members connect to it (it advertises
-//! itself); group ids are validated like HTTP consumer group names.
+//! `LeaveGroup`: the wire side of [`super::coordinator`]. Each group has
+//! one coordinator, chosen alike by every server (rendezvous hashing of
+//! the group id over the reachable brokers, `topology.rs`);
+//! FindCoordinator names it, and the other APIs answer `NOT_COORDINATOR`
+//! on any other server. Group ids are validated like HTTP consumer group
+//! names.
 
 use std::time::Duration;
 
@@ -35,19 +38,24 @@ fn valid_group(id: &str) -> Result<(), ResponseError> {
         .map_err(|_| ResponseError::InvalidGroupId)
 }
 
-/// `FindCoordinator`: this server, for every valid group id.
+/// `FindCoordinator`: the group's coordinator, for every valid group id.
 #[must_use]
 pub fn find_coordinator(
     broker: &Broker,
     req: &FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let topo = &broker.topology;
+    let view = broker.view();
     let answer = |key: &StrBytes| {
+        let chosen = view.coordinator(key.as_str());
         let error = if req.key_type != GROUP_KEY {
             Some(ResponseError::InvalidRequest)
+        } else if let Err(e) = valid_group(key.as_str()) {
+            Some(e)
+        } else if chosen.is_none() {
+            Some(ResponseError::CoordinatorNotAvailable)
         } else {
-            valid_group(key.as_str()).err()
+            None
         };
         let mut c = CoordinatorEntry::default();
         c.key = key.clone();
@@ -59,9 +67,11 @@ pub fn find_coordinator(
                 c.error_message = Some(StrBytes::from_string(format!("{e}")));
             }
             None => {
-                c.node_id = BrokerId(topo.node_id());
-                c.host = StrBytes::from_string(topo.host().to_owned());
-                c.port = i32::from(topo.port());
+                if let Some(n) = chosen {
+                    c.node_id = BrokerId(n.id);
+                    c.host = StrBytes::from_string(n.host.clone());
+                    c.port = i32::from(n.port);
+                }
             }
         }
         c
@@ -86,7 +96,7 @@ pub async fn join(broker: &Broker, req: JoinGroupRequest) -> JoinGroupResponse {
     resp.generation_id = -1;
     resp.member_id = req.member_id.clone();
     let group = req.group_id.0.as_str().to_owned();
-    if let Err(e) = valid_group(&group) {
+    if let Err(e) = valid_group(&group).and_then(|()| broker.check_coordinator(&group)) {
         resp.error_code = e.code();
         return resp;
     }
@@ -151,7 +161,7 @@ pub async fn sync(broker: &Broker, req: SyncGroupRequest) -> SyncGroupResponse {
     resp.protocol_type = req.protocol_type.clone();
     resp.protocol_name = req.protocol_name.clone();
     let group = req.group_id.0.as_str();
-    if let Err(e) = valid_group(group) {
+    if let Err(e) = valid_group(group).and_then(|()| broker.check_coordinator(group)) {
         resp.error_code = e.code();
         return resp;
     }
@@ -186,6 +196,10 @@ pub async fn sync(broker: &Broker, req: SyncGroupRequest) -> SyncGroupResponse {
 #[must_use]
 pub fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
+    if let Err(e) = broker.check_coordinator(req.group_id.0.as_str()) {
+        resp.error_code = e.code();
+        return resp;
+    }
     if let Err(e) = broker.coordinator.heartbeat(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
@@ -200,6 +214,10 @@ pub fn heartbeat(broker: &Broker, req: &HeartbeatRequest) -> HeartbeatResponse {
 #[must_use]
 pub fn leave(broker: &Broker, req: &LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let mut resp = LeaveGroupResponse::default();
+    if let Err(e) = broker.check_coordinator(req.group_id.0.as_str()) {
+        resp.error_code = e.code();
+        return resp;
+    }
     let ids: Vec<String> = if version >= 3 {
         req.members
             .iter()

@@ -1,7 +1,9 @@
-//! `Metadata`: this server as the one broker, and for each topic asked
-//! (or every category) its partitions, all led by this server. Every
-//! valid category name is a topic (a category exists from its first
-//! write, as over HTTP); an invalid name gets `INVALID_TOPIC_EXCEPTION`.
+//! `Metadata`: the reachable brokers of the cluster (this server and the
+//! peers whose Kafka address it knows), and for each topic asked (or
+//! every category) its partitions with leader, replicas and isr (rules in
+//! `topology.rs`). Every valid category name is a topic (a category
+//! exists from its first write, as over HTTP); an invalid name gets
+//! `INVALID_TOPIC_EXCEPTION`.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -10,6 +12,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::topology::View;
 use super::Broker;
 use crate::names::Category;
 
@@ -19,12 +22,7 @@ const NO_OPERATIONS: i32 = i32::MIN;
 /// Answers a `Metadata` request of version `version`.
 #[must_use]
 pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataResponse {
-    let topo = &broker.topology;
-    let node = BrokerId(topo.node_id());
-    let mut me = MetadataResponseBroker::default();
-    me.node_id = node;
-    me.host = StrBytes::from_string(topo.host().to_owned());
-    me.port = i32::from(topo.port());
+    let view = broker.view();
     let names: Vec<String> = match &req.topics {
         // v0: an empty list means every topic; v1+: null does.
         Some(t) if !(t.is_empty() && version == 0) => t
@@ -39,15 +37,26 @@ pub fn handle(broker: &Broker, req: &MetadataRequest, version: i16) -> MetadataR
             .unwrap_or_default(),
     };
     let mut resp = MetadataResponse::default();
-    resp.brokers = vec![me];
+    resp.brokers = view
+        .live()
+        .map(|n| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(n.id);
+            b.host = StrBytes::from_string(n.host.clone());
+            b.port = i32::from(n.port);
+            b
+        })
+        .collect();
     resp.cluster_id = Some(StrBytes::from_static_str("chunkbus"));
-    resp.controller_id = node;
+    // No controller: a live broker (here, the lowest id) so admin clients
+    // have one to talk to.
+    resp.controller_id = BrokerId(view.live().map(|n| n.id).min().unwrap_or(-1));
     resp.cluster_authorized_operations = NO_OPERATIONS;
-    resp.topics = names.into_iter().map(|n| topic(broker, n, node)).collect();
+    resp.topics = names.into_iter().map(|n| topic(broker, &view, n)).collect();
     resp
 }
 
-fn topic(broker: &Broker, name: String, node: BrokerId) -> MetadataResponseTopic {
+fn topic(broker: &Broker, view: &View<'_>, name: String) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.topic_authorized_operations = NO_OPERATIONS;
     if Category::parse(&name).is_err() {
@@ -57,12 +66,25 @@ fn topic(broker: &Broker, name: String, node: BrokerId) -> MetadataResponseTopic
     } else {
         t.partitions = (0..broker.topology.partitions())
             .map(|p| {
+                let holders = broker.holders(&name, p);
+                let (replicas, isr) = view.replicas(&holders);
                 let mut part = MetadataResponsePartition::default();
                 part.partition_index = p;
-                part.leader_id = node;
+                match view.leader(p, &holders) {
+                    Some(l) => part.leader_id = BrokerId(l),
+                    None => {
+                        part.error_code = ResponseError::LeaderNotAvailable.code();
+                        part.leader_id = BrokerId(-1);
+                    }
+                }
                 part.leader_epoch = 0;
-                part.replica_nodes = vec![node];
-                part.isr_nodes = vec![node];
+                part.offline_replicas = replicas
+                    .iter()
+                    .filter(|r| !isr.contains(r))
+                    .map(|r| BrokerId(*r))
+                    .collect();
+                part.replica_nodes = replicas.into_iter().map(BrokerId).collect();
+                part.isr_nodes = isr.into_iter().map(BrokerId).collect();
                 part
             })
             .collect();

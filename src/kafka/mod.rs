@@ -13,7 +13,9 @@
 //!   memory); `membership.rs`: its APIs (FindCoordinator, JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup); `offsets.rs`: OffsetCommit and
 //!   OffsetFetch on chunkbus consumer-group positions.
-//! - `topology.rs`: partitions ⇄ owners, the advertised address (pure).
+//! - `topology.rs`: partitions ⇄ owners, leaders, replicas, group
+//!   coordinators (pure); `leadership.rs`: those rules on the cluster now,
+//!   and the leader/coordinator checks; `insync.rs`: `acks=all` replicas.
 //! - `offset.rs`: Kafka offsets ⇄ (chunk index, message number) (pure).
 //! - `locate.rs`: message numbers ⇄ byte offsets, with a bounded cache.
 //! - `partition.rs`: one partition's chunks, log start, high watermark.
@@ -33,6 +35,8 @@ pub mod coordinator;
 pub mod error;
 mod fetch;
 mod frame;
+mod insync;
+mod leadership;
 mod list_offsets;
 mod locate;
 mod membership;
@@ -80,6 +84,8 @@ pub struct Broker {
     pub max_frame: u64,
     /// Consumer group membership.
     pub coordinator: Coordinator,
+    /// Copies an `acks=all` produce needs, the leader's included.
+    pub min_insync_replicas: usize,
 }
 
 impl Broker {
@@ -92,12 +98,19 @@ impl Broker {
             .limits
             .max_batch_size
             .saturating_add(FRAME_HEADROOM);
+        let min_insync_replicas = state
+            .config
+            .startup
+            .kafka
+            .as_ref()
+            .map_or(1, |k| k.min_insync_replicas);
         Self {
             state,
             topology,
             positions: Positions::default(),
             max_frame,
             coordinator: Coordinator::default(),
+            min_insync_replicas,
         }
     }
 

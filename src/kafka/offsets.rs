@@ -55,11 +55,15 @@ fn names(topic: &str, group: &str) -> Result<(Category, GroupName), PartitionErr
 
 /// Answers `OffsetCommit`.
 pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitResponse {
-    let member_ok = broker.coordinator.may_commit(
-        req.group_id.0.as_str(),
-        req.member_id.as_str(),
-        req.generation_id_or_member_epoch,
-    );
+    let member_ok = broker
+        .check_coordinator(req.group_id.0.as_str())
+        .and_then(|()| {
+            broker.coordinator.may_commit(
+                req.group_id.0.as_str(),
+                req.member_id.as_str(),
+                req.generation_id_or_member_epoch,
+            )
+        });
     let mut resp = OffsetCommitResponse::default();
     for topic in &req.topics {
         let mut t = OffsetCommitResponseTopic::default();
@@ -68,7 +72,10 @@ pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = part.partition_index;
             let outcome = match member_ok {
-                Err(e) => Err(PartitionError::new(e, "not a member of this generation")),
+                Err(e) => Err(PartitionError::new(
+                    e,
+                    "not this group's coordinator or not a member of this generation",
+                )),
                 Ok(()) => {
                     commit_one(
                         broker,
@@ -99,12 +106,12 @@ async fn commit_one(
     offset: i64,
 ) -> Result<(), PartitionError> {
     let (category, group) = names(topic, group)?;
-    let owner = broker.topology.owner(partition).ok_or_else(|| {
-        PartitionError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("no partition {partition}"),
-        )
-    })?;
+    // The record's byte position is known only where its chunks are held
+    // (a coordinator without a copy, under a replication factor: "Not yet"
+    // in docs/kafka.md).
+    let owner = broker
+        .check_read(category.as_str(), partition)
+        .map_err(|e| PartitionError::new(ResponseError::UnknownTopicOrPartition, e.message))?;
     let groups = group_store(broker)?;
     let storage = broker.storage()?;
     let part = Partition::of(storage, &category, owner);
@@ -161,6 +168,10 @@ async fn commit_one(
 pub async fn fetch(broker: &Broker, req: &OffsetFetchRequest) -> OffsetFetchResponse {
     let mut resp = OffsetFetchResponse::default();
     let group = req.group_id.0.as_str();
+    if let Err(e) = broker.check_coordinator(group) {
+        resp.error_code = e.code();
+        return resp;
+    }
     // Null topics (v2+): every category the group has positions in.
     let topics: Vec<(TopicName, Vec<i32>)> = match &req.topics {
         Some(t) => t
@@ -208,12 +219,13 @@ async fn committed(
     partition: i32,
 ) -> Result<Option<i64>, PartitionError> {
     let (category, group) = names(topic, group)?;
-    let owner = broker.topology.owner(partition).ok_or_else(|| {
-        PartitionError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("no partition {partition}"),
-        )
-    })?;
+    let owner = match broker.check_read(category.as_str(), partition) {
+        Ok(owner) => owner,
+        // No copy here (a replication factor): no position known, the
+        // client's `auto.offset.reset` applies ("Not yet", docs/kafka.md).
+        Err(e) if e.code == ResponseError::NotLeaderOrFollower => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let groups = group_store(broker)?;
     let storage = broker.storage()?;
     let positions: BTreeMap<ChunkName, u64> =

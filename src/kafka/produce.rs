@@ -1,13 +1,15 @@
 //! `Produce`: each partition's records become one atomic append of
 //! newline-terminated messages to this server's own open chunk of the
-//! category (only an owner writes its chunks, so a record sent to another
-//! owner's partition lands in this server's partition: its base offset
-//! is answered as -1). Durability by `acks`:
+//! category. Only an owner writes its chunks, so only this server's own
+//! partition takes records here: any other partition is answered
+//! `NOT_LEADER_OR_FOLLOWER` and nothing is stored (`leadership.rs`).
+//! Durability by `acks`:
 //!
 //! * `0`: no answer (Kafka's rule); appended like `1`.
 //! * `1`: answered once the append is published (survives kill -9 of
 //!   the process, like an HTTP write without `sync`).
-//! * `-1` (`all`): also fdatasync'd first (like `sync=1`).
+//! * `-1` (`all`): also fdatasync'd first (like `sync=1`), and confirmed
+//!   by `--kafka-min-insync-replicas` − 1 replicas (`insync.rs`).
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -57,7 +59,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest) -> Option<ProduceRespo
                     topic.name.0.as_str(),
                     part.index,
                     part.records,
-                    acks == -1,
+                    (acks == -1).then_some(req.timeout_ms),
                 )
                 .await
             };
@@ -85,19 +87,11 @@ async fn store(
     topic: &str,
     partition: i32,
     records: Option<Bytes>,
-    all: bool,
+    all: Option<i32>,
 ) -> Result<Stored, PartitionError> {
     let category = Category::parse(topic)
         .map_err(|e| PartitionError::new(ResponseError::InvalidTopicException, e.to_string()))?;
-    if broker.topology.owner(partition).is_none() {
-        return Err(PartitionError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!(
-                "partition {partition} does not exist (topics have {})",
-                broker.topology.partitions()
-            ),
-        ));
-    }
+    broker.check_produce(partition)?;
     let storage = broker.storage()?;
     let limits = &broker.state.config.startup.limits;
     let values = values_of(
@@ -124,15 +118,24 @@ async fn store(
     storage
         .admits(&category)
         .map_err(|e| PartitionError::from_domain(&e))?;
+    let replicas = match all {
+        Some(_) => Some(broker.replicas_before_append(&category)?),
+        None => None,
+    };
     let appended = storage
         .append(&category, vec![body], checked)
         .await
         .map_err(|e| PartitionError::from_domain(&e))?;
-    if all || storage.fsync_every_write() {
+    if all.is_some() || storage.fsync_every_write() {
         storage
             .wait_durable(&appended)
             .await
             .map_err(|e| PartitionError::from_domain(&e))?;
+    }
+    if let (Some(timeout_ms), Some(replicas)) = (all, replicas) {
+        broker
+            .wait_for_replicas(&category, &appended, replicas, timeout_ms)
+            .await?;
     }
     broker.state.metrics.writes.inc();
     broker.state.metrics.write_bytes.inc_by(appended.size);
@@ -149,10 +152,9 @@ async fn store(
         appended.offset + appended.size,
         first + n,
     );
-    let own = partition == broker.topology.own_partition();
     let base = KafkaOffset::start_of(chunk.name().index()).plus(first);
     Ok(Stored {
-        base_offset: if own { base.to_i64().unwrap_or(-1) } else { -1 },
+        base_offset: base.to_i64().unwrap_or(-1),
         append_time_ms: timestamp_ms(chunk),
     })
 }

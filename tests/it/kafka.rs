@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::TestBroker;
 
-const KAFKA: &[&str] = &["--kafka-listen", "127.0.0.1:0"];
+pub(crate) const KAFKA: &[&str] = &["--kafka-listen", "127.0.0.1:0"];
 
-fn kafka(b: &TestBroker) -> String {
+pub(crate) fn kafka(b: &TestBroker) -> String {
     b.kafka_addr
         .expect("ready.json names the kafka listener")
         .to_string()
@@ -35,10 +35,10 @@ fn client_py() -> PathBuf {
 }
 
 /// Output of a finished client run.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `cmd` with `stdin`, killing it after `limit`.
@@ -92,24 +92,24 @@ fn run(mut cmd: Command, stdin: &str, limit: Duration) -> Run {
     run
 }
 
-fn kcat(args: &[&str], stdin: &str) -> Run {
+pub(crate) fn kcat(args: &[&str], stdin: &str) -> Run {
     let mut c = Command::new("kcat");
     c.args(args);
     run(c, stdin, Duration::from_secs(30))
 }
 
-fn py(args: &[&str], stdin: &str) -> Run {
+pub(crate) fn py(args: &[&str], stdin: &str) -> Run {
     let mut c = Command::new(python());
     c.arg(client_py()).args(args);
     run(c, stdin, Duration::from_secs(60))
 }
 
-fn lines(text: &str) -> Vec<String> {
+pub(crate) fn lines(text: &str) -> Vec<String> {
     text.lines().map(str::to_owned).collect()
 }
 
 /// Values of `consume` output lines, in order.
-fn values(out: &str) -> Vec<(i64, String)> {
+pub(crate) fn values(out: &str) -> Vec<(i64, String)> {
     out.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();

@@ -16,6 +16,8 @@ mod harness;
 mod hostile_web;
 mod idempotent;
 mod kafka;
+mod kafka_cluster;
+mod kafka_wire;
 mod limits;
 mod peer_auth;
 mod power_loss;

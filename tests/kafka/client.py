@@ -6,7 +6,7 @@ black-box tests in tests/it/kafka.rs. The venv it runs in is made by
   client.py produce BOOTSTRAP TOPIC [--acks all|1|0]   values = stdin lines
   client.py consume BOOTSTRAP TOPIC --count N [--group G] [--commit]
                                                [--timeout S]
-  client.py group2 BOOTSTRAP TOPIC --group G --count N
+  client.py group2 BOOTSTRAP TOPIC --group G --count N [--bootstrap2 B]
 
 `produce` prints one JSON object: {"delivered": [[partition, offset], ...],
 "errors": [...]} and exits 1 if any delivery failed. `consume` prints one
@@ -107,15 +107,38 @@ def group2(args):
     }
     assignments = []
     members = {}
+    # With --bootstrap2, nothing is read until both members hold disjoint
+    # partitions of one generation (proof that both reached the same
+    # coordinator): assigned partitions stay paused until then.
+    gate = {"open": not args.bootstrap2}
+    latest = {}
     for name in ("a", "b"):
-        c = Consumer(dict(conf, **{"client.id": name}))
+        own = dict(conf, **{"client.id": name})
+        if name == "b" and args.bootstrap2:
+            own["bootstrap.servers"] = args.bootstrap2
+        c = Consumer(own)
 
         def on_assign(consumer, parts, name=name):
             assignments.append([name, sorted(p.partition for p in parts)])
+            latest[name] = {p.partition for p in parts}
+            if not gate["open"]:
+                consumer.assign(parts)
+                consumer.pause(parts)
 
         c.subscribe([args.topic], on_assign=on_assign)
         members[name] = c
     deadline = time.monotonic() + args.timeout
+    while not gate["open"]:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "members never shared the partitions", "assignments": assignments}))
+            return 1
+        for c in members.values():
+            c.poll(0.1)
+        a, b = latest.get("a", set()), latest.get("b", set())
+        if a and b and not (a & b):
+            gate["open"] = True
+            for c in members.values():
+                c.resume(c.assignment())
     read = {"a": [], "b": []}
 
     def step(name):
@@ -172,6 +195,7 @@ def main():
     g.add_argument("topic")
     g.add_argument("--group", required=True)
     g.add_argument("--count", type=int, required=True)
+    g.add_argument("--bootstrap2", help="member b bootstraps from here")
     g.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()
     return {"produce": produce, "consume": consume, "group2": group2}[args.cmd](args)

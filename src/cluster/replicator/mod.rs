@@ -26,7 +26,7 @@ use super::acks::PendingAcks;
 use super::assignment::Assignment;
 use super::catalog::Catalog;
 use super::link::{PeerClient, PeerError};
-use super::protocol::Held;
+use super::protocol::{Held, KafkaAddr};
 use super::Peer;
 use crate::groups::GroupStore;
 use crate::names::{Category, ChunkName, ServerName};
@@ -61,6 +61,10 @@ pub struct LinkState {
     pub copied_bytes: u64,
     /// Chunks copied completely since start.
     pub copied_chunks: u64,
+    /// The peer's advertised Kafka address, as its last answer said (kept
+    /// while it is down; None: no Kafka listener, or never reached).
+    #[serde(skip)]
+    pub kafka: Option<KafkaAddr>,
 }
 
 impl LinkState {
@@ -197,6 +201,7 @@ impl Replicator {
                 }
             };
             backoff = FIRST_BACKOFF;
+            self.status.lock().kafka.clone_from(&reply.kafka);
             self.apply(&reply, &mut cursor, &mut targets, &mut writers)
                 .await;
             let copied = self.copy_round(&mut targets, &mut writers).await;

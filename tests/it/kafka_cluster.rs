@@ -1,0 +1,401 @@
+//! Issue #19 points 3 and 5: Kafka clients against real 3-server
+//! clusters. Every server is a broker leading its own partition (the
+//! chunks it owns); produce to another server's partition is refused;
+//! `acks=all` waits for `--kafka-min-insync-replicas`; a consumer group
+//! has one coordinator whichever server its members bootstrap from; under
+//! a replication factor Metadata names the holders. Real kcat and
+//! confluent-kafka, plus raw requests (`kafka_wire.rs`) where a test must
+//! address one broker directly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::MetadataResponse;
+
+use crate::harness::{TestBroker, TestCluster};
+use crate::kafka::{kafka, kcat, lines, py, KAFKA};
+use crate::kafka_wire::{
+    commit_error, find_coordinator, join_error, list_offsets_error, metadata, produce,
+};
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const NOT_COORDINATOR: i16 = 16;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+
+fn addr(n: &TestBroker) -> SocketAddr {
+    n.kafka_addr.expect("kafka listener")
+}
+
+/// Waits (at most 20 s) until `at`'s Metadata of `topic` satisfies `done`.
+fn wait_metadata(
+    at: SocketAddr,
+    topic: &str,
+    done: impl Fn(&MetadataResponse) -> bool,
+) -> MetadataResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metadata(at, topic);
+        if done(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "metadata never settled: {m:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (leader, replicas, isr) of each partition.
+fn partitions(m: &MetadataResponse) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
+    m.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.leader_id.0,
+                p.replica_nodes.iter().map(|r| r.0).collect(),
+                p.isr_nodes.iter().map(|r| r.0).collect(),
+            )
+        })
+        .collect()
+}
+
+fn all_brokers(m: &MetadataResponse, n: usize) -> bool {
+    m.brokers.len() == n && partitions(m).iter().all(|(_, _, isr)| isr.len() == n)
+}
+
+/// Bytes per owner in `n`'s listing of `category`.
+fn sizes(n: &TestBroker, category: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for c in n.chunks(category) {
+        let owner = c.name.split("-chunk").next().unwrap_or_default().to_owned();
+        *out.entry(owner).or_default() += c.size;
+    }
+    out
+}
+
+fn expect_sizes(n: &TestBroker, category: &str, want: &[(&str, u64)]) {
+    let want: BTreeMap<String, u64> = want.iter().map(|(o, s)| ((*o).to_owned(), *s)).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = sizes(n, category);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{got:?} != {want:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_server_leads_its_own_partition_and_produce_elsewhere_is_refused() {
+    let mut c = TestCluster::start(3, KAFKA);
+    let a: Vec<SocketAddr> = c.nodes.iter().map(addr).collect();
+    for at in &a {
+        wait_metadata(*at, "owned", |m| all_brokers(m, 3));
+    }
+    let meta = kcat(&["-b", &kafka(&c.nodes[1]), "-L", "-t", "owned"], "");
+    assert!(meta.stdout.contains(" 3 brokers:"), "{}", meta.stdout);
+    for (p, at) in a.iter().enumerate() {
+        assert!(
+            meta.stdout.contains(&format!("broker {p} at {at}")),
+            "{}",
+            meta.stdout
+        );
+        assert!(
+            meta.stdout
+                .contains(&format!("partition {p}, leader {p}, replicas: ")),
+            "{}",
+            meta.stdout
+        );
+    }
+    // kcat bootstrapping from n1 sends each partition to its owner.
+    for p in 0..3 {
+        let r = kcat(
+            &[
+                "-b",
+                &kafka(&c.nodes[0]),
+                "-P",
+                "-t",
+                "owned",
+                "-p",
+                &p.to_string(),
+            ],
+            &format!("to-p{p}\n"),
+        );
+        assert!(r.ok, "{}", r.stderr);
+    }
+    let each = "to-p0\n".len() as u64;
+    expect_sizes(
+        &c.nodes[0],
+        "owned",
+        &[("n1", each), ("n2", each), ("n3", each)],
+    );
+    // n1 is not partition 1's owner: refused, nothing stored anywhere.
+    assert_eq!(
+        produce(a[0], "owned", 1, &["stray"], 1, 5000),
+        (NOT_LEADER_OR_FOLLOWER, -1)
+    );
+    assert_eq!(
+        produce(a[0], "owned", 2, &["stray"], -1, 5000).0,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    let (err, base) = produce(a[0], "owned", 0, &["raw"], 1, 5000);
+    assert_eq!(err, 0);
+    assert!(base >= 0);
+    std::thread::sleep(Duration::from_millis(300));
+    for n in &c.nodes {
+        expect_sizes(n, "owned", &[("n1", each + 4), ("n2", each), ("n3", each)]);
+    }
+
+    // One coordinator per group, named alike by every server; the others
+    // answer the group APIs NOT_COORDINATOR.
+    let mut coordinators = std::collections::BTreeSet::new();
+    let mut of_n3 = None;
+    for g in 0..12 {
+        let group = format!("g{g}");
+        let (err, node) = find_coordinator(a[0], &group);
+        assert_eq!(err, 0);
+        for at in &a[1..] {
+            assert_eq!(find_coordinator(*at, &group), (0, node), "{group}");
+        }
+        for (i, at) in a.iter().enumerate() {
+            if i32::try_from(i).unwrap() != node {
+                assert_eq!(
+                    join_error(*at, &group),
+                    NOT_COORDINATOR,
+                    "{group} on n{}",
+                    i + 1
+                );
+            }
+        }
+        coordinators.insert(node);
+        if node == 2 {
+            of_n3 = Some(group);
+        }
+    }
+    assert_eq!(coordinators.len(), 3, "groups spread: {coordinators:?}");
+
+    // n3 down: its partition is led by a live holder, which serves its
+    // records and refuses produce; its groups move to a live server.
+    c.nodes[2].kill9();
+    let m = wait_metadata(a[0], "owned", |m| m.brokers.len() == 2);
+    let (leader, replicas, isr) = partitions(&m)[2].clone();
+    assert!(leader == 0 || leader == 1, "{m:#?}");
+    assert_eq!((replicas.len(), isr.len()), (3, 2), "{m:#?}");
+    let r = kcat(
+        &[
+            "-b",
+            &kafka(&c.nodes[0]),
+            "-C",
+            "-t",
+            "owned",
+            "-p",
+            "2",
+            "-e",
+            "-f",
+            "%s\\n",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(lines(&r.stdout), vec!["to-p2"]);
+    let live = a[usize::try_from(leader).unwrap()];
+    assert_eq!(
+        produce(live, "owned", 2, &["x"], 1, 5000).0,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    let group = of_n3.expect("a group of n3");
+    let moved = find_coordinator(a[0], &group);
+    assert_eq!(moved.0, 0);
+    assert!(moved.1 == 0 || moved.1 == 1);
+    assert_eq!(find_coordinator(a[1], &group), moved);
+    // Back (on a new Kafka port): it leads its partition again.
+    c.nodes[2].start_again();
+    let back = addr(&c.nodes[2]);
+    let m = wait_metadata(a[0], "owned", |m| all_brokers(m, 3));
+    assert_eq!(partitions(&m)[2].0, 2);
+    assert!(m.brokers.iter().any(|b| b.port == i32::from(back.port())));
+    let r = kcat(
+        &["-b", &kafka(&c.nodes[0]), "-P", "-t", "owned", "-p", "2"],
+        "again\n",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    expect_sizes(
+        &c.nodes[2],
+        "owned",
+        &[("n1", each + 4), ("n2", each), ("n3", each + 6)],
+    );
+}
+
+#[test]
+fn acks_all_needs_min_insync_replicas() {
+    let c = TestCluster::start(
+        3,
+        &[
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--kafka-min-insync-replicas",
+            "2",
+            "--replication-timeout",
+            "3s",
+        ],
+    );
+    let at = addr(&c.nodes[0]);
+    wait_metadata(at, "safe", |m| all_brokers(m, 3));
+    assert_eq!(produce(at, "safe", 0, &["one"], -1, 5000).0, 0);
+    expect_sizes(&c.nodes[0], "safe", &[("n1", 4)]);
+    // Replicas reachable but frozen: stored, not confirmed in time.
+    for n in &c.nodes[1..] {
+        n.signal(libc::SIGSTOP);
+    }
+    let (err, _) = produce(at, "safe", 0, &["two"], -1, 1500);
+    for n in &c.nodes[1..] {
+        n.signal(libc::SIGCONT);
+    }
+    assert_eq!(err, NOT_ENOUGH_REPLICAS_AFTER_APPEND);
+    expect_sizes(&c.nodes[0], "safe", &[("n1", 8)]);
+    // Confirmed again once they run.
+    assert_eq!(produce(at, "safe", 0, &["three"], -1, 5000).0, 0);
+    // Replicas gone: refused before anything is stored; acks=1 still
+    // takes records.
+    let mut c = c;
+    c.nodes[1].kill9();
+    c.nodes[2].kill9();
+    wait_metadata(at, "safe", |m| partitions(m)[0].2 == vec![0]);
+    assert_eq!(
+        produce(at, "safe", 0, &["four"], -1, 5000).0,
+        NOT_ENOUGH_REPLICAS
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    expect_sizes(&c.nodes[0], "safe", &[("n1", 14)]);
+    assert_eq!(produce(at, "safe", 0, &["five"], 1, 5000).0, 0);
+    expect_sizes(&c.nodes[0], "safe", &[("n1", 19)]);
+}
+
+#[test]
+fn a_group_bootstrapping_from_two_servers_has_one_coordinator() {
+    let c = TestCluster::start(3, KAFKA);
+    let mut all = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let body: Vec<String> = (0..8).map(|j| format!("n{}-{j}", i + 1)).collect();
+        assert_eq!(n.write("work", body.join("\n") + "\n").0, 200);
+        all.extend(body);
+    }
+    for n in &c.nodes {
+        wait_metadata(addr(n), "work", |m| all_brokers(m, 3));
+    }
+    // Member a bootstraps from n1, member b from n3: they only share
+    // partitions (disjoint, non-empty) if one coordinator has both.
+    let r = py(
+        &[
+            "group2",
+            &kafka(&c.nodes[0]),
+            "work",
+            "--group",
+            "shared",
+            "--count",
+            "24",
+            "--bootstrap2",
+            &kafka(&c.nodes[2]),
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let mut read: Vec<String> = ["first", "second"]
+        .iter()
+        .flat_map(|k| out[*k].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    read.sort();
+    all.sort();
+    assert_eq!(read, all, "every record once: {out}");
+}
+
+#[test]
+fn under_a_replication_factor_metadata_names_the_holders() {
+    let c = TestCluster::start(
+        3,
+        &["--kafka-listen", "127.0.0.1:0", "--replication-factor", "2"],
+    );
+    let mut want = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let body: String = (0..5).map(|j| format!("n{}-{j}\n", i + 1)).collect();
+        assert_eq!(n.write("placed", body).0, 200);
+        want.extend((0..5).map(|j| format!("n{}-{j}", i + 1)));
+    }
+    want.sort();
+    c.converge("placed", Duration::from_secs(30), |l| l.len() == 3);
+    let (s, listing) = c.nodes[0].get_text("/listChunks?category=placed");
+    assert_eq!(s, 200);
+    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    // Node id of server nK is K-1.
+    let holders: BTreeMap<i32, Vec<i32>> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let ids: Vec<i32> = e["holders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h.as_str().unwrap()[1..].parse::<i32>().unwrap() - 1)
+                .collect();
+            (ids[0], ids)
+        })
+        .collect();
+    assert_eq!(holders.len(), 3, "{listing}");
+    for n in &c.nodes {
+        let m = wait_metadata(addr(n), "placed", |m| {
+            m.brokers.len() == 3 && partitions(m).iter().all(|(_, r, i)| r == i)
+        });
+        for (p, (leader, replicas, _)) in partitions(&m).into_iter().enumerate() {
+            let p = i32::try_from(p).unwrap();
+            assert_eq!(leader, p);
+            assert_eq!(replicas, holders[&p], "partition {p}");
+            assert_eq!(replicas.len(), 2);
+        }
+        let r = kcat(
+            &["-b", &kafka(n), "-C", "-t", "placed", "-e", "-f", "%s\\n"],
+            "",
+        );
+        assert!(r.ok, "{}", r.stderr);
+        let mut got = lines(&r.stdout);
+        got.sort();
+        assert_eq!(got, want);
+    }
+    // A server holding no copy of a partition does not serve it (nor
+    // commit offsets in it); its holders do.
+    let a: Vec<SocketAddr> = c.nodes.iter().map(addr).collect();
+    let mut refused = 0;
+    for p in 0..3 {
+        for (i, at) in a.iter().enumerate() {
+            let held = holders[&p].contains(&i32::try_from(i).unwrap());
+            let err = list_offsets_error(*at, "placed", p);
+            assert_eq!(err == 0, held, "partition {p} on n{}: {err}", i + 1);
+            if held {
+                continue;
+            }
+            refused += 1;
+            assert_eq!(err, NOT_LEADER_OR_FOLLOWER);
+            // A group this server coordinates cannot commit there.
+            let group = (0..100)
+                .map(|g| format!("rf-{g}"))
+                .find(|g| find_coordinator(*at, g).1 == i32::try_from(i).unwrap())
+                .unwrap();
+            assert_eq!(
+                commit_error(*at, &group, "placed", p, 1),
+                UNKNOWN_TOPIC_OR_PARTITION
+            );
+            let owner_at = a[usize::try_from(p).unwrap()];
+            let owners_group = (0..100)
+                .map(|g| format!("rf-{g}"))
+                .find(|g| find_coordinator(owner_at, g).1 == p)
+                .unwrap();
+            assert_eq!(commit_error(owner_at, &owners_group, "placed", p, 1), 0);
+        }
+    }
+    assert_eq!(refused, 3, "each partition has one server without a copy");
+}
