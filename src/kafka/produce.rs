@@ -16,9 +16,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::error::PartitionError;
+use super::idempotence;
 use super::offset::KafkaOffset;
 use super::partition::timestamp_ms;
-use super::records::{values_of, Limits};
+use super::records::{values_of, Limits, Produced};
 use super::Broker;
 use crate::names::Category;
 use crate::storage::chunk::format::BodyChecker;
@@ -100,7 +101,7 @@ async fn store(
     }
     let storage = broker.storage()?;
     let limits = &broker.state.config.startup.limits;
-    let values = values_of(
+    let Produced { values, producer } = values_of(
         records.unwrap_or_default(),
         Limits {
             max_message: limits.max_message_size,
@@ -124,18 +125,39 @@ async fn store(
     storage
         .admits(&category)
         .map_err(|e| PartitionError::from_domain(&e))?;
-    let appended = storage
-        .append(&category, vec![body], checked)
-        .await
-        .map_err(|e| PartitionError::from_domain(&e))?;
+    let (appended, duplicate) = match producer {
+        None => (
+            storage
+                .append(&category, vec![body], checked)
+                .await
+                .map_err(|e| PartitionError::from_domain(&e))?,
+            false,
+        ),
+        // An idempotent producer's batch: stored once (`idempotence.rs`).
+        Some(batch) => {
+            let once =
+                idempotence::append_once(storage, &category, body, checked, batch, partition)
+                    .await?;
+            let Some(appended) = once.appended else {
+                // Stored before, in a chunk deleted since.
+                return Ok(Stored {
+                    base_offset: -1,
+                    append_time_ms: -1,
+                });
+            };
+            (appended, once.duplicate)
+        }
+    };
     if all || storage.fsync_every_write() {
         storage
             .wait_durable(&appended)
             .await
             .map_err(|e| PartitionError::from_domain(&e))?;
     }
-    broker.state.metrics.writes.inc();
-    broker.state.metrics.write_bytes.inc_by(appended.size);
+    if !duplicate {
+        broker.state.metrics.writes.inc();
+        broker.state.metrics.write_bytes.inc_by(appended.size);
+    }
     let chunk = &appended.chunk;
     let loc = broker.locator();
     let first = loc
