@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::TestBroker;
 
-const KAFKA: &[&str] = &["--kafka-listen", "127.0.0.1:0"];
+pub(super) const KAFKA: &[&str] = &["--kafka-listen", "127.0.0.1:0"];
 
-fn kafka(b: &TestBroker) -> String {
+pub(super) fn kafka(b: &TestBroker) -> String {
     b.kafka_addr
         .expect("ready.json names the kafka listener")
         .to_string()
@@ -35,10 +35,10 @@ fn client_py() -> PathBuf {
 }
 
 /// Output of a finished client run.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(super) struct Run {
+    pub(super) ok: bool,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
 }
 
 /// Runs `cmd` with `stdin`, killing it after `limit`.
@@ -98,7 +98,7 @@ fn kcat(args: &[&str], stdin: &str) -> Run {
     run(c, stdin, Duration::from_secs(30))
 }
 
-fn py(args: &[&str], stdin: &str) -> Run {
+pub(super) fn py(args: &[&str], stdin: &str) -> Run {
     let mut c = Command::new(python());
     c.arg(client_py()).args(args);
     run(c, stdin, Duration::from_secs(60))
@@ -255,7 +255,7 @@ fn a_waiting_fetch_returns_as_soon_as_http_writes() {
 
 /// Sends raw bytes on a fresh connection; returns what came back before
 /// the server closed it (or 5 s passed).
-fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+pub(super) fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.write_all(bytes);
@@ -265,7 +265,7 @@ fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
+pub(super) fn frame(body: &[u8]) -> Vec<u8> {
     let mut f = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
     f.extend_from_slice(body);
     f

@@ -16,6 +16,8 @@ mod harness;
 mod hostile_web;
 mod idempotent;
 mod kafka;
+mod kafka_admin;
+mod kafka_idempotent;
 mod limits;
 mod peer_auth;
 mod power_loss;
