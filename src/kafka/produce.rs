@@ -2,7 +2,8 @@
 //! newline-terminated messages to this server's own open chunk of the
 //! category (only an owner writes its chunks, so a record sent to another
 //! owner's partition lands in this server's partition: its base offset
-//! is answered as -1). Durability by `acks`:
+//! is answered as -1). A batch of an idempotent producer is stored once
+//! (`idempotence.rs`). Durability by `acks`:
 //!
 //! * `0`: no answer (Kafka's rule); appended like `1`.
 //! * `1`: answered once the append is published (survives kill -9 of
