@@ -15,7 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::error::FrameError;
 use super::frame::{read_frame, write_frame};
 use super::sasl::Session;
-use super::{fetch, list_offsets, membership, metadata, offsets, produce, versions, Broker};
+use super::{
+    admin, configs, fetch, idempotence, list_offsets, membership, metadata, offsets, produce,
+    versions, Broker,
+};
 
 /// A decoded request: its API, version and header.
 pub struct Call {
@@ -186,6 +189,26 @@ async fn dispatch(
             let req = decode(call, buf, "OffsetFetch")?;
             encode(call, &Box::pin(offsets::fetch(broker, &req)).await).map(Some)
         }
+        ApiKey::InitProducerId => {
+            let req = decode(call, buf, "InitProducerId")?;
+            encode(call, &idempotence::init_producer_id(&req)).map(Some)
+        }
+        ApiKey::CreateTopics => {
+            let req = decode(call, buf, "CreateTopics")?;
+            encode(call, &admin::create_topics(broker, &req, v)).map(Some)
+        }
+        ApiKey::DeleteTopics => {
+            let req = decode(call, buf, "DeleteTopics")?;
+            encode(call, &admin::delete_topics(&req, v)).map(Some)
+        }
+        ApiKey::CreatePartitions => {
+            let req = decode(call, buf, "CreatePartitions")?;
+            encode(call, &admin::create_partitions(broker, &req)).map(Some)
+        }
+        ApiKey::DescribeConfigs => {
+            let req = decode(call, buf, "DescribeConfigs")?;
+            encode(call, &configs::handle(broker, &req, v)).map(Some)
+        }
         other => Err(FrameError::Unsupported {
             api_key: other as i16,
             version: v,
@@ -202,7 +225,9 @@ fn malformed(what: &'static str, api_key: i16, version: i16, e: &anyhow::Error) 
     }
 }
 
-/// Decodes the body of `call`; trailing bytes are refused.
+/// Decodes the body of `call`. Bytes after a request that decoded are
+/// ignored, as Kafka brokers do: librdkafka 2.x's AdminClient sends 3
+/// stray bytes after a Metadata v12 request for every topic.
 ///
 /// # Errors
 /// [`FrameError::Malformed`].
@@ -214,12 +239,12 @@ pub fn decode<T: Decodable>(
     let (k, v) = (call.key as i16, call.version);
     let req = T::decode(buf, v).map_err(|e| malformed(what, k, v, &e))?;
     if buf.has_remaining() {
-        return Err(FrameError::Malformed {
-            what,
-            api_key: k,
-            version: v,
-            why: format!("{} bytes after the request", buf.remaining()),
-        });
+        tracing::debug!(
+            api = what,
+            version = v,
+            bytes = buf.remaining(),
+            "kafka request followed by bytes it does not use: ignored"
+        );
     }
     Ok(req)
 }

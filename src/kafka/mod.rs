@@ -22,6 +22,10 @@
 //! - `read.rs`: whole messages of a local or tiered chunk.
 //! - `records.rs`: Kafka records ⇄ messages (pure); `compression.rs`:
 //!   size-capped decompression.
+//! - `idempotence.rs`: `InitProducerId` and idempotent producers'
+//!   batches on the storage dedup table.
+//! - `admin.rs`: `CreateTopics`, `DeleteTopics`, `CreatePartitions`;
+//!   `configs.rs`: `DescribeConfigs` (read-only, from the settings).
 //! - `sasl.rs`: SASL/PLAIN with `--token` as the password.
 //! - `error.rs`: connection errors and Kafka error codes.
 //!
@@ -29,12 +33,15 @@
 //! `storage` and `tier` as the HTTP handlers do) and never chooses HTTP
 //! statuses.
 
+mod admin;
 mod compression;
+mod configs;
 mod conn;
 pub mod coordinator;
 pub mod error;
 mod fetch;
 mod frame;
+mod idempotence;
 mod insync;
 mod leadership;
 mod list_offsets;

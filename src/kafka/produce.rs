@@ -2,7 +2,8 @@
 //! newline-terminated messages to this server's own open chunk of the
 //! category. Only an owner writes its chunks, so only this server's own
 //! partition takes records here: any other partition is answered
-//! `NOT_LEADER_OR_FOLLOWER` and nothing is stored (`leadership.rs`).
+//! `NOT_LEADER_OR_FOLLOWER` and nothing is stored (`leadership.rs`). A
+//! batch of an idempotent producer is stored once (`idempotence.rs`).
 //! Durability by `acks`:
 //!
 //! * `0`: no answer (Kafka's rule); appended like `1`.
@@ -18,9 +19,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::error::PartitionError;
+use super::idempotence;
 use super::offset::KafkaOffset;
 use super::partition::timestamp_ms;
-use super::records::{values_of, Limits};
+use super::records::{values_of, Limits, Produced};
 use super::Broker;
 use crate::names::Category;
 use crate::storage::chunk::format::BodyChecker;
@@ -94,7 +96,7 @@ async fn store(
     broker.check_produce(partition)?;
     let storage = broker.storage()?;
     let limits = &broker.state.config.startup.limits;
-    let values = values_of(
+    let Produced { values, producer } = values_of(
         records.unwrap_or_default(),
         Limits {
             max_message: limits.max_message_size,
@@ -122,10 +124,29 @@ async fn store(
         Some(_) => Some(broker.replicas_before_append(&category)?),
         None => None,
     };
-    let appended = storage
-        .append(&category, vec![body], checked)
-        .await
-        .map_err(|e| PartitionError::from_domain(&e))?;
+    let (appended, duplicate) = match producer {
+        None => (
+            storage
+                .append(&category, vec![body], checked)
+                .await
+                .map_err(|e| PartitionError::from_domain(&e))?,
+            false,
+        ),
+        // An idempotent producer's batch: stored once (`idempotence.rs`).
+        Some(batch) => {
+            let once =
+                idempotence::append_once(storage, &category, body, checked, batch, partition)
+                    .await?;
+            let Some(appended) = once.appended else {
+                // Stored before, in a chunk deleted since.
+                return Ok(Stored {
+                    base_offset: -1,
+                    append_time_ms: -1,
+                });
+            };
+            (appended, once.duplicate)
+        }
+    };
     if all.is_some() || storage.fsync_every_write() {
         storage
             .wait_durable(&appended)
@@ -137,8 +158,10 @@ async fn store(
             .wait_for_replicas(&category, &appended, replicas, timeout_ms)
             .await?;
     }
-    broker.state.metrics.writes.inc();
-    broker.state.metrics.write_bytes.inc_by(appended.size);
+    if !duplicate {
+        broker.state.metrics.writes.inc();
+        broker.state.metrics.write_bytes.inc_by(appended.size);
+    }
     let chunk = &appended.chunk;
     let loc = broker.locator();
     let first = loc

@@ -21,6 +21,7 @@ use kafka_protocol::ResponseError;
 
 use super::compression;
 use super::error::PartitionError;
+use super::idempotence::ProducerBatch;
 
 /// Size limits a produced partition must respect (from `max_message_size`
 /// and `max_batch_size`).
@@ -32,21 +33,33 @@ pub struct Limits {
     pub max_body: u64,
 }
 
+/// The records of one partition of a Produce request, as messages.
+#[derive(Debug)]
+pub struct Produced {
+    /// Each record's value: the body of one message without its newline.
+    pub values: Vec<Bytes>,
+    /// The idempotent producer's fields, when the batches carry them.
+    pub producer: Option<ProducerBatch>,
+}
+
 fn invalid(why: impl Into<String>) -> PartitionError {
     PartitionError::new(ResponseError::InvalidRecord, why)
 }
 
 /// The record values of `records` (one partition of a Produce request),
-/// each as the body of one message without its newline.
+/// each as the body of one message without its newline, and the
+/// idempotent producer's fields if they carry them.
 ///
 /// # Errors
 /// `CORRUPT_MESSAGE` for undecodable batches, `MESSAGE_TOO_LARGE` /
 /// `RECORD_LIST_TOO_LARGE` past the limits, `INVALID_RECORD` for records
-/// chunkbus cannot store unchanged.
-pub fn values_of(records: Bytes, limits: Limits) -> Result<Vec<Bytes>, PartitionError> {
+/// chunkbus cannot store unchanged or that are not one producer's
+/// consecutive sequence numbers.
+pub fn values_of(records: Bytes, limits: Limits) -> Result<Produced, PartitionError> {
     let cap = usize::try_from(limits.max_body.saturating_mul(2)).unwrap_or(usize::MAX);
     let mut buf = records;
     let mut values = Vec::new();
+    let mut producer = Producer::default();
     let mut total = 0u64;
     while !buf.is_empty() {
         let decompress = |data: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
@@ -67,6 +80,7 @@ pub fn values_of(records: Bytes, limits: Limits) -> Result<Vec<Bytes>, Partition
             })?;
         for r in set.records {
             check(&r)?;
+            producer.add(&r)?;
             let value = r.value.unwrap_or_default();
             let len = value.len() as u64 + 1;
             if len > limits.max_message {
@@ -95,7 +109,60 @@ pub fn values_of(records: Bytes, limits: Limits) -> Result<Vec<Bytes>, Partition
     if values.is_empty() {
         return Err(invalid("no records to produce"));
     }
-    Ok(values)
+    Ok(Produced {
+        values,
+        producer: producer.batch,
+    })
+}
+
+/// Collects the producer fields of a partition's records: none at all,
+/// or one producer id and epoch with consecutive sequence numbers.
+#[derive(Default)]
+struct Producer {
+    records: u64,
+    batch: Option<ProducerBatch>,
+}
+
+impl Producer {
+    fn add(&mut self, r: &Record) -> Result<(), PartitionError> {
+        let first = self.records == 0;
+        self.records += 1;
+        match &mut self.batch {
+            None if r.producer_id == NO_PRODUCER_ID => Ok(()),
+            None if first => {
+                if r.producer_id < 0 || r.producer_epoch < 0 || r.sequence < 0 {
+                    return Err(invalid(format!(
+                        "idempotent batch with producer id {}, epoch {}, base sequence {}: none may be negative",
+                        r.producer_id, r.producer_epoch, r.sequence
+                    )));
+                }
+                self.batch = Some(ProducerBatch {
+                    id: r.producer_id,
+                    epoch: r.producer_epoch,
+                    first: r.sequence,
+                    count: 1,
+                });
+                Ok(())
+            }
+            None => Err(mixed()),
+            Some(b) => {
+                // The decoder adds offset deltas with i32 wrapping; Kafka's
+                // numbers wrap from i32::MAX to 0.
+                let wrap = super::idempotence::SEQUENCE_WRAP;
+                let seq = (i64::from(r.sequence) + wrap as i64) as u64 % wrap;
+                let expected = (u64::try_from(b.first).unwrap_or(0) + b.count) % wrap;
+                if r.producer_id != b.id || r.producer_epoch != b.epoch || seq != expected {
+                    return Err(mixed());
+                }
+                b.count += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn mixed() -> PartitionError {
+    invalid("the batches of one partition must be one producer's (or none's), with consecutive sequence numbers")
 }
 
 /// Refuses what one newline-terminated message cannot hold.
@@ -229,8 +296,9 @@ mod tests {
             &[record(Some("a")), record(Some("")), record(Some("ccc"))],
             Compression::None,
         );
-        let values = values_of(batch, LIMITS).unwrap();
-        assert_eq!(values, vec!["a", "", "ccc"]);
+        let produced = values_of(batch, LIMITS).unwrap();
+        assert_eq!(produced.values, vec!["a", "", "ccc"]);
+        assert_eq!(produced.producer, None);
         let (encoded, n) = batch_of(&Bytes::from_static(b"a\n\nccc\n"), 7, 42).unwrap();
         assert_eq!(n, 3);
         let set = RecordBatchDecoder::decode(&mut encoded.clone()).unwrap();
@@ -248,6 +316,38 @@ mod tests {
             ]
         );
         assert!(set.records.iter().all(|r| r.timestamp == 42));
+    }
+
+    #[test]
+    fn an_idempotent_batch_gives_its_producer_and_numbers() {
+        let tagged = |seq: i32| {
+            let mut r = record(Some("v"));
+            r.producer_id = 7;
+            r.producer_epoch = 2;
+            r.sequence = seq;
+            r
+        };
+        // Across the wrap: i32::MAX, then 0.
+        let batch = encode(&[tagged(i32::MAX), tagged(0)], Compression::None);
+        let p = values_of(batch, LIMITS).unwrap().producer;
+        assert_eq!(
+            p,
+            Some(ProducerBatch {
+                id: 7,
+                epoch: 2,
+                first: i32::MAX,
+                count: 2
+            })
+        );
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&encode(&[tagged(5)], Compression::None));
+        two.extend_from_slice(&encode(&[tagged(7)], Compression::None));
+        let e = values_of(two.freeze(), LIMITS).unwrap_err();
+        assert_eq!(e.code, ResponseError::InvalidRecord);
+        let mut mixed = BytesMut::new();
+        mixed.extend_from_slice(&encode(&[record(Some("v"))], Compression::None));
+        mixed.extend_from_slice(&encode(&[tagged(0)], Compression::None));
+        assert!(values_of(mixed.freeze(), LIMITS).is_err());
     }
 
     /// A batch whose record count claims two billion records (with a

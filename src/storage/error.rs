@@ -153,6 +153,19 @@ pub enum StorageError {
         /// The last stored one.
         last: u64,
     },
+    /// A batch numbered by its records (a Kafka idempotent producer's)
+    /// that does not start right after the producer's last stored one.
+    #[error("producer {producer}'s batch in category {category} ends at record number {seq} but does not start at {expected}, the number after its last stored batch (a gap or an overlap); nothing was stored")]
+    OutOfOrderSequence {
+        /// The category.
+        category: String,
+        /// The producer id.
+        producer: u64,
+        /// The batch's last number (unwrapped).
+        seq: u64,
+        /// The number it should have started with.
+        expected: u64,
+    },
     /// An idempotent producer's tag sent again with another body than the
     /// batch stored under it.
     #[error("producer {producer}'s batch {seq} in category {category} was stored (chunk {chunk}, offset {offset}) with other content; a repeat must carry the same body (two producers share the id, or the tag was reused)")]
@@ -215,6 +228,7 @@ impl crate::error::DomainError for StorageError {
             Self::DeletedChunk { .. } => ErrorKind::Deleted,
             Self::TooManyCategories { .. }
             | Self::StaleSequence { .. }
+            | Self::OutOfOrderSequence { .. }
             | Self::TagReused { .. } => ErrorKind::Conflict,
             Self::NotSealed { .. }
             | Self::AckTooSmall { .. }

@@ -42,6 +42,7 @@ pub use category_log::idempotent::{Duplicate, TaggedAppend};
 use chunk::format::CheckedBody;
 use chunk::index::ProducerTag;
 use open_cache::OpenCache;
+pub use producers::Sequence;
 
 /// Blocking tasks sealing categories in parallel at shutdown.
 const SHUTDOWN_SEALERS: usize = 8;
@@ -290,6 +291,21 @@ impl Storage {
         }
     }
 
+    /// Creates `category` (empty) as its first write would, if
+    /// `max_categories` allows: what Kafka's `CreateTopics` does. `false`
+    /// when it existed already (nothing done).
+    ///
+    /// # Errors
+    /// [`StorageError::TooManyCategories`], or creating its directory
+    /// failed.
+    pub fn create(&self, category: &Category) -> Result<bool, StorageError> {
+        if self.category(category).is_some() {
+            return Ok(false);
+        }
+        self.create_category(category, true)?;
+        Ok(true)
+    }
+
     /// Checks that a write may go to `category`: it exists, or one more
     /// category fits under `max_categories`. Lets a refused write be
     /// answered before its body is read; [`Storage::append`] checks again.
@@ -390,11 +406,27 @@ impl Storage {
         body: CheckedBody,
         tag: ProducerTag,
     ) -> Result<TaggedAppend, StorageError> {
+        self.append_sequenced(category, frames, body, Sequence::Batch(tag))
+            .await
+    }
+
+    /// Appends a write numbered as `seq` says (see
+    /// [`CategoryLog::append_sequenced`]).
+    ///
+    /// # Errors
+    /// As [`CategoryLog::append_sequenced`].
+    pub async fn append_sequenced(
+        &self,
+        category: &Category,
+        frames: Vec<Bytes>,
+        body: CheckedBody,
+        seq: Sequence,
+    ) -> Result<TaggedAppend, StorageError> {
         let log = match self.category(category) {
             Some(log) => log,
             None => self.create_category(category, true)?,
         };
-        log.append_tagged(frames, body, tag).await
+        log.append_sequenced(frames, body, seq).await
     }
 
     /// Whether this server holds the batch of an idempotent producer

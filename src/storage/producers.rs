@@ -74,9 +74,49 @@ pub enum Admission {
         /// The last stored sequence number.
         last: u64,
     },
+    /// A [`Sequence::Records`] batch that does not start right after the
+    /// last stored one (a gap, or an overlap with it).
+    OutOfOrder {
+        /// The number the batch should have started with (as sent:
+        /// modulo the wrap).
+        expected: u64,
+    },
     /// The tag of the last stored batch, with other content: a reused tag
     /// (two producers sharing an id, or a client bug), never a repeat.
     Mismatch(Position),
+}
+
+/// How a tagged write numbers its batch, and which number must follow the
+/// producer's last stored batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    /// One number per batch (`tag.seq`), any above the last stored one
+    /// (HTTP producers: a gap is a batch the producer gave up on).
+    Batch(ProducerTag),
+    /// Kafka's rule: the batch holds `count` consecutive record numbers
+    /// from `first`, as sent (modulo `wrap`: Kafka's are 31-bit and wrap),
+    /// and must start right after the last stored one; no gaps. The
+    /// stored tag's `seq` is the batch's last number, unwrapped (it only
+    /// grows). A producer not in the table may start anywhere.
+    Records {
+        /// The producer.
+        producer: u64,
+        /// First record's number, below `wrap`.
+        first: u64,
+        /// Records in the batch (at least 1).
+        count: u64,
+        /// Numbers are taken modulo this (at least 2).
+        wrap: u64,
+    },
+}
+
+impl Sequence {
+    fn producer(&self) -> u64 {
+        match self {
+            Self::Batch(t) => t.producer,
+            Self::Records { producer, .. } => *producer,
+        }
+    }
 }
 
 /// The dedup table of one category.
@@ -92,17 +132,52 @@ impl Producers {
     /// `content` (`None`: a probe, which only asks). An
     /// [`Admission::Append`] must be followed by [`Producers::finish`].
     pub fn admit(&mut self, tag: ProducerTag, content: Option<Content>) -> Admission {
-        if let Some(done) = self.fresh.get(&tag.producer) {
-            return Admission::Wait(done.subscribe());
+        self.admit_sequence(Sequence::Batch(tag), content).1
+    }
+
+    /// [`Producers::admit`] for a write numbered as `seq` says; also the
+    /// tag to store it under (and to [`Producers::finish`] it with).
+    pub fn admit_sequence(
+        &mut self,
+        seq: Sequence,
+        content: Option<Content>,
+    ) -> (ProducerTag, Admission) {
+        let producer = seq.producer();
+        if let Some(done) = self.fresh.get(&producer) {
+            let tag = resolve(seq, None);
+            return (tag, Admission::Wait(done.subscribe()));
         }
-        let Some(st) = self.by_id.get_mut(&tag.producer) else {
-            self.fresh.insert(tag.producer, watch::Sender::new(false));
-            return Admission::Append;
+        let Some(st) = self.by_id.get_mut(&producer) else {
+            self.fresh.insert(producer, watch::Sender::new(false));
+            return (resolve(seq, None), Admission::Append);
         };
         st.used = Instant::now();
+        let tag = resolve(seq, Some(st.last_seq));
         if let Some(done) = &st.pending {
-            return Admission::Wait(done.subscribe());
+            return (tag, Admission::Wait(done.subscribe()));
         }
+        if let Sequence::Records { count, wrap, .. } = seq {
+            // The batch covers `first ..= tag.seq`; one ending at or below
+            // the last stored number is a repeat (or older: stale).
+            let next = st.last_seq.saturating_add(1);
+            let first = tag.seq.saturating_sub(count.max(1) - 1);
+            if tag.seq > st.last_seq && first != next {
+                return (
+                    tag,
+                    Admission::OutOfOrder {
+                        expected: next % wrap.max(1),
+                    },
+                );
+            }
+        }
+        (tag, self.admit_known(tag, content))
+    }
+
+    /// The admission of `tag` for a producer in the table, not pending.
+    fn admit_known(&mut self, tag: ProducerTag, content: Option<Content>) -> Admission {
+        let Some(st) = self.by_id.get_mut(&tag.producer) else {
+            return Admission::Append;
+        };
         if tag.seq == st.last_seq {
             let same = content.is_none_or(|c| c.size == st.last.size && c.crc == st.last.crc);
             return if same {
@@ -231,6 +306,41 @@ impl Producers {
     }
 }
 
+/// The tag a write numbered `seq` is stored under, given the producer's
+/// last stored number (`None`: unknown).
+fn resolve(seq: Sequence, last: Option<u64>) -> ProducerTag {
+    match seq {
+        Sequence::Batch(tag) => tag,
+        Sequence::Records {
+            producer,
+            first,
+            count,
+            wrap,
+        } => {
+            let count = count.max(1);
+            let wrap = wrap.max(1);
+            let first = match last {
+                None => first % wrap,
+                Some(last) => unwrap_near(first % wrap, last.saturating_add(1), wrap),
+            };
+            ProducerTag {
+                producer,
+                seq: first.saturating_add(count - 1),
+            }
+        }
+    }
+}
+
+/// The number `raw + k * wrap` (k ≥ 0) closest to `near`.
+fn unwrap_near(raw: u64, near: u64, wrap: u64) -> u64 {
+    let base = (near - near % wrap).saturating_add(raw);
+    [base.checked_sub(wrap), Some(base), base.checked_add(wrap)]
+        .into_iter()
+        .flatten()
+        .min_by_key(|c| c.abs_diff(near))
+        .unwrap_or(base)
+}
+
 /// Keeps the `n` entries of `m` stored last (highest order).
 fn keep_newest(m: &mut HashMap<u64, (u64, Position, u64)>, n: usize) {
     if m.len() <= n {
@@ -337,6 +447,61 @@ mod tests {
         assert!(matches!(p.admit_plain(tag(7, 5)), Admission::Duplicate(x) if x == pos(10)));
         // Another producer is independent.
         assert!(matches!(p.admit_plain(tag(8, 1)), Admission::Append));
+    }
+
+    #[test]
+    fn record_numbered_batches_follow_each_other_without_gaps_across_the_wrap() {
+        const WRAP: u64 = 1 << 31;
+        let rec = |first, count| Sequence::Records {
+            producer: 9,
+            first,
+            count,
+            wrap: WRAP,
+        };
+        let c = Some(Content { size: 10, crc: 7 });
+        let mut p = Producers::default();
+        let (t, a) = p.admit_sequence(rec(0, 5), c);
+        assert!(matches!(a, Admission::Append));
+        assert_eq!(t, tag(9, 4), "stored under its last record's number");
+        p.finish(t, Some(pos(0)));
+        let (t, a) = p.admit_sequence(rec(0, 5), c);
+        assert_eq!(t, tag(9, 4));
+        assert!(matches!(a, Admission::Duplicate(x) if x == pos(0)));
+        for (first, count) in [(6, 1), (3, 4)] {
+            assert!(matches!(
+                p.admit_sequence(rec(first, count), c).1,
+                Admission::OutOfOrder { expected: 5 }
+            ));
+        }
+        let (t, a) = p.admit_sequence(rec(5, 2), c);
+        assert!(matches!(a, Admission::Append));
+        p.finish(t, Some(pos(10)));
+        assert!(matches!(
+            p.admit_sequence(rec(0, 5), c).1,
+            Admission::Stale { last: 6 }
+        ));
+        // Kafka's numbers wrap at 2^31; the stored ones keep growing.
+        p.remember(tag(9, WRAP - 1), pos(20));
+        let (t, a) = p.admit_sequence(rec(0, 3), c);
+        assert!(matches!(a, Admission::Append));
+        assert_eq!(t, tag(9, WRAP + 2));
+        p.finish(t, Some(pos(30)));
+        assert!(matches!(
+            p.admit_sequence(rec(WRAP - 1, 1), c).1,
+            Admission::Stale { .. }
+        ));
+        // A producer the table does not know may start anywhere.
+        let (t, a) = p.admit_sequence(
+            Sequence::Records {
+                producer: 10,
+                first: 77,
+                count: 1,
+                wrap: WRAP,
+            },
+            c,
+        );
+        assert!(matches!(a, Admission::Append));
+        assert_eq!(t, tag(10, 77));
     }
 
     #[test]

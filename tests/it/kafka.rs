@@ -255,7 +255,7 @@ fn a_waiting_fetch_returns_as_soon_as_http_writes() {
 
 /// Sends raw bytes on a fresh connection; returns what came back before
 /// the server closed it (or 5 s passed).
-fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+pub(super) fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.write_all(bytes);
@@ -265,7 +265,7 @@ fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
+pub(super) fn frame(body: &[u8]) -> Vec<u8> {
     let mut f = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
     f.extend_from_slice(body);
     f

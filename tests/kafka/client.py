@@ -7,6 +7,12 @@ black-box tests in tests/it/kafka.rs. The venv it runs in is made by
   client.py consume BOOTSTRAP TOPIC --count N [--group G] [--commit]
                                                [--timeout S]
   client.py group2 BOOTSTRAP TOPIC --group G --count N [--bootstrap2 B]
+  client.py admin BOOTSTRAP TOPIC
+
+`produce --idempotent` enables librdkafka's idempotent producer
+(`enable.idempotence=true`, which needs acks=all). `admin` runs the
+AdminClient calls of tests/it/kafka_admin.rs against TOPIC and prints one
+JSON object of their outcomes.
 
 `produce` prints one JSON object: {"delivered": [[partition, offset], ...],
 "errors": [...]} and exits 1 if any delivery failed. `consume` prints one
@@ -21,7 +27,8 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 
 def produce(args):
@@ -30,7 +37,7 @@ def produce(args):
         "acks": args.acks,
         "linger.ms": 5,
         "message.timeout.ms": int(args.timeout * 1000),
-        "enable.idempotence": False,
+        "enable.idempotence": args.idempotent,
     })
     delivered, errors = [], []
 
@@ -175,6 +182,47 @@ def group2(args):
     return 0
 
 
+def admin(args):
+    """Creates TOPIC (twice), asks for wrong shapes and names, describes
+    TOPIC's and the broker's configs, lists topics, tries a delete and a
+    partition increase. Each outcome is an error name or "ok"."""
+    a = AdminClient({"bootstrap.servers": args.bootstrap})
+
+    def outcome(future):
+        try:
+            future.result(timeout=args.timeout)
+            return "ok"
+        except KafkaException as e:
+            return e.args[0].name()
+
+    out = {}
+    fs = a.create_topics([NewTopic(args.topic, -1)], request_timeout=args.timeout)
+    out["create"] = outcome(fs[args.topic])
+    fs = a.create_topics([NewTopic(args.topic, -1)], request_timeout=args.timeout)
+    out["create_again"] = outcome(fs[args.topic])
+    fs = a.create_topics([NewTopic(args.topic + "-five", 5, 1)], request_timeout=args.timeout)
+    out["create_five_partitions"] = outcome(fs[args.topic + "-five"])
+    fs = a.create_topics([NewTopic("bad.name", -1)], request_timeout=args.timeout)
+    out["create_bad_name"] = outcome(fs["bad.name"])
+    fs = a.create_topics(
+        [NewTopic(args.topic + "-compact", -1, config={"cleanup.policy": "compact"})],
+        request_timeout=args.timeout)
+    out["create_compacted"] = outcome(fs[args.topic + "-compact"])
+    res = ConfigResource(ConfigResource.Type.TOPIC, args.topic)
+    configs = a.describe_configs([res], request_timeout=args.timeout)[res].result(timeout=args.timeout)
+    out["topic_configs"] = {k: [v.value, v.is_read_only] for k, v in configs.items()}
+    broker = ConfigResource(ConfigResource.Type.BROKER, "0")
+    configs = a.describe_configs([broker], request_timeout=args.timeout)[broker].result(timeout=args.timeout)
+    out["broker_configs"] = {k: v.value for k, v in configs.items()}
+    meta = a.list_topics(timeout=args.timeout)
+    out["topics"] = {name: len(t.partitions) for name, t in meta.topics.items()}
+    out["delete"] = outcome(a.delete_topics([args.topic], request_timeout=args.timeout)[args.topic])
+    fs = a.create_partitions([NewPartitions(args.topic, 4)], request_timeout=args.timeout)
+    out["create_partitions"] = outcome(fs[args.topic])
+    print(json.dumps(out), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -183,6 +231,7 @@ def main():
     p.add_argument("topic")
     p.add_argument("--acks", default="all")
     p.add_argument("--timeout", type=float, default=20.0)
+    p.add_argument("--idempotent", action="store_true")
     c = sub.add_parser("consume")
     c.add_argument("bootstrap")
     c.add_argument("topic")
@@ -197,8 +246,12 @@ def main():
     g.add_argument("--count", type=int, required=True)
     g.add_argument("--bootstrap2", help="member b bootstraps from here")
     g.add_argument("--timeout", type=float, default=60.0)
+    a = sub.add_parser("admin")
+    a.add_argument("bootstrap")
+    a.add_argument("topic")
+    a.add_argument("--timeout", type=float, default=10.0)
     args = ap.parse_args()
-    return {"produce": produce, "consume": consume, "group2": group2}[args.cmd](args)
+    return {"produce": produce, "consume": consume, "group2": group2, "admin": admin}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ mod client;
 mod cluster;
 mod groups;
 mod ingest;
+mod kafka;
 mod latency;
 mod push;
 mod restart;
@@ -49,6 +50,7 @@ pub const SCENARIOS: &[Scenario] = &[
     tier::SCENARIO,
     client::SCENARIO,
     groups::SCENARIO,
+    kafka::SCENARIO,
     push::SCENARIO,
     wake::SCENARIO,
     restart::SCENARIO,

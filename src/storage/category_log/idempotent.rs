@@ -15,7 +15,7 @@ use crate::names::ChunkName;
 use crate::storage::chunk::format::CheckedBody;
 use crate::storage::chunk::index::{ProducerTag, Record};
 use crate::storage::chunk::Chunk;
-use crate::storage::producers::{Admission, Content, Position, Producers};
+use crate::storage::producers::{Admission, Content, Position, Producers, Sequence};
 use crate::storage::StorageError;
 
 /// Newest chunks of each owner whose index records always rebuild the
@@ -140,11 +140,27 @@ impl CategoryLog {
         body: CheckedBody,
         tag: ProducerTag,
     ) -> Result<TaggedAppend, StorageError> {
+        self.append_sequenced(frames, body, Sequence::Batch(tag))
+            .await
+    }
+
+    /// [`CategoryLog::append_tagged`] for a write numbered as `seq` says
+    /// (a Kafka idempotent producer's batch: [`Sequence::Records`]).
+    ///
+    /// # Errors
+    /// As [`CategoryLog::append_tagged`], and
+    /// [`StorageError::OutOfOrderSequence`].
+    pub async fn append_sequenced(
+        self: &Arc<Self>,
+        frames: Vec<Bytes>,
+        body: CheckedBody,
+        seq: Sequence,
+    ) -> Result<TaggedAppend, StorageError> {
         let content = Content {
             size: body.len,
             crc: body.crc,
         };
-        match self.admit_tagged(tag, Some(content)).await? {
+        match self.admit_tagged(seq, Some(content)).await? {
             Admitted::Duplicate(d) => Ok(TaggedAppend::Duplicate(d)),
             Admitted::Append(guard) => self.append_admitted(frames, body, guard).await,
         }
@@ -161,7 +177,7 @@ impl CategoryLog {
         self: &Arc<Self>,
         tag: ProducerTag,
     ) -> Result<Duplicate, StorageError> {
-        match self.admit_tagged(tag, None).await? {
+        match self.admit_tagged(Sequence::Batch(tag), None).await? {
             Admitted::Duplicate(d) => Ok(d),
             // Released at once (the guard's drop): nothing is stored.
             Admitted::Append(_) => Err(StorageError::NotKnownHere {
@@ -172,11 +188,11 @@ impl CategoryLog {
         }
     }
 
-    /// Admission of `tag`, waiting while another write of the producer is
+    /// Admission of `seq`, waiting while another write of the producer is
     /// being appended.
     async fn admit_tagged(
         self: &Arc<Self>,
-        tag: ProducerTag,
+        seq: Sequence,
         content: Option<Content>,
     ) -> Result<Admitted, StorageError> {
         if self.producers.get().is_none() {
@@ -190,7 +206,7 @@ impl CategoryLog {
             }
         }
         loop {
-            let admission = self.producers().lock().admit(tag, content);
+            let (tag, admission) = self.producers().lock().admit_sequence(seq, content);
             match admission {
                 Admission::Append => {
                     return Ok(Admitted::Append(AdmissionGuard {
@@ -218,6 +234,14 @@ impl CategoryLog {
                         producer: tag.producer,
                         seq: tag.seq,
                         last,
+                    })
+                }
+                Admission::OutOfOrder { expected } => {
+                    return Err(StorageError::OutOfOrderSequence {
+                        category: self.category.to_string(),
+                        producer: tag.producer,
+                        seq: tag.seq,
+                        expected,
                     })
                 }
                 Admission::Wait(mut done) => {

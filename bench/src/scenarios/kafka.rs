@@ -1,0 +1,310 @@
+//! `kafka`: the Kafka listener next to HTTP on the same messages, in the
+//! same run and on the same server. Ingest: Debian's `kcat` (librdkafka,
+//! one producer, acks=1 = HTTP's default durability) sends a file of
+//! `--message-size` lines, one record each, against the same lines POSTed
+//! in `--body-size` bodies on 4 connections (the headline ingest row's
+//! setup); issue 19's goal is ≥ 0.5×. Fetch: `kcat -C` reads every record
+//! of the topic from the beginning against HTTP `/read`s (16 MiB, one
+//! connection) of the same chunks. Both sides are checked to have moved
+//! every byte. Without `kcat` the scenario prints SKIP and adds no row.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+
+use super::Scenario;
+use crate::client::Conn;
+use crate::ctx::Ctx;
+use crate::report::{mbps, row, spread};
+use crate::servers::Chunkbus;
+
+/// The `kafka` scenario.
+pub const SCENARIO: Scenario = Scenario {
+    name: "kafka",
+    about: "Kafka protocol (kcat/librdkafka) ingest and fetch vs HTTP on the same messages",
+    run: |ctx| Box::pin(run(ctx)),
+};
+
+/// HTTP connections of the ingest comparison (as the headline ingest row).
+const HTTP_CONNS: usize = 4;
+/// Longest a kcat run may take before the scenario fails.
+const KCAT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Kafka vs HTTP ingest and reads, `plan.reps` times on fresh servers.
+async fn run(ctx: &mut Ctx) -> Result<()> {
+    if !kcat_installed() {
+        note!("SKIP kafka: kcat not installed (apt-get install kcat); no Kafka rows");
+        return Ok(());
+    }
+    let plan = &ctx.plan;
+    // About `dur` of HTTP ingest at a few hundred MB/s, whole bodies.
+    let target: usize = if plan.dur < Duration::from_secs(1) {
+        2 << 20
+    } else {
+        (plan.dur.as_secs_f64() * f64::from(32u32 << 20)).min(f64::from(256u32 << 20)) as usize
+    };
+    let bodies = (target / ctx.body.len()).max(1);
+    let file = ctx.work.join("kafka-messages.txt");
+    write_messages(&file, &ctx.body, bodies)?;
+    let total = (ctx.body.len() * bodies) as u64;
+    let msgs = ctx.msgs_per_body * bodies;
+    let (mut k_in, mut h_in, mut k_out, mut h_out) = (vec![], vec![], vec![], vec![]);
+    for rep in 0..plan.reps {
+        let dir = ctx.work.join(format!("kafka-{rep}"));
+        let s = Chunkbus::start(&ctx.bin, &dir, &["--kafka-listen", "127.0.0.1:0"])?;
+        let kafka = kafka_addr(&dir)?;
+        k_in.push(kcat_produce(&kafka, "kafka", &file, total).await?);
+        check_stored(&s, "kafka", total).await?;
+        h_in.push(http_ingest(&s, "http", &ctx.body, bodies).await?);
+        check_stored(&s, "http", total).await?;
+        k_out.push(kcat_fetch(&kafka, "kafka", total).await?);
+        h_out.push(http_read(&s, "kafka", total).await?);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (k_in, h_in, k_out, h_out) = (spread(k_in), spread(h_in), spread(k_out), spread(h_out));
+    note!(
+        "kafka ingest {} ({:.2}× HTTP {}), fetch {} (HTTP reads {})",
+        mbps(k_in[1]),
+        k_in[1] / h_in[1],
+        mbps(h_in[1]),
+        mbps(k_out[1]),
+        mbps(h_out[1])
+    );
+    let size = ctx.message_size;
+    let per_sec = |rate: f64| rate / size as f64;
+    ctx.rows.push(row(
+        &format!(
+            "HTTP ingest of the Kafka rows' messages, {size}-byte messages, {HTTP_CONNS} conns"
+        ),
+        h_in,
+        "MB/s",
+        None,
+        &format!(
+            "{msgs} messages in {bodies} bodies of {} B; {:.0} msgs/s",
+            ctx.body.len(),
+            per_sec(h_in[1])
+        ),
+    ));
+    ctx.rows.push(row(
+        &format!("Kafka ingest: kcat (librdkafka) producer, acks=1, {size}-byte records"),
+        k_in,
+        "MB/s",
+        Some((h_in[1], "HTTP ingest, same messages".to_owned())),
+        &format!(
+            "{:.0} records/s, one connection, linger.ms=5, batch.size=1 MB; goal ≥ 0.5× HTTP; includes kcat start",
+            per_sec(k_in[1])
+        ),
+    ));
+    ctx.rows.push(row(
+        "HTTP reads of the Kafka rows' data, 16 MiB /read, 1 conn",
+        h_out,
+        "MB/s",
+        None,
+        "page cache",
+    ));
+    ctx.rows.push(row(
+        &format!("Kafka fetch: kcat -C (librdkafka) from the beginning, {size}-byte records"),
+        k_out,
+        "MB/s",
+        Some((h_out[1], "HTTP reads, same data".to_owned())),
+        &format!(
+            "{:.0} records/s, max.partition.fetch.bytes=16 MiB, fetch.wait.max.ms=20, queued.min.messages=10M, page cache; includes kcat start",
+            per_sec(k_out[1])
+        ),
+    ));
+    Ok(())
+}
+
+fn kcat_installed() -> bool {
+    Command::new("kcat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `body` (whole lines) `n` times into `path`.
+fn write_messages(path: &Path, body: &Bytes, n: usize) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for _ in 0..n {
+        f.write_all(body)?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// The Kafka listener's address from `ready.json`.
+fn kafka_addr(data: &Path) -> Result<String> {
+    let ready: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join(".chunkbus/ready.json"))?)?;
+    ready["kafka_addr"]
+        .as_str()
+        .map(str::to_owned)
+        .context("ready.json has no kafka_addr")
+}
+
+/// Runs kcat with `args` to completion (bounded); elapsed time and the
+/// bytes it wrote to stdout.
+async fn kcat(args: Vec<String>) -> Result<(Duration, u64)> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let t = Instant::now();
+        let mut child = Command::new("kcat")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn kcat")?;
+        let mut out = child.stdout.take().context("kcat stdout")?;
+        let mut err = child.stderr.take().context("kcat stderr")?;
+        let errors = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let r = out.read(&mut buf)?;
+            if r == 0 {
+                break;
+            }
+            n += r as u64;
+            if t.elapsed() > KCAT_LIMIT {
+                let _ = child.kill();
+                bail!("kcat {args:?} still running after {KCAT_LIMIT:?}");
+            }
+        }
+        let status = child.wait()?;
+        let elapsed = t.elapsed();
+        let stderr = errors.join().unwrap_or_default();
+        if !status.success() {
+            bail!("kcat {args:?} failed: {}", stderr.trim());
+        }
+        Ok((elapsed, n))
+    })
+    .await?
+}
+
+fn base_args(kafka: &str, topic: &str, mode: &str) -> Vec<String> {
+    [mode, "-b", kafka, "-t", topic, "-q"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+fn push_x(args: &mut Vec<String>, settings: &[&str]) {
+    for s in settings {
+        args.push("-X".to_owned());
+        args.push((*s).to_owned());
+    }
+}
+
+/// Produces every line of `file` as a record; bytes/s (newlines counted,
+/// as HTTP's rate counts them).
+async fn kcat_produce(kafka: &str, topic: &str, file: &Path, total: u64) -> Result<f64> {
+    let mut args = base_args(kafka, topic, "-P");
+    push_x(
+        &mut args,
+        &[
+            "acks=1",
+            "linger.ms=5",
+            "batch.size=1000000",
+            "batch.num.messages=100000",
+            "queue.buffering.max.messages=2000000",
+            "queue.buffering.max.kbytes=2097151",
+        ],
+    );
+    args.push("-l".to_owned());
+    args.push(PathBuf::from(file).display().to_string());
+    let (elapsed, _) = kcat(args).await?;
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// Fetches the whole topic from the beginning; bytes/s.
+async fn kcat_fetch(kafka: &str, topic: &str, total: u64) -> Result<f64> {
+    let mut args = base_args(kafka, topic, "-C");
+    args.extend(["-o", "beginning", "-e"].map(str::to_owned));
+    push_x(
+        &mut args,
+        &[
+            "max.partition.fetch.bytes=16777216",
+            "fetch.max.bytes=16777216",
+            // The last fetch (at the end, where -e stops) waits this long
+            // for data that never comes: keep it out of the rate.
+            "fetch.wait.max.ms=20",
+            // Past this many queued records librdkafka stops fetching for
+            // a while (~1 s); a 16 MiB fetch of small records exceeds
+            // the default of 100,000.
+            "queued.min.messages=10000000",
+        ],
+    );
+    let (elapsed, n) = kcat(args).await?;
+    if n != total {
+        bail!("kcat -C printed {n} bytes of {total}");
+    }
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// POSTs `body` `n` times over [`HTTP_CONNS`] connections; bytes/s.
+async fn http_ingest(s: &Chunkbus, category: &str, body: &Bytes, n: usize) -> Result<f64> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let path: Arc<str> = format!("/write?category={category}").into();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..HTTP_CONNS {
+        let (next, path, body, addr) = (Arc::clone(&next), Arc::clone(&path), body.clone(), s.addr);
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(addr).await?;
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                c.post_ok(&path, body.clone()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok((body.len() * n) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Reads every chunk of `category` once over one connection; bytes/s.
+async fn http_read(s: &Chunkbus, category: &str, total: u64) -> Result<f64> {
+    let mut c = Conn::open(s.addr).await?;
+    let t = Instant::now();
+    let mut n = 0u64;
+    for chunk in c.list_chunks(category).await? {
+        if let Some(name) = chunk["name"].as_str() {
+            n += c.read_chunk(category, name, None).await?;
+        }
+    }
+    let elapsed = t.elapsed();
+    if n != total {
+        bail!("HTTP reads got {n} bytes of {total}");
+    }
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// Fails unless `category` holds `total` bytes.
+async fn check_stored(s: &Chunkbus, category: &str, total: u64) -> Result<()> {
+    let mut c = Conn::open(s.addr).await?;
+    let stored: u64 = c
+        .list_chunks(category)
+        .await?
+        .iter()
+        .filter_map(|c| c["size"].as_u64())
+        .sum();
+    if stored != total {
+        bail!("{category} holds {stored} bytes, {total} were sent");
+    }
+    Ok(())
+}
