@@ -62,7 +62,10 @@ pub struct Metrics {
     /// (body intake, append, and any `sync`/replica wait).
     pub write_seconds: Histogram,
     /// The append of those writes alone: reserving, copying into the
-    /// chunk, and publication (readable).
+    /// chunk, and publication (readable); for an idempotent producer's
+    /// write also its admission (waiting behind that producer's write in
+    /// flight, the dedup table's rebuild on first use). Duplicates are not
+    /// observed.
     pub append_seconds: Histogram,
     /// Successful `/read` requests, headers received → answer ready, minus
     /// the time a long poll waited for data.
@@ -131,7 +134,7 @@ impl Metrics {
         );
         reg.register(
             "append_seconds",
-            "The append of successful /write requests (reserve, copy, publish)",
+            "The append of successful /write requests (reserve, copy, publish; idempotent producers' admission included)",
             self.append_seconds.clone(),
         );
         reg.register(

@@ -106,22 +106,27 @@ pub(super) async fn ack_local(
     }
     // Unlinking a large file and syncing the directory take milliseconds
     // (ext4 frees every extent): never on an async worker, where they would
-    // stall every request that worker serves.
+    // stall every request that worker serves. The replica progress is
+    // forgotten in the same task, so a request dropped meanwhile cannot
+    // leave it behind.
     let n = name.clone();
-    crate::cluster::blocking(move || log.ack_chunk(&n, size))
-        .await
-        .map_err(|e| match e {
-            BlockingError::Storage(e) => ApiError::from(e),
-            BlockingError::Join(source) => ApiError::from(ServiceError::TaskFailed {
-                what: "deleting the acked chunk",
-                source,
-            }),
-        })?;
-    if let Some(cluster) = state.cluster.get() {
-        cluster
-            .progress
-            .forget(category.as_str(), &name.to_string());
-    }
+    let cluster = state.cluster.get().map(Arc::clone);
+    let c = category.clone();
+    crate::cluster::blocking(move || {
+        log.ack_chunk(&n, size)?;
+        if let Some(cluster) = cluster {
+            cluster.progress.forget(c.as_str(), &n.to_string());
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| match e {
+        BlockingError::Storage(e) => ApiError::from(e),
+        BlockingError::Join(source) => ApiError::from(ServiceError::TaskFailed {
+            what: "deleting the acked chunk",
+            source,
+        }),
+    })?;
     Ok(())
 }
 

@@ -169,7 +169,23 @@ pub async fn fetch(broker: &Broker, req: &OffsetFetchRequest) -> OffsetFetchResp
     let mut resp = OffsetFetchResponse::default();
     let group = req.group_id.0.as_str();
     if let Err(e) = broker.check_coordinator(group) {
+        // v2+ read the top-level code; v0/v1 have none (the encoder leaves
+        // it out), so every partition asked about carries it too — an empty
+        // answer would read as "nothing committed" there.
         resp.error_code = e.code();
+        for t in req.topics.iter().flatten() {
+            let mut topic = OffsetFetchResponseTopic::default();
+            topic.name = t.name.clone();
+            for &p in &t.partition_indexes {
+                let mut out = OffsetFetchResponsePartition::default();
+                out.partition_index = p;
+                out.committed_offset = -1;
+                out.committed_leader_epoch = -1;
+                out.error_code = e.code();
+                topic.partitions.push(out);
+            }
+            resp.topics.push(topic);
+        }
         return resp;
     }
     // Null topics (v2+): every category the group has positions in.

@@ -302,8 +302,9 @@ impl Storage {
         if self.category(category).is_some() {
             return Ok(false);
         }
-        self.create_category(category, true)?;
-        Ok(true)
+        // Of two concurrent creations only the one that inserted the log
+        // answers `true`.
+        Ok(self.create_category_once(category, true)?.1)
     }
 
     /// Checks that a write may go to `category`: it exists, or one more
@@ -337,10 +338,20 @@ impl Storage {
         category: &Category,
         limited: bool,
     ) -> Result<Arc<CategoryLog>, StorageError> {
+        Ok(self.create_category_once(category, limited)?.0)
+    }
+
+    /// [`Storage::create_category`], also saying whether this call created
+    /// the log (`false`: it existed, or a concurrent call created it).
+    fn create_category_once(
+        &self,
+        category: &Category,
+        limited: bool,
+    ) -> Result<(Arc<CategoryLog>, bool), StorageError> {
         {
             let mut c = self.categories.write();
             if let Some(log) = c.logs.get(category) {
-                return Ok(Arc::clone(log));
+                return Ok((Arc::clone(log), false));
             }
             if limited && !c.creating.contains_key(category) {
                 self.check_room(&c)?;
@@ -359,7 +370,7 @@ impl Storage {
             }
         }
         if let Some(log) = c.logs.get(category) {
-            return Ok(Arc::clone(log));
+            return Ok((Arc::clone(log), false));
         }
         let log = Arc::new(CategoryLog::new(
             category.clone(),
@@ -371,7 +382,7 @@ impl Storage {
         c.logs.insert(category.clone(), Arc::clone(&log));
         drop(c);
         tracing::info!(%category, "created category");
-        Ok(log)
+        Ok((log, true))
     }
 
     /// Appends a validated body to `category`, creating it on first write

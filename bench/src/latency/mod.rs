@@ -217,6 +217,8 @@ pub async fn open_loop<T: Target>(target: &T, schedule: &Schedule) -> Result<Lat
             hist: Histogram::<u64>::new(3)?,
         })
         .await?;
+    // An error below must not leave the consumer polling into later runs.
+    let _stop_consumer = AbortOnDrop(consumer.abort_handle());
     tokio::time::timeout(Duration::from_secs(30), ready_rx)
         .await
         .map_err(|_| anyhow::anyhow!("consumer did not see the first body within 30 s"))?
@@ -259,6 +261,7 @@ pub async fn open_loop<T: Target>(target: &T, schedule: &Schedule) -> Result<Lat
         interval,
         total,
         t0,
+        measure_from,
         stopped: Arc::clone(&stopped),
     };
     let (done_tx, done_rx) = oneshot::channel();
@@ -348,6 +351,15 @@ fn stamped(template: &BytesMut, message_size: usize, stamp: u64) -> Bytes {
     b.freeze()
 }
 
+/// Aborts a task when dropped (whatever way the run ends).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Marks the run as failed when a sending worker ends before the queue
 /// closed (an error or a panic); cleared on a normal end.
 struct StopFlag(Option<Arc<AtomicBool>>);
@@ -378,6 +390,8 @@ struct Generator {
     interval: Duration,
     total: Duration,
     t0: Instant,
+    /// Stamps from here on are measured (after the warm-up).
+    measure_from: u64,
     stopped: Arc<AtomicBool>,
 }
 
@@ -397,6 +411,9 @@ impl Generator {
         let mut lateness = Histogram::<u64>::new(3)?;
         let (mut saturated, mut overloaded) = (false, false);
         let mut sent_bytes = 0u64;
+        // The last send waited for room in the queue: the next body is late
+        // because of the system, not the generator's clock.
+        let mut waited = false;
         let start = Instant::now();
         let give_up = start + self.total + OVERRUN;
         for k in 0u64.. {
@@ -418,11 +435,15 @@ impl Generator {
             if let Some(wait) = intended.checked_duration_since(now) {
                 std::thread::sleep(wait);
             }
-            lateness.saturating_record(intended.elapsed().as_micros() as u64);
+            let late = intended.elapsed();
             let stamp = (intended - self.t0).as_nanos() as u64;
+            if !waited && stamp >= self.measure_from {
+                lateness.saturating_record(late.as_micros() as u64);
+            }
             let body = stamped(&self.template, self.message_size, stamp);
             sent_bytes += body.len() as u64;
-            if tx.capacity() == 0 {
+            waited = tx.capacity() == 0;
+            if waited {
                 saturated = true;
             }
             tx.blocking_send((stamp, body))
