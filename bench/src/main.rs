@@ -192,7 +192,12 @@ async fn run(args: Args, work: &Path) -> Result<()> {
         )?;
         std::fs::write(dir.join(format!("{stem}.md")), &md)?;
         std::fs::write(dir.join(format!("{stem}.svg")), report::svg(&report))?;
-        note!("saved bench/results/{stem}.{{json,md,svg}}");
+        if let Some(chart) = report::latency_vs_rate_svg(&report) {
+            std::fs::write(dir.join(format!("{stem}-latency.svg")), chart)?;
+        }
+        note!(
+            "saved bench/results/{stem}.{{json,md,svg}} (and {stem}-latency.svg with latency rows)"
+        );
     }
     Ok(())
 }

@@ -22,6 +22,18 @@ pub struct Row {
     pub notes: String,
     /// Latency rows: p50, p99, p99.9, max in ms (drawn in the chart).
     pub percentiles: Option<[f64; 4]>,
+    /// Latency rows measured at a share of a maximum rate: which system
+    /// and at what percent (drawn in the latency-against-rate chart).
+    pub curve: Option<Curve>,
+}
+
+/// A point of a latency-against-rate curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Curve {
+    /// The system measured (one line per system).
+    pub system: String,
+    /// The rate, in percent of the sustained maximum.
+    pub percent: f64,
 }
 
 /// A whole run.
@@ -58,6 +70,7 @@ pub fn row(
         ceiling_name: ceiling.map(|c| c.1),
         notes: notes.to_owned(),
         percentiles: None,
+        curve: None,
     }
 }
 
@@ -196,6 +209,130 @@ pub fn svg(r: &Report) -> String {
     out
 }
 
+/// A self-contained SVG chart of end-to-end p99 against the rate, one line
+/// per system, from the rows that carry a [`Curve`]; log scale in ms. A
+/// rate a system could not follow (SATURATED: no percentiles) is drawn as
+/// an open marker on the top edge. `None` when no row has a curve.
+pub fn latency_vs_rate_svg(r: &Report) -> Option<String> {
+    const W: f64 = 720.0;
+    const H: f64 = 420.0;
+    const L: f64 = 70.0;
+    const R: f64 = 230.0;
+    const T: f64 = 50.0;
+    const B: f64 = 50.0;
+    const COLORS: [&str; 6] = [
+        "#2c6fbb", "#e08a2c", "#3a9a4a", "#b03a8c", "#777777", "#c0392b",
+    ];
+    let points: Vec<(&Curve, Option<f64>)> = r
+        .rows
+        .iter()
+        .filter_map(|row| Some((row.curve.as_ref()?, row.percentiles.map(|p| p[1]))))
+        .collect();
+    if points.is_empty() {
+        return None;
+    }
+    let mut systems: Vec<&str> = Vec::new();
+    for (c, _) in &points {
+        if !systems.contains(&c.system.as_str()) {
+            systems.push(&c.system);
+        }
+    }
+    let x_max = points
+        .iter()
+        .map(|(c, _)| c.percent)
+        .fold(10.0f64, f64::max)
+        .ceil();
+    let y_hi = points.iter().filter_map(|&(_, v)| v).fold(1.0f64, f64::max);
+    // Decades from 0.1 ms to the first power of ten above the largest p99.
+    let (lo_exp, hi_exp) = (-1i32, (y_hi.log10().ceil() as i32).max(0) + 1);
+    let (pw, ph) = (W - L - R, H - T - B);
+    let x = |pct: f64| L + pct / x_max * pw;
+    let y = |ms: f64| {
+        let v = ms.max(10f64.powi(lo_exp)).log10();
+        T + ph - (v - f64::from(lo_exp)) / f64::from(hi_exp - lo_exp) * ph
+    };
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">End-to-end p99 against rate ({} , {})</text>\n\
+         <text x=\"10\" y=\"38\" fill=\"#555\">x: % of the sustained maximum; y: ms, log scale; open marker on top: saturated</text>\n",
+        esc(&r.date),
+        esc(&r.commit)
+    );
+    for e in lo_exp..=hi_exp {
+        let v = 10f64.powi(e);
+        let gy = y(v);
+        out.push_str(&format!(
+            "<line x1=\"{L}\" y1=\"{gy:.1}\" x2=\"{x2:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>\n\
+             <text x=\"{tx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>\n",
+            x2 = L + pw,
+            tx = L - 6.0,
+            ty = gy + 4.0,
+            label = if v < 1.0 {
+                format!("{v}")
+            } else {
+                format!("{v:.0}")
+            }
+        ));
+    }
+    let mut pct = 0.0;
+    while pct <= x_max {
+        out.push_str(&format!(
+            "<text x=\"{tx:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">{pct:.0}%</text>\n",
+            tx = x(pct),
+            ty = T + ph + 18.0
+        ));
+        pct += 25.0;
+    }
+    out.push_str(&format!(
+        "<rect x=\"{L}\" y=\"{T}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n"
+    ));
+    for (i, system) in systems.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut line: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|(c, v)| c.system == *system && v.is_some())
+            .filter_map(|&(c, v)| Some((c.percent, v?)))
+            .collect();
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if line.len() > 1 {
+            let d: Vec<String> = line
+                .iter()
+                .map(|&(p, v)| format!("{:.1},{:.1}", x(p), y(v)))
+                .collect();
+            out.push_str(&format!(
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
+                d.join(" ")
+            ));
+        }
+        for &(c, v) in points.iter().filter(|(c, _)| c.system == *system) {
+            match v {
+                Some(v) => out.push_str(&format!(
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"/>\n",
+                    x(c.percent),
+                    y(v)
+                )),
+                None => out.push_str(&format!(
+                    "<circle cx=\"{:.1}\" cy=\"{T}\" r=\"5\" fill=\"white\" stroke=\"{color}\" stroke-width=\"2\"/>\n",
+                    x(c.percent)
+                )),
+            }
+        }
+        let ly = T + 10.0 + i as f64 * 20.0;
+        out.push_str(&format!(
+            "<rect x=\"{lx:.1}\" y=\"{ry:.1}\" width=\"14\" height=\"4\" fill=\"{color}\"/>\n\
+             <text x=\"{tx:.1}\" y=\"{ty:.1}\">{name}</text>\n",
+            lx = L + pw + 12.0,
+            ry = ly - 4.0,
+            tx = L + pw + 32.0,
+            ty = ly + 2.0,
+            name = esc(&short(system))
+        ));
+    }
+    out.push_str("</svg>\n");
+    Some(out)
+}
+
 fn short(s: &str) -> String {
     if s.chars().count() > 64 {
         let t: String = s.chars().take(62).collect();
@@ -210,4 +347,49 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(system: &str, percent: f64, p99: Option<f64>) -> Row {
+        let mut r = row("x", [1.0; 3], "ms", None, "");
+        r.percentiles = p99.map(|v| [v / 2.0, v, v * 2.0, v * 3.0]);
+        r.curve = Some(Curve {
+            system: system.to_owned(),
+            percent,
+        });
+        r
+    }
+
+    #[test]
+    fn the_rate_chart_draws_a_line_per_system_and_marks_saturation() {
+        let mut report = Report {
+            date: "d".into(),
+            commit: "c".into(),
+            command: String::new(),
+            machine: String::new(),
+            rows: vec![row("throughput", [1e6; 3], "MB/s", None, "")],
+        };
+        assert!(latency_vs_rate_svg(&report).is_none());
+        report.rows.extend([
+            point("chunkbus", 10.0, Some(1.5)),
+            point("chunkbus", 50.0, Some(4.0)),
+            point("Redis", 10.0, Some(300.0)),
+            point("Redis", 50.0, None),
+        ]);
+        let svg = latency_vs_rate_svg(&report).expect("a chart");
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            1,
+            "Redis has one measured point: no line"
+        );
+        // Three measured points, one saturated marker on the top edge.
+        assert_eq!(svg.matches("r=\"4\"").count(), 3);
+        assert_eq!(svg.matches("r=\"5\"").count(), 1);
+        assert!(svg.contains(">chunkbus<") && svg.contains(">Redis<"));
+        // The log axis reaches past the largest p99 (300 ms → 1000).
+        assert!(svg.contains(">1000<"));
+    }
 }

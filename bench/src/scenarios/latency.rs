@@ -22,7 +22,7 @@ use crate::latency::stages::Stages;
 use crate::latency::targets::{ChunkbusClient, ChunkbusHttp, NatsJetStream, RedisStreams};
 use crate::latency::{self, LatencyResult, Schedule};
 use crate::load;
-use crate::report::{mbps, row, spread, us};
+use crate::report::{mbps, row, spread, us, Curve};
 use crate::servers::Chunkbus;
 
 /// The `latency` scenario.
@@ -220,6 +220,7 @@ async fn measure(
     tag: &str,
     schedule: &Schedule,
     vs: Option<(f64, String)>,
+    percent: Option<u32>,
 ) -> Result<Option<f64>> {
     let dir = ctx.work.join("latency-peers");
     let mut p99s = Vec::new();
@@ -287,6 +288,10 @@ async fn measure(
         let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
         r.percentiles = Some([ms(0.5), ms(0.99), ms(0.999), hist.max() as f64 / 1000.0]);
     }
+    r.curve = percent.map(|p| Curve {
+        system: system.label().to_owned(),
+        percent: f64::from(p),
+    });
     ctx.rows.push(r);
     Ok((!saturated).then_some(p99[1]))
 }
@@ -379,6 +384,7 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
             &format!("lat{pct}"),
             &schedule,
             None,
+            Some(pct),
         )
         .await?;
         let vs = ours.map(|p| (p, "chunkbus p99".to_owned()));
@@ -391,6 +397,7 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
                 &format!("lat{pct}{}", peer as u8),
                 &schedule,
                 vs.clone(),
+                Some(pct),
             )
             .await?;
         }
@@ -416,6 +423,7 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
             &format!("app{per_sec}h"),
             &schedule,
             None,
+            None,
         )
         .await?;
         let vs = ours.map(|p| (p, "chunkbus HTTP p99".to_owned()));
@@ -428,6 +436,7 @@ async fn run(ctx: &mut Ctx) -> Result<()> {
                 &format!("app{per_sec}{}", other as u8),
                 &schedule,
                 vs.clone(),
+                None,
             )
             .await?;
         }
