@@ -1,6 +1,11 @@
 //! Storage: the map from category to [`CategoryLog`], startup recovery, and
 //! the background flush and rotation loops.
 //!
+//! This file holds the [`Storage`] type, its appends and idempotent entry
+//! points, the flush, rotation and idle loops and shutdown sealing; the
+//! category map and creation (`max_categories`) are in `categories.rs`,
+//! opening the data dir (lock, recovery of every category) in `open.rs`.
+//!
 //! Layout on disk (see `docs/formats.md`):
 //! ```text
 //! <data_dir>/<category>/<server>-chunkNNNNNNNNN       message bytes only
@@ -9,17 +14,18 @@
 //! <data_dir>/.chunkbus/next-chunk/<category>          next chunk index
 //! ```
 
+mod categories;
 mod category_log;
 pub mod chunk;
 pub(crate) mod contended;
 mod copy;
 mod error;
 pub mod feed;
+mod open;
 mod open_cache;
 pub mod producers;
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,8 +42,9 @@ pub use error::StorageError;
 pub use feed::ChangeFeed;
 
 use crate::config::StorageConfig;
-use crate::fsutil::{self, FaultHook};
+use crate::fsutil::FaultHook;
 use crate::names::{Category, ChunkName, ServerName};
+use categories::Categories;
 pub use category_log::idempotent::{Duplicate, TaggedAppend};
 use chunk::format::CheckedBody;
 use chunk::index::ProducerTag;
@@ -83,15 +90,6 @@ impl Ctx {
     }
 }
 
-/// The categories of a server, and those whose directory is being created.
-#[derive(Debug, Default)]
-struct Categories {
-    logs: BTreeMap<Category, Arc<CategoryLog>>,
-    /// Names being created (directory and counter outside the lock), with
-    /// how many creators each: counted against `max_categories`.
-    creating: HashMap<Category, usize>,
-}
-
 /// The storage engine of one server.
 #[derive(Debug)]
 pub struct Storage {
@@ -101,98 +99,6 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens (creating if missing) the data dir, takes its lock and recovers
-    /// every category: torn tails cut, open chunks sealed, empty ones removed.
-    ///
-    /// # Errors
-    /// The data dir is locked by another process, unreadable, or holds an
-    /// index that is not ours.
-    pub fn open(
-        data_dir: &Path,
-        server: ServerName,
-        cfg: StorageConfig,
-        hook: FaultHook,
-    ) -> Result<Self, StorageError> {
-        let started = Instant::now();
-        fsutil::create_dir_durable(data_dir)
-            .map_err(|e| StorageError::io("create data dir", data_dir, e))?;
-        let state_dir = data_dir.join(STATE_DIR);
-        fsutil::create_dir_durable(&state_dir.join("next-chunk"))
-            .map_err(|e| StorageError::io("create state dir", &state_dir, e))?;
-        let lock_path = state_dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StorageError::io("open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StorageError::Locked {
-                    data_dir: data_dir.to_path_buf(),
-                    lock: lock_path,
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("lock", &lock_path, e)),
-        }
-        let feed = ChangeFeed::open(cfg.cluster.then_some(state_dir.as_path()), hook.clone())?;
-        let tasks = TaskTracker::new();
-        let cache = Arc::new(OpenCache::new(cfg.max_open_chunks, tasks.clone()));
-        let ctx = Arc::new(Ctx {
-            data_dir: data_dir.to_path_buf(),
-            state_dir,
-            server,
-            cfg,
-            hook,
-            tasks,
-            closing: AtomicBool::new(false),
-            feed,
-            cache,
-        });
-        let mut categories = BTreeMap::new();
-        let mut chunk_count = 0usize;
-        for entry in
-            fs::read_dir(data_dir).map_err(|e| StorageError::io("list data dir", data_dir, e))?
-        {
-            let entry = entry.map_err(|e| StorageError::io("list data dir", data_dir, e))?;
-            let fname = entry.file_name();
-            let Some(name) = fname.to_str() else { continue };
-            if name == STATE_DIR {
-                continue;
-            }
-            let Ok(category) = Category::parse(name) else {
-                tracing::warn!(entry = %entry.path().display(), "ignoring entry in data dir that is not a category");
-                continue;
-            };
-            if !entry
-                .file_type()
-                .map_err(|e| StorageError::io("stat", entry.path(), e))?
-                .is_dir()
-            {
-                tracing::warn!(entry = %entry.path().display(), "ignoring file in data dir");
-                continue;
-            }
-            let log = load_category(&ctx, category.clone(), entry.path())?;
-            chunk_count += log.list().len();
-            categories.insert(category, Arc::new(log));
-        }
-        tracing::info!(
-            categories = categories.len(),
-            chunks = chunk_count,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "storage recovered"
-        );
-        Ok(Self {
-            ctx,
-            categories: RwLock::new(Categories {
-                logs: categories,
-                creating: HashMap::new(),
-            }),
-            _lock: lock,
-        })
-    }
-
     /// This server's name.
     #[must_use]
     pub fn server(&self) -> &ServerName {
@@ -273,116 +179,6 @@ impl Storage {
             .keys()
             .map(ToString::to_string)
             .collect()
-    }
-
-    /// The log of `category`, created (empty) if missing, whatever the
-    /// number of categories: for copies of peers' chunks and the tier
-    /// manifest, which hold data that exists already.
-    ///
-    /// # Errors
-    /// Creating the category directory or reading its chunk counter failed.
-    pub fn category_or_create(
-        &self,
-        category: &Category,
-    ) -> Result<Arc<CategoryLog>, StorageError> {
-        match self.category(category) {
-            Some(log) => Ok(log),
-            None => self.create_category(category, false),
-        }
-    }
-
-    /// Creates `category` (empty) as its first write would, if
-    /// `max_categories` allows: what Kafka's `CreateTopics` does. `false`
-    /// when it existed already (nothing done).
-    ///
-    /// # Errors
-    /// [`StorageError::TooManyCategories`], or creating its directory
-    /// failed.
-    pub fn create(&self, category: &Category) -> Result<bool, StorageError> {
-        if self.category(category).is_some() {
-            return Ok(false);
-        }
-        // Of two concurrent creations only the one that inserted the log
-        // answers `true`.
-        Ok(self.create_category_once(category, true)?.1)
-    }
-
-    /// Checks that a write may go to `category`: it exists, or one more
-    /// category fits under `max_categories`. Lets a refused write be
-    /// answered before its body is read; [`Storage::append`] checks again.
-    ///
-    /// # Errors
-    /// [`StorageError::TooManyCategories`].
-    pub fn admits(&self, category: &Category) -> Result<(), StorageError> {
-        let c = self.categories.read();
-        if c.logs.contains_key(category) || c.creating.contains_key(category) {
-            return Ok(());
-        }
-        self.check_room(&c)
-    }
-
-    fn check_room(&self, c: &Categories) -> Result<(), StorageError> {
-        let max = self.ctx.cfg.max_categories;
-        if c.logs.len() + c.creating.len() >= max {
-            return Err(StorageError::TooManyCategories { max });
-        }
-        Ok(())
-    }
-
-    /// Creates `category`: counted as being created under the lock (and,
-    /// with `limited`, refused past `max_categories` before anything is
-    /// written), its directory made durable and its counter read outside
-    /// the lock, so creations of different categories overlap.
-    fn create_category(
-        &self,
-        category: &Category,
-        limited: bool,
-    ) -> Result<Arc<CategoryLog>, StorageError> {
-        Ok(self.create_category_once(category, limited)?.0)
-    }
-
-    /// [`Storage::create_category`], also saying whether this call created
-    /// the log (`false`: it existed, or a concurrent call created it).
-    fn create_category_once(
-        &self,
-        category: &Category,
-        limited: bool,
-    ) -> Result<(Arc<CategoryLog>, bool), StorageError> {
-        {
-            let mut c = self.categories.write();
-            if let Some(log) = c.logs.get(category) {
-                return Ok((Arc::clone(log), false));
-            }
-            if limited && !c.creating.contains_key(category) {
-                self.check_room(&c)?;
-            }
-            *c.creating.entry(category.clone()).or_insert(0) += 1;
-        }
-        let dir = self.ctx.data_dir.join(category.as_str());
-        let made = fsutil::create_dir_durable(&dir)
-            .map_err(|e| StorageError::io("create category dir", &dir, e))
-            .and_then(|()| read_counter(&self.ctx.counter_path(category)));
-        let mut c = self.categories.write();
-        if let Some(n) = c.creating.get_mut(category) {
-            *n -= 1;
-            if *n == 0 {
-                c.creating.remove(category);
-            }
-        }
-        if let Some(log) = c.logs.get(category) {
-            return Ok((Arc::clone(log), false));
-        }
-        let log = Arc::new(CategoryLog::new(
-            category.clone(),
-            dir,
-            Arc::clone(&self.ctx),
-            BTreeMap::new(),
-            made?,
-        ));
-        c.logs.insert(category.clone(), Arc::clone(&log));
-        drop(c);
-        tracing::info!(%category, "created category");
-        Ok((log, true))
     }
 
     /// Appends a validated body to `category`, creating it on first write
@@ -574,82 +370,4 @@ impl Storage {
         }
         first
     }
-}
-
-fn read_counter(path: &Path) -> Result<u64, StorageError> {
-    match fs::read_to_string(path) {
-        Ok(s) => s.trim().parse::<u64>().map_err(|e| StorageError::Io {
-            op: "parse chunk counter",
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(StorageError::io("read chunk counter", path, e)),
-    }
-}
-
-fn load_category(
-    ctx: &Arc<Ctx>,
-    category: Category,
-    dir: PathBuf,
-) -> Result<CategoryLog, StorageError> {
-    let mut chunks = BTreeMap::new();
-    let stored = read_counter(&ctx.counter_path(&category))?;
-    let mut next = stored;
-    let mut orphan_indexes = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(|e| StorageError::io("list category", &dir, e))? {
-        let entry = entry.map_err(|e| StorageError::io("list category", &dir, e))?;
-        let path = entry.path();
-        let Some(fname) = entry.file_name().to_str().map(str::to_owned) else {
-            tracing::warn!(path = %path.display(), "ignoring file with a non-UTF-8 name");
-            continue;
-        };
-        if let Some(stem) = fname.strip_suffix(chunk::index::INDEX_SUFFIX) {
-            orphan_indexes.push((dir.join(stem), path));
-            continue;
-        }
-        let Ok(name) = ChunkName::parse(&fname) else {
-            tracing::warn!(path = %path.display(), "ignoring file that is not a chunk");
-            continue;
-        };
-        let owned = name.owner() == &ctx.server;
-        if owned {
-            next = next.max(name.index() + 1);
-        }
-        if let Some(chunk) = chunk::recovery::load(
-            name.clone(),
-            &path,
-            owned,
-            !ctx.cfg.cluster,
-            &ctx.hook,
-            &ctx.cache,
-        )? {
-            chunks.insert(name, chunk);
-        }
-    }
-    // Checked after loading: recovery may have removed empty chunks (and
-    // their sidecars) that the directory listing still showed.
-    for (data, idx) in orphan_indexes {
-        if data.exists() || !idx.exists() {
-            continue;
-        }
-        tracing::info!(path = %idx.display(), "removing index without chunk");
-        match fs::remove_file(&idx) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io("remove", &idx, e)),
-        }
-    }
-    let counter = ctx.counter_path(&category);
-    if next != stored {
-        fsutil::rewrite_atomic(&counter, next.to_string().as_bytes())
-            .map_err(|e| StorageError::io("record next chunk index in", &counter, e))?;
-    }
-    Ok(CategoryLog::new(
-        category,
-        dir,
-        Arc::clone(ctx),
-        chunks,
-        next,
-    ))
 }
