@@ -5,7 +5,7 @@
 //! fails over between them. Their addresses come from `GET /peers`, looked
 //! up once and again when a holder is unknown.
 //!
-//! Never decides what to read next (that is `consumer.rs`): it only picks
+//! Never decides what to read next (that is `consumer/reader.rs`): it only picks
 //! where a read goes.
 
 use std::collections::BTreeMap;
