@@ -64,22 +64,29 @@ async fn check_ack(
     // Listed as complete as soon as it is closed; delete only once the seal
     // is on disk.
     let sealed = chunk.wait_sealed(SEAL_WAIT).await;
-    // Validation (400) before conflicts (409), as everywhere.
-    if !sealed.sealed {
+    check_final(name, sealed.sealed, sealed.end, size)?;
+    Ok((log, sealed.end))
+}
+
+/// A chukcha ack of `size` may delete `name` only once the chunk is final
+/// (`sealed`, or announced complete) and `size` covers its `end`.
+/// Validation (400) before conflicts (409), as everywhere.
+fn check_final(name: &ChunkName, sealed: bool, end: u64, size: u64) -> Result<(), ApiError> {
+    if !sealed {
         return Err(StorageError::NotSealed {
             name: name.to_string(),
         }
         .into());
     }
-    if size < sealed.end {
+    if size < end {
         return Err(StorageError::AckTooSmall {
             name: name.to_string(),
             size,
-            final_size: sealed.end,
+            final_size: end,
         }
         .into());
     }
-    Ok((log, sealed.end))
+    Ok(())
 }
 
 /// Acks a chunk this server owns (or any chunk on a single node): deletes
@@ -141,20 +148,7 @@ async fn ack_elsewhere(
     size: u64,
     announced: crate::cluster::catalog::Announced,
 ) -> Result<(), ApiError> {
-    if !announced.complete {
-        return Err(StorageError::NotSealed {
-            name: name.to_string(),
-        }
-        .into());
-    }
-    if size < announced.size {
-        return Err(StorageError::AckTooSmall {
-            name: name.to_string(),
-            size,
-            final_size: announced.size,
-        }
-        .into());
-    }
+    check_final(name, announced.complete, announced.size, size)?;
     let forwarded = cluster
         .forward_ack(PendingAck {
             category: category.to_string(),

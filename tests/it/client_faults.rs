@@ -133,24 +133,11 @@ fn the_cli_producer_exits_with_an_error_when_answers_never_come() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"a\nb\nc\n").unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chunkbus produce hung on a silent server");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = crate::harness::wait_for_exit(
+        &mut child,
+        Duration::from_secs(20),
+        "chunkbus produce hung on a silent server",
+    );
     assert!(!status.success());
     assert!(err.contains("timed out"), "{err}");
     assert!(err.contains("may have been stored"), "{err}");

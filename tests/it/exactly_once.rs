@@ -239,25 +239,8 @@ fn chunkbus_produce_through_lost_answers_stores_every_line_once() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(input.as_bytes()).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chunkbus produce hung");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) =
+        crate::harness::wait_for_exit(&mut child, Duration::from_secs(60), "chunkbus produce hung");
     assert!(status.success(), "{err}");
     assert!(
         proxy.dropped.load(Ordering::Relaxed) >= 3,

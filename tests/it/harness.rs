@@ -466,3 +466,49 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// Numbered messages `<tag>-<i>\n` for i in range.
+pub fn numbered(tag: &str, range: std::ops::Range<u64>) -> String {
+    range.map(|i| format!("{tag}-{i}\n")).collect()
+}
+
+/// Per producer tag: the numbers read, in order.
+pub fn by_tag(data: &[u8]) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut out: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(data).lines() {
+        let (tag, n) = line.rsplit_once('-').expect("tag-n");
+        out.entry(tag.to_owned())
+            .or_default()
+            .push(n.parse().expect("number"));
+    }
+    out
+}
+
+/// Waits up to `limit` for `child` (its stderr piped) to exit; kills it and
+/// panics naming `what` if it does not. Returns its status and stderr.
+pub fn wait_for_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}

@@ -1,5 +1,5 @@
-//! A minimal raw Kafka client for the cluster tests: one request over a
-//! fresh TCP connection, encoded and decoded with the `kafka-protocol`
+//! A minimal raw Kafka client for the Kafka tests: requests over a TCP
+//! connection, encoded and decoded with the `kafka-protocol`
 //! crate, so a test can send a request to one chosen broker (librdkafka
 //! always follows Metadata) and see the exact error codes.
 
@@ -23,36 +23,63 @@ use kafka_protocol::records::{
     NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
-/// Sends `req` (API `key`, `version`) to `addr` and decodes the answer.
+/// One connection speaking requests built with the codec (correlation ids
+/// counted, every answer's checked).
+pub struct Wire {
+    s: TcpStream,
+    next: i32,
+}
+
+impl Wire {
+    /// Connects to `addr`.
+    pub fn open(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Self { s, next: 1 }
+    }
+
+    /// Sends `req` (API `key`, `version`) and decodes the answer.
+    pub fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = self.next;
+        header.client_id = Some(StrBytes::from_static_str("chunkbus-test"));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .unwrap();
+        req.encode(&mut body, version).unwrap();
+        self.s
+            .write_all(&i32::try_from(body.len()).unwrap().to_be_bytes())
+            .unwrap();
+        self.s.write_all(&body).unwrap();
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).unwrap();
+        let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(len)).unwrap()];
+        self.s.read_exact(&mut answer).unwrap();
+        let mut buf = Bytes::from(answer);
+        let h = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
+        assert_eq!(h.correlation_id, self.next);
+        self.next += 1;
+        Resp::decode(&mut buf, version).unwrap()
+    }
+}
+
+/// Sends `req` (API `key`, `version`) to `addr` on a fresh connection and
+/// decodes the answer.
 pub fn call<Req: Encodable, Resp: Decodable>(
     addr: SocketAddr,
     key: ApiKey,
     version: i16,
     req: &Req,
 ) -> Resp {
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = 7;
-    header.client_id = Some(StrBytes::from_static_str("chunkbus-test"));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, key.request_header_version(version))
-        .unwrap();
-    req.encode(&mut body, version).unwrap();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&i32::try_from(body.len()).unwrap().to_be_bytes())
-        .unwrap();
-    s.write_all(&body).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(len)).unwrap()];
-    s.read_exact(&mut answer).unwrap();
-    let mut buf = Bytes::from(answer);
-    let h = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
-    assert_eq!(h.correlation_id, 7);
-    Resp::decode(&mut buf, version).unwrap()
+    Wire::open(addr).call(key, version, req)
 }
 
 /// Metadata (v9) of `topic` as `addr` answers it.
@@ -64,6 +91,10 @@ pub fn metadata(addr: SocketAddr, topic: &str) -> MetadataResponse {
     call(addr, ApiKey::Metadata, 9, &req)
 }
 
+/// An idempotent producer's fields of a batch: id, epoch, and the
+/// sequence number of its first record.
+pub type Sequenced = (i64, i16, i32);
+
 /// Produces `values` to `topic`/`partition` on `addr` with `acks`;
 /// returns the partition's (error code, base offset).
 pub fn produce(
@@ -74,6 +105,30 @@ pub fn produce(
     acks: i16,
     timeout_ms: i32,
 ) -> (i16, i64) {
+    produce_on(
+        &mut Wire::open(addr),
+        topic,
+        partition,
+        values,
+        None,
+        acks,
+        timeout_ms,
+    )
+}
+
+/// Produces `values` as one batch on `wire` (an idempotent producer's
+/// when `sequenced`); returns the partition's (error code, base offset).
+pub fn produce_on(
+    wire: &mut Wire,
+    topic: &str,
+    partition: i32,
+    values: &[&str],
+    sequenced: Option<Sequenced>,
+    acks: i16,
+    timeout_ms: i32,
+) -> (i16, i64) {
+    let (producer_id, producer_epoch, first) =
+        sequenced.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -82,11 +137,15 @@ pub fn produce(
             control: false,
             delete_horizon: false,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i64::try_from(i).unwrap(),
-            sequence: NO_SEQUENCE,
+            sequence: if sequenced.is_some() {
+                first + i32::try_from(i).unwrap()
+            } else {
+                NO_SEQUENCE
+            },
             timestamp: 1,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
@@ -113,7 +172,7 @@ pub fn produce(
     req.acks = acks;
     req.timeout_ms = timeout_ms;
     req.topic_data = vec![t];
-    let resp: ProduceResponse = call(addr, ApiKey::Produce, 8, &req);
+    let resp: ProduceResponse = wire.call(ApiKey::Produce, 9, &req);
     let p = &resp.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }

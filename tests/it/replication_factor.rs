@@ -7,26 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::harness::{TestBroker, TestCluster};
+use crate::harness::{by_tag, numbered, TestBroker, TestCluster};
 
 const CONVERGE: Duration = Duration::from_secs(40);
-
-/// Numbered messages `<tag>-<i>\n` for i in range.
-fn numbered(tag: &str, range: std::ops::Range<u64>) -> String {
-    range.map(|i| format!("{tag}-{i}\n")).collect()
-}
-
-/// Per producer tag: the numbers read, in order.
-fn by_tag(data: &[u8]) -> BTreeMap<String, Vec<u64>> {
-    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for line in String::from_utf8_lossy(data).lines() {
-        let (tag, n) = line.rsplit_once('-').expect("tag-n");
-        out.entry(tag.to_owned())
-            .or_default()
-            .push(n.parse().expect("number"));
-    }
-    out
-}
 
 /// One entry of a cluster `listChunks`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
