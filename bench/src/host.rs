@@ -176,19 +176,30 @@ pub fn settle_disk(dir: &Path) {
 /// CPU time (user + system) process `pid` (this process for `None`) has
 /// used so far, from `/proc/<pid>/stat`; `None` when it cannot be read.
 pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    stat_times(pid, 11)
+}
+
+/// CPU time (user + system) of this process's children that have exited
+/// and been waited for (`cutime` + `cstime`): the difference around a
+/// child's run is that child's CPU.
+pub fn children_cpu_time() -> Option<Duration> {
+    stat_times(None, 13)
+}
+
+/// Two consecutive clock-tick fields of `/proc/<pid>/stat`, `skip` fields
+/// after the state (utime and stime: 11; cutime and cstime: 13), summed.
+fn stat_times(pid: Option<u32>, skip: usize) -> Option<Duration> {
     let path = pid.map_or_else(
         || "/proc/self/stat".to_owned(),
         |p| format!("/proc/{p}/stat"),
     );
     let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the parenthesised command name start at field 3 (state);
-    // utime and stime are fields 14 and 15.
+    // Fields after the parenthesised command name start at field 3
+    // (state); utime, stime, cutime, cstime are fields 14 to 17.
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
+    let mut fields = rest.split_whitespace().skip(skip);
+    let a: u64 = fields.next()?.parse().ok()?;
+    let b: u64 = fields.next()?.parse().ok()?;
     let ticks = rustix::param::clock_ticks_per_second().max(1);
-    Some(Duration::from_secs_f64(
-        (utime + stime) as f64 / ticks as f64,
-    ))
+    Some(Duration::from_secs_f64((a + b) as f64 / ticks as f64))
 }

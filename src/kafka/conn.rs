@@ -79,6 +79,9 @@ async fn handle(
     session: &mut Session,
     mut frame: Bytes,
 ) -> Result<Option<BytesMut>, (Option<BytesMut>, FrameError)> {
+    // The header is decoded from the whole frame (a cheap second handle on
+    // it, not a copy: a produce request's records are sliced from it).
+    let mut buf = frame.clone();
     // The first 8 bytes are the same in every header version.
     let api_key = frame.get_i16();
     let version = frame.get_i16();
@@ -96,12 +99,6 @@ async fn handle(
     if !session.allows(key) {
         return Err((None, FrameError::Unauthenticated));
     }
-    let mut full = BytesMut::with_capacity(frame.len() + 8);
-    full.extend_from_slice(&api_key.to_be_bytes());
-    full.extend_from_slice(&version.to_be_bytes());
-    full.extend_from_slice(&correlation_id.to_be_bytes());
-    full.extend_from_slice(&frame);
-    let mut buf = full.freeze();
     let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
         .map_err(|e| (None, malformed("header", api_key, version, &e)))?;
     let call = Call {

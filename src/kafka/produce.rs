@@ -12,7 +12,7 @@
 //! * `-1` (`all`): also fdatasync'd first (like `sync=1`), and confirmed
 //!   by `--kafka-min-insync-replicas` − 1 replicas (`insync.rs`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -22,10 +22,9 @@ use super::error::PartitionError;
 use super::idempotence;
 use super::offset::KafkaOffset;
 use super::partition::timestamp_ms;
-use super::records::{values_of, Limits, Produced};
+use super::records::{messages_of, Limits, Produced};
 use super::Broker;
 use crate::names::Category;
-use crate::storage::chunk::format::BodyChecker;
 
 /// What a successful append answers.
 struct Stored {
@@ -96,27 +95,18 @@ async fn store(
     broker.check_produce(partition)?;
     let storage = broker.storage()?;
     let limits = &broker.state.config.startup.limits;
-    let Produced { values, producer } = values_of(
+    let Produced {
+        body,
+        checked,
+        records: count,
+        producer,
+    } = messages_of(
         records.unwrap_or_default(),
         Limits {
             max_message: limits.max_message_size,
             max_body: limits.max_batch_size,
         },
     )?;
-    let len: usize = values.iter().map(|v| v.len() + 1).sum();
-    let mut body = BytesMut::with_capacity(len);
-    for v in &values {
-        body.extend_from_slice(v);
-        body.extend_from_slice(b"\n");
-    }
-    let body = body.freeze();
-    let mut checker = BodyChecker::new(limits.max_message_size, limits.max_batch_size);
-    checker
-        .feed(&body)
-        .map_err(|e| PartitionError::from_domain(&e))?;
-    let checked = checker
-        .finish()
-        .map_err(|e| PartitionError::from_domain(&e))?;
     storage
         .admits(&category)
         .map_err(|e| PartitionError::from_domain(&e))?;
@@ -168,12 +158,11 @@ async fn store(
         .ordinal_at(&category, chunk, appended.offset)
         .await
         .map_err(|e| PartitionError::from_domain(&e))?;
-    let n = values.len() as u64;
     broker.positions.note(
         &category,
         chunk.name(),
         appended.offset + appended.size,
-        first + n,
+        first + count,
     );
     let base = KafkaOffset::start_of(chunk.name().index()).plus(first);
     Ok(Stored {

@@ -1,6 +1,6 @@
 //! Kafka records ⇄ chunkbus messages, pure.
 //!
-//! Produce: [`values_of`] decodes the batches of one partition (through
+//! Produce: [`messages_of`] decodes the batches of one partition (through
 //! the size-capped [`super::compression`]) and checks that each record is
 //! a chunkbus message: a non-null value without `\n`, no key, no headers,
 //! not transactional. Anything else is refused with `INVALID_RECORD` and
@@ -22,6 +22,7 @@ use kafka_protocol::ResponseError;
 use super::compression;
 use super::error::PartitionError;
 use super::idempotence::ProducerBatch;
+use crate::storage::chunk::format::{BodyChecker, CheckedBody};
 
 /// Size limits a produced partition must respect (from `max_message_size`
 /// and `max_batch_size`).
@@ -36,8 +37,13 @@ pub struct Limits {
 /// The records of one partition of a Produce request, as messages.
 #[derive(Debug)]
 pub struct Produced {
-    /// Each record's value: the body of one message without its newline.
-    pub values: Vec<Bytes>,
+    /// `body` checked against the limits, with its CRC (for the append).
+    pub checked: CheckedBody,
+    /// Each record's value followed by `\n`, in order: the body of one
+    /// append, built while decoding (one copy of each value).
+    pub body: Bytes,
+    /// Records (= messages) in `body`.
+    pub records: u64,
     /// The idempotent producer's fields, when the batches carry them.
     pub producer: Option<ProducerBatch>,
 }
@@ -46,19 +52,24 @@ fn invalid(why: impl Into<String>) -> PartitionError {
     PartitionError::new(ResponseError::InvalidRecord, why)
 }
 
-/// The record values of `records` (one partition of a Produce request),
-/// each as the body of one message without its newline, and the
-/// idempotent producer's fields if they carry them.
+/// The records of `records` (one partition of a Produce request) as one
+/// body of newline-terminated messages, and the idempotent producer's
+/// fields if they carry them.
 ///
 /// # Errors
 /// `CORRUPT_MESSAGE` for undecodable batches, `MESSAGE_TOO_LARGE` /
 /// `RECORD_LIST_TOO_LARGE` past the limits, `INVALID_RECORD` for records
 /// chunkbus cannot store unchanged or that are not one producer's
 /// consecutive sequence numbers.
-pub fn values_of(records: Bytes, limits: Limits) -> Result<Produced, PartitionError> {
+pub fn messages_of(records: Bytes, limits: Limits) -> Result<Produced, PartitionError> {
     let cap = usize::try_from(limits.max_body.saturating_mul(2)).unwrap_or(usize::MAX);
     let mut buf = records;
-    let mut values = Vec::new();
+    // Uncompressed, the body is at most the batches' size (a record's
+    // framing is longer than the newline that replaces it); never more
+    // than `max_body` (checked below).
+    let max_body = usize::try_from(limits.max_body).unwrap_or(usize::MAX);
+    let mut body = BytesMut::with_capacity(buf.len().min(max_body));
+    let mut count = 0u64;
     let mut producer = Producer::default();
     let mut total = 0u64;
     while !buf.is_empty() {
@@ -103,14 +114,32 @@ pub fn values_of(records: Bytes, limits: Limits) -> Result<Produced, PartitionEr
                     ),
                 ));
             }
-            values.push(value);
+            body.extend_from_slice(&value);
+            body.extend_from_slice(b"\n");
+            count += 1;
         }
     }
-    if values.is_empty() {
+    if count == 0 {
         return Err(invalid("no records to produce"));
     }
+    // The storage's check of the body (limits, CRC) also counts its
+    // messages: more than records means a value held a newline.
+    let mut checker = BodyChecker::new(limits.max_message, limits.max_body);
+    checker
+        .feed(&body)
+        .map_err(|e| PartitionError::from_domain(&e))?;
+    if checker.messages() != count {
+        return Err(invalid(
+            "a record value contains a newline: chunkbus messages end at the first newline, so the value would split",
+        ));
+    }
+    let checked = checker
+        .finish()
+        .map_err(|e| PartitionError::from_domain(&e))?;
     Ok(Produced {
-        values,
+        checked,
+        body: body.freeze(),
+        records: count,
         producer: producer.batch,
     })
 }
@@ -183,10 +212,11 @@ fn check(r: &Record) -> Result<(), PartitionError> {
         ));
     }
     match &r.value {
-        None => Err(invalid("null values (tombstones) are not supported: a record is one message")),
-        Some(v) if memchr::memchr(b'\n', v).is_some() => Err(invalid(
-            "a record value contains a newline: chunkbus messages end at the first newline, so the value would split",
+        None => Err(invalid(
+            "null values (tombstones) are not supported: a record is one message",
         )),
+        // A newline inside a value is found once the body is built
+        // (`messages_of`): one scan of the whole body, not one per record.
         Some(_) => Ok(()),
     }
 }
@@ -296,8 +326,9 @@ mod tests {
             &[record(Some("a")), record(Some("")), record(Some("ccc"))],
             Compression::None,
         );
-        let produced = values_of(batch, LIMITS).unwrap();
-        assert_eq!(produced.values, vec!["a", "", "ccc"]);
+        let produced = messages_of(batch, LIMITS).unwrap();
+        assert_eq!(produced.body, "a\n\nccc\n");
+        assert_eq!(produced.records, 3);
         assert_eq!(produced.producer, None);
         let (encoded, n) = batch_of(&Bytes::from_static(b"a\n\nccc\n"), 7, 42).unwrap();
         assert_eq!(n, 3);
@@ -329,7 +360,7 @@ mod tests {
         };
         // Across the wrap: i32::MAX, then 0.
         let batch = encode(&[tagged(i32::MAX), tagged(0)], Compression::None);
-        let p = values_of(batch, LIMITS).unwrap().producer;
+        let p = messages_of(batch, LIMITS).unwrap().producer;
         assert_eq!(
             p,
             Some(ProducerBatch {
@@ -342,12 +373,12 @@ mod tests {
         let mut two = BytesMut::new();
         two.extend_from_slice(&encode(&[tagged(5)], Compression::None));
         two.extend_from_slice(&encode(&[tagged(7)], Compression::None));
-        let e = values_of(two.freeze(), LIMITS).unwrap_err();
+        let e = messages_of(two.freeze(), LIMITS).unwrap_err();
         assert_eq!(e.code, ResponseError::InvalidRecord);
         let mut mixed = BytesMut::new();
         mixed.extend_from_slice(&encode(&[record(Some("v"))], Compression::None));
         mixed.extend_from_slice(&encode(&[tagged(0)], Compression::None));
-        assert!(values_of(mixed.freeze(), LIMITS).is_err());
+        assert!(messages_of(mixed.freeze(), LIMITS).is_err());
     }
 
     /// A batch whose record count claims two billion records (with a
@@ -361,7 +392,7 @@ mod tests {
         batch[COUNT_AT..COUNT_AT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
         let crc = crc32c::crc32c(&batch[CRC_AT + 4..]);
         batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        let e = values_of(Bytes::from(batch), LIMITS).unwrap_err();
+        let e = messages_of(Bytes::from(batch), LIMITS).unwrap_err();
         assert_eq!(e.code, ResponseError::CorruptMessage);
         assert!(e.message.contains("exceeds"), "{}", e.message);
     }
@@ -381,17 +412,26 @@ mod tests {
             (record(None), "null"),
             (record(Some("a\nb")), "newline"),
         ] {
-            let e = values_of(encode(&[r], Compression::None), LIMITS).unwrap_err();
+            let e = messages_of(encode(&[r], Compression::None), LIMITS).unwrap_err();
             assert_eq!(e.code, ResponseError::InvalidRecord);
             assert!(e.message.contains(why), "{}", e.message);
         }
+        // Found by counting the body's messages: anywhere in a batch,
+        // including a value that ends in a newline.
+        for middle in ["b\nc", "b\n"] {
+            let three = [record(Some("a")), record(Some(middle)), record(Some("d"))];
+            let e = messages_of(encode(&three, Compression::None), LIMITS).unwrap_err();
+            assert_eq!(e.code, ResponseError::InvalidRecord);
+            assert!(e.message.contains("newline"), "{}", e.message);
+        }
         let big = "x".repeat(100);
-        let e = values_of(encode(&[record(Some(&big))], Compression::None), LIMITS).unwrap_err();
+        let e = messages_of(encode(&[record(Some(&big))], Compression::None), LIMITS).unwrap_err();
         assert_eq!(e.code, ResponseError::MessageTooLarge);
         let many: Vec<_> = (0..20).map(|_| record(Some(&big[..60]))).collect();
-        let e = values_of(encode(&many, Compression::None), LIMITS).unwrap_err();
+        let e = messages_of(encode(&many, Compression::None), LIMITS).unwrap_err();
         assert_eq!(e.code, ResponseError::RecordListTooLarge);
-        let e = values_of(Bytes::from_static(b"garbage that is not a batch"), LIMITS).unwrap_err();
+        let e =
+            messages_of(Bytes::from_static(b"garbage that is not a batch"), LIMITS).unwrap_err();
         assert_eq!(e.code, ResponseError::CorruptMessage);
     }
 }

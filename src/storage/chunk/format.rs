@@ -66,6 +66,7 @@ pub struct BodyChecker {
     max_body: u64,
     total: u64,
     current_message: u64,
+    messages: u64,
     crc: u32,
     last_byte: Option<u8>,
 }
@@ -79,6 +80,7 @@ impl BodyChecker {
             max_body,
             total: 0,
             current_message: 0,
+            messages: 0,
             crc: 0,
             last_byte: None,
         }
@@ -110,6 +112,7 @@ impl BodyChecker {
                 });
             }
             self.current_message = 0;
+            self.messages += 1;
             start = nl + 1;
         }
         self.current_message += (piece.len() - start) as u64;
@@ -122,6 +125,12 @@ impl BodyChecker {
         self.crc = crc32c::crc32c_append(self.crc, piece);
         self.last_byte = piece.last().copied();
         Ok(())
+    }
+
+    /// Whole messages (newlines) fed so far.
+    #[must_use]
+    pub fn messages(&self) -> u64 {
+        self.messages
     }
 
     /// Ends the body: checks it is non-empty and ends in a newline.
