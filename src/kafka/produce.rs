@@ -169,7 +169,7 @@ async fn store(
         .await
         .map_err(|e| PartitionError::from_domain(&e))?;
     let n = values.len() as u64;
-    broker.positions.note(
+    broker.positions().note(
         &category,
         chunk.name(),
         appended.offset + appended.size,
