@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::MetadataResponse;
 
 use crate::harness::{TestBroker, TestCluster};
-use crate::kafka::{kafka, kcat, lines, py, KAFKA};
+use crate::kafka::{kafka, kcat, lines, py, values, KAFKA};
 use crate::kafka_wire::{
     commit_error, find_coordinator, join_error, list_offsets_error, metadata, offset_fetch, produce,
 };
@@ -462,11 +462,28 @@ fn wait_fetch(
     }
 }
 
-#[test]
-fn a_coordinator_without_a_copy_commits_and_fetches_offsets_through_a_holder() {
-    // A restarted server waits at most this long for dead peers to pull
-    // back its own open chunk's bytes.
-    let mut c = TestCluster::start(
+/// A group (`<prefix>-<n>`) whose coordinator, as `at` names it, holds
+/// no copy of some partition: (group, coordinator node id, partition).
+fn group_without_copy(
+    at: SocketAddr,
+    holders: &BTreeMap<i32, Vec<i32>>,
+    prefix: &str,
+) -> (String, i32, i32) {
+    (0..200)
+        .map(|g| format!("{prefix}-{g}"))
+        .find_map(|g| {
+            let node = find_coordinator(at, &g).1;
+            let p = (0..3).find(|p| !holders[p].contains(&node))?;
+            Some((g, node, p))
+        })
+        .expect("a group coordinated by a server without a copy of a partition")
+}
+
+/// A 3-server cluster with replication factor 2 and Kafka listeners, all
+/// brokers known everywhere; a restarted server waits at most 2 s for
+/// dead peers to pull back its own open chunk's bytes.
+fn factor_two_cluster(category: &str) -> TestCluster {
+    let c = TestCluster::start(
         3,
         &[
             "--kafka-listen",
@@ -477,6 +494,17 @@ fn a_coordinator_without_a_copy_commits_and_fetches_offsets_through_a_holder() {
             "2s",
         ],
     );
+    for n in &c.nodes {
+        wait_metadata(addr(n), category, |m| {
+            m.brokers.len() == 3 && partitions(m).iter().all(|(_, r, i)| r == i)
+        });
+    }
+    c
+}
+
+#[test]
+fn a_coordinator_without_a_copy_commits_and_fetches_offsets_through_a_holder() {
+    let mut c = factor_two_cluster("offs");
     // Records of different lengths, so a byte position is not a multiple
     // of a record count by chance.
     let record = |k: usize, j: usize| format!("n{k}-{}\n", "x".repeat(j));
@@ -485,23 +513,9 @@ fn a_coordinator_without_a_copy_commits_and_fetches_offsets_through_a_holder() {
         assert_eq!(n.write("offs", body).0, 200);
     }
     let chunks = c.converge("offs", Duration::from_secs(30), |l| l.len() == 3);
-    for n in &c.nodes {
-        wait_metadata(addr(n), "offs", |m| {
-            m.brokers.len() == 3 && partitions(m).iter().all(|(_, r, i)| r == i)
-        });
-    }
     let holders = holders_of(&c.nodes[0], "offs");
     assert_eq!(holders.len(), 3);
-    // A group whose coordinator holds no copy of partition p.
-    let a0 = addr(&c.nodes[0]);
-    let (group, coord, p) = (0..200)
-        .map(|g| format!("offs-{g}"))
-        .find_map(|g| {
-            let node = find_coordinator(a0, &g).1;
-            let p = (0..3).find(|p| !holders[p].contains(&node))?;
-            Some((g, node, p))
-        })
-        .expect("a group coordinated by a server without a copy of a partition");
+    let (group, coord, p) = group_without_copy(addr(&c.nodes[0]), &holders, "offs");
     let ci = usize::try_from(coord).unwrap();
     let chunk = &chunks
         .iter()
@@ -632,4 +646,57 @@ fn a_coordinator_without_a_copy_commits_and_fetches_offsets_through_a_holder() {
         position(&c.nodes[ci], "offs", &group, chunk),
         Some(byte_of(6))
     );
+}
+
+#[test]
+fn a_librdkafka_group_resumes_a_partition_its_coordinator_holds_no_copy_of() {
+    let mut c = factor_two_cluster("resume");
+    for (i, n) in c.nodes.iter().enumerate() {
+        let body: String = (0..5).map(|j| format!("n{}-{j}\n", i + 1)).collect();
+        assert_eq!(n.write("resume", body).0, 200);
+    }
+    c.converge("resume", Duration::from_secs(30), |l| l.len() == 3);
+    let holders = holders_of(&c.nodes[0], "resume");
+    let (group, coord, p) = group_without_copy(addr(&c.nodes[0]), &holders, "resume");
+    let ci = usize::try_from(coord).unwrap();
+    // Read everything, committing each record (synchronously: a refused
+    // commit fails the run).
+    let r = py(
+        &[
+            "consume",
+            &kafka(&c.nodes[ci]),
+            "resume",
+            "--group",
+            &group,
+            "--commit",
+            "--count",
+            "15",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    // The coordinator restarts; a new record in partition p is the first
+    // thing the group reads (not p's first record: auto.offset.reset
+    // would apply if p's offset were not committed).
+    c.nodes[ci].restart();
+    let owner = usize::try_from(p).unwrap();
+    assert_eq!(c.nodes[owner].write("resume", "late\n").0, 200);
+    let other = (ci + 1) % 3;
+    let r = py(
+        &[
+            "consume",
+            &kafka(&c.nodes[other]),
+            "resume",
+            "--group",
+            &group,
+            "--count",
+            "1",
+            "--timeout",
+            "40",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let got: Vec<String> = values(&r.stdout).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got, vec!["late"], "partition {p}");
 }
