@@ -76,6 +76,18 @@ pub enum ClusterError {
         /// Each holder tried and what it did.
         tried: String,
     },
+    /// A peer asked for a partition's Kafka offsets from a server that
+    /// does not hold that owner's chunks of the category (it asks the next
+    /// holder).
+    #[error("{me} holds no copy of {owner}'s chunks of {category}")]
+    NotHeld {
+        /// The category.
+        category: String,
+        /// The partition's owner.
+        owner: String,
+        /// This server.
+        me: String,
+    },
     /// A write was stored here but not confirmed by `min_sync_replicas`
     /// peers in time.
     #[error(
@@ -109,7 +121,8 @@ fn on_disk(durable: &bool) -> &'static str {
 
 impl DomainError for ClusterError {
     /// A peer not reached, a pending ack not stored and a write not
-    /// replicated are `Unavailable`; an owner's refusal is relayed as is.
+    /// replicated are `Unavailable`; an owner's refusal is relayed as is;
+    /// a partition not held here is `NotFound`.
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Peer(_)
@@ -118,6 +131,7 @@ impl DomainError for ClusterError {
             | Self::NoHolderAnswered { .. } => ErrorKind::Unavailable,
             Self::AckRefused { status, .. } => ErrorKind::Relayed(*status),
             Self::NotAPeer { .. } => ErrorKind::Forbidden,
+            Self::NotHeld { .. } => ErrorKind::NotFound,
             Self::NotOwner { .. } => ErrorKind::BadRequest,
             Self::Tls(_) | Self::RemoveCopy(_) => ErrorKind::Internal,
         }

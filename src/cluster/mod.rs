@@ -7,6 +7,8 @@
 //! - [`assignment`]: the placement's inputs now (factor, server list).
 //! - [`catalog`]: every peer's chunks as announced, held here or not.
 //! - [`remote`]: reads of chunks held elsewhere, from their holders.
+//! - [`kafka_offsets`]: a Kafka group coordinator's offset questions about
+//!   a partition held elsewhere, asked of its holders.
 //! - [`listing`]: `listChunks` across the cluster (held here or not).
 //! - [`rebalance`]: dropping copies no longer assigned here, once their
 //!   holders have them.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod fetch;
 pub mod group_sync;
 pub mod held;
+pub mod kafka_offsets;
 pub mod link;
 pub mod listing;
 pub mod peers;

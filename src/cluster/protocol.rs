@@ -17,6 +17,10 @@ pub const HELD_PATH: &str = "/peer/held";
 pub const READ_PATH: &str = "/peer/read";
 /// Path of a forwarded chukcha ack (`POST`).
 pub const ACK_PATH: &str = "/peer/ack";
+/// Path mapping Kafka offsets ⇄ consumer-group positions of a partition
+/// for a group coordinator that holds no copy of it (`GET`, JSON reply
+/// [`KafkaOffsetsReply`]).
+pub const KAFKA_OFFSETS_PATH: &str = "/peer/kafka/offsets";
 /// Most batch bytes one `/peer/fetch` answers, whatever its `max_size`
 /// asks (a batch larger than this still goes alone: at least one batch).
 pub const MAX_FETCH_SIZE: u64 = 16 << 20;
@@ -148,6 +152,31 @@ pub struct HeldCopy {
 
 fn assigned_default() -> bool {
     true
+}
+
+/// One consumer-group position in a [`KafkaOffsetsReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaPosition {
+    /// Chunk name.
+    pub chunk: String,
+    /// Byte offset in it (a message boundary, or the chunk's end).
+    pub offset: u64,
+}
+
+/// The answer of `GET /peer/kafka/offsets` (one of its fields, by the
+/// form of the request).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaOffsetsReply {
+    /// `offset=K`: the positions committing Kafka offset `K` stores —
+    /// each older chunk of the owner held there at its end, `K`'s chunk at
+    /// the byte where record `K` starts. Absent: `K` is past the end of
+    /// its chunk as held there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<Vec<KafkaPosition>>,
+    /// `chunk=N&pos=B`: the Kafka offset of a group at byte `B` of chunk
+    /// `N`. Absent: `N` is not held there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
 }
 
 /// Why a fetch body could not be split.

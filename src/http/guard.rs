@@ -102,7 +102,8 @@ pub fn changes_state(endpoint: Endpoint) -> bool {
         | Endpoint::Tier
         | Endpoint::PeerFetch
         | Endpoint::PeerHeld
-        | Endpoint::PeerRead => false,
+        | Endpoint::PeerRead
+        | Endpoint::PeerKafkaOffsets => false,
     }
 }
 

@@ -13,7 +13,7 @@
 //! - [`error`]: [`error::ApiError`], kinds → statuses.
 //! - [`guard`]: browser defences (Host, cross-site, JSON media type).
 //! - handlers: `write.rs`, `read.rs`, `ack.rs`, `groups.rs`,
-//!   `subscriptions.rs`, `admin.rs`, `peer.rs`.
+//!   `subscriptions.rs`, `admin.rs`, `peer.rs`, `peer_kafka.rs`.
 
 mod ack;
 mod admin;
@@ -25,6 +25,7 @@ pub mod guard;
 mod intake;
 pub mod params;
 mod peer;
+mod peer_kafka;
 mod read;
 pub mod routes;
 mod state;

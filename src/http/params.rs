@@ -96,6 +96,12 @@ pub enum RequestError {
         /// Most replicas a write can ask for.
         max: u64,
     },
+    /// A `/peer/kafka/offsets` request in neither or both of its forms,
+    /// or naming a chunk of another owner.
+    #[error(
+        "bad Kafka offsets question: {0}; give offset=K, or chunk=N&pos=B with a chunk of owner"
+    )]
+    KafkaOffsetsForm(&'static str),
     /// A `Content-Length` that is not a number.
     #[error("Content-Length is not a number")]
     BadContentLength,

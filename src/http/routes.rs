@@ -10,8 +10,12 @@ use hyper::body::Incoming;
 use hyper::{Method, Request};
 
 use super::error::ApiError;
-use super::{ack, admin, groups, peer, read, subscriptions, write, AppState, HttpResponse};
-use crate::cluster::protocol::{ACK_PATH, CHANGES_PATH, FETCH_PATH, HELD_PATH, READ_PATH};
+use super::{
+    ack, admin, groups, peer, peer_kafka, read, subscriptions, write, AppState, HttpResponse,
+};
+use crate::cluster::protocol::{
+    ACK_PATH, CHANGES_PATH, FETCH_PATH, HELD_PATH, KAFKA_OFFSETS_PATH, READ_PATH,
+};
 use crate::error::{DomainError, ErrorKind};
 
 /// The handler a route leads to.
@@ -59,6 +63,8 @@ pub enum Endpoint {
     PeerAck,
     /// `GET /peer/read`.
     PeerRead,
+    /// `GET /peer/kafka/offsets`.
+    PeerKafkaOffsets,
 }
 
 /// Who may call a route.
@@ -122,7 +128,7 @@ const fn peer_route(path: &'static str, method: Method, endpoint: Endpoint) -> R
 
 /// Every route, in the order the `404` answer lists them; a path's methods
 /// in the order its `Allow` header lists them.
-pub static ROUTES: [Route; 21] = [
+pub static ROUTES: [Route; 22] = [
     open("/", Method::GET, Endpoint::StatusPage, Access::Open),
     route("/write", Method::POST, Endpoint::Write),
     route("/read", Method::GET, Endpoint::Read),
@@ -148,6 +154,7 @@ pub static ROUTES: [Route; 21] = [
     peer_route(HELD_PATH, Method::GET, Endpoint::PeerHeld),
     peer_route(ACK_PATH, Method::POST, Endpoint::PeerAck),
     peer_route(READ_PATH, Method::GET, Endpoint::PeerRead),
+    peer_route(KAFKA_OFFSETS_PATH, Method::GET, Endpoint::PeerKafkaOffsets),
 ];
 
 /// A request the table refuses.
@@ -308,6 +315,7 @@ pub(super) async fn dispatch(
         Endpoint::PeerHeld => peer::held(state, &req),
         Endpoint::PeerAck => peer::ack(state, &req).await,
         Endpoint::PeerRead => read::peer_read(state, &req).await,
+        Endpoint::PeerKafkaOffsets => peer_kafka::offsets(state, &req).await,
     }
 }
 

@@ -47,6 +47,10 @@ pub struct AppState {
     /// Settings that change on config reload (token, retention, tiering
     /// thresholds).
     pub live: Arc<crate::reload::Live>,
+    /// Kafka offset ⇄ byte position points of recently mapped chunks
+    /// (bounded, all recomputable), shared by the Kafka listener and
+    /// `GET /peer/kafka/offsets`.
+    pub kafka_positions: crate::kafka::locate::Positions,
 }
 
 /// A service a request needs is not there (yet, or at all).
@@ -125,6 +129,7 @@ impl AppState {
             metrics: Metrics::default(),
             shutdown,
             body_budget,
+            kafka_positions: crate::kafka::locate::Positions::default(),
         }
     }
 

@@ -186,7 +186,7 @@ async fn fetch_partition(
         Err(e) => return Err(err(e)),
     };
     let (batch, n) = batch_of(&messages, offset_i64(offset)?, timestamp_ms(&chunk))?;
-    broker.positions.note(
+    broker.positions().note(
         &category,
         chunk.name(),
         byte + messages.len() as u64,

@@ -9,7 +9,9 @@
 //!   holds (else `NOT_LEADER_OR_FOLLOWER`; Metadata never names a server
 //!   that does not hold a partition as its leader).
 //! * Group APIs only for groups this server coordinates (else
-//!   `NOT_COORDINATOR`, so clients look the coordinator up again).
+//!   `NOT_COORDINATOR`, so clients look the coordinator up again); the
+//!   offsets of partitions it holds no copy of are resolved through their
+//!   holders (`offsets.rs`).
 
 use kafka_protocol::ResponseError;
 
@@ -54,7 +56,11 @@ impl Broker {
         }
     }
 
-    fn owner_of(&self, p: i32) -> Result<&ServerName, PartitionError> {
+    /// The owner of partition `p`.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION`: no such partition.
+    pub fn owner_of(&self, p: i32) -> Result<&ServerName, PartitionError> {
         self.topology.owner(p).ok_or_else(|| {
             PartitionError::new(
                 ResponseError::UnknownTopicOrPartition,
@@ -90,12 +96,7 @@ impl Broker {
     /// `UNKNOWN_TOPIC_OR_PARTITION`, `NOT_LEADER_OR_FOLLOWER`.
     pub fn check_read(&self, category: &str, p: i32) -> Result<&ServerName, PartitionError> {
         let owner = self.owner_of(p)?;
-        let held = self
-            .state
-            .cluster
-            .get()
-            .is_none_or(|c| c.assignment.holds_here(category, owner.as_str()));
-        if held {
+        if self.holds(category, owner) {
             Ok(owner)
         } else {
             Err(PartitionError::new(
@@ -103,6 +104,16 @@ impl Broker {
                 format!("this server holds no copy of {owner}'s chunks of {category}"),
             ))
         }
+    }
+
+    /// Whether this server holds `owner`'s chunks of `category` (always
+    /// without a replication factor).
+    #[must_use]
+    pub fn holds(&self, category: &str, owner: &ServerName) -> bool {
+        self.state
+            .cluster
+            .get()
+            .is_none_or(|c| c.assignment.holds_here(category, owner.as_str()))
     }
 
     /// The coordinator of `group` now (this server when alone).

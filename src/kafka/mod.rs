@@ -17,7 +17,11 @@
 //!   coordinators (pure); `leadership.rs`: those rules on the cluster now,
 //!   and the leader/coordinator checks; `insync.rs`: `acks=all` replicas.
 //! - `offset.rs`: Kafka offsets ⇄ (chunk index, message number) (pure).
-//! - `locate.rs`: message numbers ⇄ byte offsets, with a bounded cache.
+//! - `locate.rs`: message numbers ⇄ byte offsets, with a bounded cache
+//!   (one per process, in `AppState`, shared with the peer endpoint).
+//! - `resolve.rs`: Kafka offsets ⇄ group positions of a partition held
+//!   here (OffsetCommit, OffsetFetch, and `GET /peer/kafka/offsets` for a
+//!   coordinator holding no copy).
 //! - `partition.rs`: one partition's chunks, log start, high watermark.
 //! - `read.rs`: whole messages of a local or tiered chunk.
 //! - `records.rs`: Kafka records ⇄ messages (pure); `compression.rs`:
@@ -45,7 +49,7 @@ mod idempotence;
 mod insync;
 mod leadership;
 mod list_offsets;
-mod locate;
+pub mod locate;
 mod membership;
 mod metadata;
 pub mod offset;
@@ -54,6 +58,7 @@ mod partition;
 mod produce;
 mod read;
 mod records;
+pub mod resolve;
 pub mod sasl;
 pub mod topology;
 mod versions;
@@ -85,8 +90,6 @@ pub struct Broker {
     pub state: Arc<AppState>,
     /// Partitions and the advertised address.
     pub topology: Topology,
-    /// Offset ⇄ byte position cache.
-    pub positions: Positions,
     /// Largest request frame accepted.
     pub max_frame: u64,
     /// Consumer group membership.
@@ -114,7 +117,6 @@ impl Broker {
         Self {
             state,
             topology,
-            positions: Positions::default(),
             max_frame,
             coordinator: Coordinator::default(),
             min_insync_replicas,
@@ -131,15 +133,28 @@ impl Broker {
             .map_err(|e| PartitionError::from_domain(&e))
     }
 
+    /// The process's offset ⇄ byte position cache.
+    #[must_use]
+    pub fn positions(&self) -> &Positions {
+        &self.state.kafka_positions
+    }
+
     /// A locator over the shared position cache.
     #[must_use]
     pub fn locator(&self) -> Locator<'_> {
-        let limits = &self.state.config.startup.limits;
-        Locator {
-            positions: &self.positions,
-            tiering: self.state.tiering.get().map(AsRef::as_ref),
-            window: limits.max_message_size.max(1 << 20),
-        }
+        locator(&self.state)
+    }
+}
+
+/// A locator over `state`'s position cache, reading tiered chunks through
+/// its tiering.
+#[must_use]
+pub fn locator(state: &AppState) -> Locator<'_> {
+    let limits = &state.config.startup.limits;
+    Locator {
+        positions: &state.kafka_positions,
+        tiering: state.tiering.get().map(AsRef::as_ref),
+        window: limits.max_message_size.max(1 << 20),
     }
 }
 

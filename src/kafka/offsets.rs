@@ -13,6 +13,15 @@
 //! back is the position in the newest chunk of that owner the group has
 //! one in, as a Kafka offset (the next chunk's first record when that
 //! chunk is finished); -1 when the group has none for the partition.
+//! Stored commits reach the peers with the group events of their next
+//! poll, as HTTP group acks do.
+//!
+//! Mapping an offset to a byte needs the chunk's messages. For a
+//! partition whose chunks this server holds no copy of (under a
+//! replication factor) the coordinator asks a holder
+//! (`cluster::kafka_offsets`, `GET /peer/kafka/offsets`) and stores the
+//! answer like a local one; no holder answering in time gets the
+//! retriable `COORDINATOR_LOAD_IN_PROGRESS`.
 
 use std::collections::BTreeMap;
 
@@ -30,10 +39,12 @@ use kafka_protocol::ResponseError;
 
 use super::error::PartitionError;
 use super::offset::KafkaOffset;
-use super::partition::Partition;
+use super::resolve::{self, CommitPlan};
 use super::Broker;
-use crate::groups::GroupStore;
-use crate::names::{Category, ChunkName, GroupName};
+use crate::cluster::kafka_offsets::KafkaQuestion;
+use crate::cluster::{Cluster, ClusterError};
+use crate::groups::{Acked, GroupStore};
+use crate::names::{Category, ChunkName, GroupName, ServerName};
 
 fn group_store(broker: &Broker) -> Result<&GroupStore, PartitionError> {
     broker.storage()?;
@@ -106,16 +117,8 @@ async fn commit_one(
     offset: i64,
 ) -> Result<(), PartitionError> {
     let (category, group) = names(topic, group)?;
-    // The record's byte position is known only where its chunks are held
-    // (a coordinator without a copy, under a replication factor: "Not yet"
-    // in docs/kafka.md).
-    let owner = broker
-        .check_read(category.as_str(), partition)
-        .map_err(|e| PartitionError::new(ResponseError::UnknownTopicOrPartition, e.message))?;
+    let owner = broker.owner_of(partition)?;
     let groups = group_store(broker)?;
-    let storage = broker.storage()?;
-    let part = Partition::of(storage, &category, owner);
-    let loc = broker.locator();
     let at = KafkaOffset::from_i64(offset).ok_or_else(|| {
         PartitionError::new(
             ResponseError::OffsetOutOfRange,
@@ -123,25 +126,18 @@ async fn commit_one(
         )
     })?;
     // The positions to store: older chunks at their end, O's chunk at O.
-    let mut acks: Vec<(ChunkName, u64)> = Vec::new();
-    for chunk in part.chunks() {
-        let index = chunk.name().index();
-        if index < at.chunk {
-            acks.push((chunk.name().clone(), chunk.state().end));
-        } else if index == at.chunk {
-            let byte = loc
-                .byte_of(&category, chunk, at.ordinal)
-                .await
-                .map_err(|e| PartitionError::from_domain(&e))?
-                .ok_or_else(|| {
-                    PartitionError::new(
-                        ResponseError::OffsetOutOfRange,
-                        format!("offset {offset} is past the end of {}", chunk.name()),
-                    )
-                })?;
-            acks.push((chunk.name().clone(), byte));
+    let acks = if broker.holds(category.as_str(), owner) {
+        let storage = broker.storage()?;
+        match resolve::commit_plan(storage, &broker.locator(), &category, owner, at)
+            .await
+            .map_err(|e| PartitionError::from_domain(&e))?
+        {
+            CommitPlan::Positions(p) => p,
+            CommitPlan::PastEnd(chunk) => return Err(past_end(offset, &chunk.to_string())),
         }
-    }
+    } else {
+        remote_commit_plan(broker, &category, owner, offset).await?
+    };
     let stored = groups.positions_of(&category, &group).unwrap_or_default();
     if let Some((chunk, off)) = acks
         .iter()
@@ -152,16 +148,79 @@ async fn commit_one(
             format!("{group} is past offset {off} of {chunk}: commits only move forward"),
         ));
     }
+    let cluster = broker.state.cluster.get();
     for (chunk, off) in acks {
         if stored.get(&chunk).is_some_and(|s| *s >= off) {
             continue;
         }
-        groups
+        let acked = groups
             .ack(&category, &group, &chunk, off)
             .await
             .map_err(|e| PartitionError::from_domain(&e))?;
+        // Peers learn it with their next poll, as an HTTP group ack.
+        if let (Some(c), Acked::Moved) = (cluster, acked) {
+            c.group_feed.acked(&category, &group, &chunk, off);
+        }
     }
     Ok(())
+}
+
+fn past_end(offset: i64, chunk: &str) -> PartitionError {
+    PartitionError::new(
+        ResponseError::OffsetOutOfRange,
+        format!("offset {offset} is past the end of {chunk}"),
+    )
+}
+
+/// A partition's offsets could not be resolved through its holders:
+/// retriable, the client asks again.
+fn unresolved(e: &ClusterError) -> PartitionError {
+    PartitionError::new(
+        ResponseError::CoordinatorLoadInProgress,
+        crate::error_chain(e),
+    )
+}
+
+fn cluster_of(broker: &Broker) -> Result<&Cluster, PartitionError> {
+    // Only a cluster member can lack a copy of a partition.
+    broker
+        .state
+        .cluster
+        .get()
+        .map(AsRef::as_ref)
+        .ok_or_else(|| {
+            PartitionError::new(ResponseError::UnknownServerError, "no cluster configured")
+        })
+}
+
+/// The positions committing `offset` stores in `owner`'s chunks of
+/// `category`, which this server holds no copy of: asked of their holders.
+async fn remote_commit_plan(
+    broker: &Broker,
+    category: &Category,
+    owner: &ServerName,
+    offset: i64,
+) -> Result<Vec<(ChunkName, u64)>, PartitionError> {
+    let reply = cluster_of(broker)?
+        .ask_kafka_offsets(category, owner, KafkaQuestion::Commit(offset))
+        .await
+        .map_err(|e| unresolved(&e))?;
+    let Some(positions) = reply.positions else {
+        return Err(past_end(offset, "its chunk on every holder asked"));
+    };
+    positions
+        .into_iter()
+        .map(|p| match ChunkName::parse(&p.chunk) {
+            Ok(c) if c.owner() == owner => Ok((c, p.offset)),
+            _ => Err(PartitionError::new(
+                ResponseError::UnknownServerError,
+                format!(
+                    "a holder of {owner}'s chunks answered a position in {:?}",
+                    p.chunk
+                ),
+            )),
+        })
+        .collect()
 }
 
 /// Answers `OffsetFetch` (one group, v1–v7).
@@ -218,7 +277,15 @@ pub async fn fetch(broker: &Broker, req: &OffsetFetchRequest) -> OffsetFetchResp
             match committed(broker, name.0.as_str(), group, p).await {
                 Ok(Some(o)) => out.committed_offset = o,
                 Ok(None) => {}
-                Err(e) => out.error_code = e.code.code(),
+                Err(e) => {
+                    out.error_code = e.code.code();
+                    // Retriable for the whole group (v2+ clients read the
+                    // top-level code; a partition-level one is final for
+                    // some of them).
+                    if e.code == ResponseError::CoordinatorLoadInProgress {
+                        resp.error_code = e.code.code();
+                    }
+                }
             }
             t.partitions.push(out);
         }
@@ -235,40 +302,33 @@ async fn committed(
     partition: i32,
 ) -> Result<Option<i64>, PartitionError> {
     let (category, group) = names(topic, group)?;
-    let owner = match broker.check_read(category.as_str(), partition) {
-        Ok(owner) => owner,
-        // No copy here (a replication factor): no position known, the
-        // client's `auto.offset.reset` applies ("Not yet", docs/kafka.md).
-        Err(e) if e.code == ResponseError::NotLeaderOrFollower => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    let owner = broker.owner_of(partition)?;
     let groups = group_store(broker)?;
-    let storage = broker.storage()?;
     let positions: BTreeMap<ChunkName, u64> =
         groups.positions_of(&category, &group).unwrap_or_default();
-    let part = Partition::of(storage, &category, owner);
-    let chunks = part.chunks();
-    let Some(i) = chunks
+    if broker.holds(category.as_str(), owner) {
+        let storage = broker.storage()?;
+        let at = resolve::committed(storage, &broker.locator(), &category, owner, &positions)
+            .await
+            .map_err(|e| PartitionError::from_domain(&e))?;
+        return Ok(at.and_then(KafkaOffset::to_i64));
+    }
+    // No copy here: the newest position in the owner's chunks, as an
+    // offset counted by a holder.
+    let Some((chunk, pos)) = positions
         .iter()
-        .rposition(|c| positions.contains_key(c.name()))
+        .filter(|(c, _)| c.owner() == owner)
+        .max_by_key(|(c, _)| c.index())
     else {
         return Ok(None);
     };
-    let chunk = &chunks[i];
-    let pos = positions.get(chunk.name()).copied().unwrap_or(0);
-    let s = chunk.state();
-    let at = match chunks.get(i + 1) {
-        Some(next) if pos >= s.end && (s.sealed || s.closed) => {
-            KafkaOffset::start_of(next.name().index())
-        }
-        _ => {
-            let n = broker
-                .locator()
-                .ordinal_at(&category, chunk, pos.min(s.end))
-                .await
-                .map_err(|e| PartitionError::from_domain(&e))?;
-            KafkaOffset::start_of(chunk.name().index()).plus(n)
-        }
-    };
-    Ok(at.to_i64())
+    let reply = cluster_of(broker)?
+        .ask_kafka_offsets(
+            &category,
+            owner,
+            KafkaQuestion::Committed { chunk, pos: *pos },
+        )
+        .await
+        .map_err(|e| unresolved(&e))?;
+    Ok(reply.offset.filter(|o| *o >= 0))
 }

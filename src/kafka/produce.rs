@@ -158,7 +158,7 @@ async fn store(
         .ordinal_at(&category, chunk, appended.offset)
         .await
         .map_err(|e| PartitionError::from_domain(&e))?;
-    broker.positions.note(
+    broker.positions().note(
         &category,
         chunk.name(),
         appended.offset + appended.size,

@@ -3,7 +3,9 @@
 //! chunks it owns); produce to another server's partition is refused;
 //! `acks=all` waits for `--kafka-min-insync-replicas`; a consumer group
 //! has one coordinator whichever server its members bootstrap from; under
-//! a replication factor Metadata names the holders. Real kcat and
+//! a replication factor Metadata names the holders, and a group's
+//! coordinator commits and reads back offsets of partitions it holds no
+//! copy of through their holders. Real kcat and
 //! confluent-kafka, plus raw requests (`kafka_wire.rs`) where a test must
 //! address one broker directly.
 
@@ -14,13 +16,15 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::MetadataResponse;
 
 use crate::harness::{TestBroker, TestCluster};
-use crate::kafka::{kafka, kcat, lines, py, KAFKA};
+use crate::kafka::{kafka, kcat, lines, py, values, KAFKA};
 use crate::kafka_wire::{
-    commit_error, find_coordinator, join_error, list_offsets_error, metadata, produce,
+    commit_error, find_coordinator, join_error, list_offsets_error, metadata, offset_fetch, produce,
 };
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const POLICY_VIOLATION: i16 = 44;
 const NOT_COORDINATOR: i16 = 16;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
@@ -366,8 +370,8 @@ fn under_a_replication_factor_metadata_names_the_holders() {
         got.sort();
         assert_eq!(got, want);
     }
-    // A server holding no copy of a partition does not serve it (nor
-    // commit offsets in it); its holders do.
+    // A server holding no copy of a partition does not serve it; its
+    // holders do.
     let a: Vec<SocketAddr> = c.nodes.iter().map(addr).collect();
     let mut refused = 0;
     for p in 0..3 {
@@ -380,15 +384,13 @@ fn under_a_replication_factor_metadata_names_the_holders() {
             }
             refused += 1;
             assert_eq!(err, NOT_LEADER_OR_FOLLOWER);
-            // A group this server coordinates cannot commit there.
+            // A group this server coordinates still commits there (the
+            // position is resolved through a holder).
             let group = (0..100)
                 .map(|g| format!("rf-{g}"))
                 .find(|g| find_coordinator(*at, g).1 == i32::try_from(i).unwrap())
                 .unwrap();
-            assert_eq!(
-                commit_error(*at, &group, "placed", p, 1),
-                UNKNOWN_TOPIC_OR_PARTITION
-            );
+            assert_eq!(commit_error(*at, &group, "placed", p, 1), 0);
             let owner_at = a[usize::try_from(p).unwrap()];
             let owners_group = (0..100)
                 .map(|g| format!("rf-{g}"))
@@ -398,4 +400,303 @@ fn under_a_replication_factor_metadata_names_the_holders() {
         }
     }
     assert_eq!(refused, 3, "each partition has one server without a copy");
+}
+
+/// (owner node id → holder node ids, owner first) of `category` as
+/// `listChunks` on `n` shows them (node id of server nK is K-1).
+fn holders_of(n: &TestBroker, category: &str) -> BTreeMap<i32, Vec<i32>> {
+    let (s, listing) = n.get_text(&format!("/listChunks?category={category}"));
+    assert_eq!(s, 200);
+    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let ids: Vec<i32> = e["holders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h.as_str().unwrap()[1..].parse::<i32>().unwrap() - 1)
+                .collect();
+            (ids[0], ids)
+        })
+        .collect()
+}
+
+/// `group`'s position in `chunk` as `GET /consumers` on `n` shows it.
+fn position(n: &TestBroker, category: &str, group: &str, chunk: &str) -> Option<u64> {
+    let (s, body) = n.get_text(&format!("/consumers?category={category}"));
+    assert_eq!(s, 200, "{body}");
+    let groups: serde_json::Value = serde_json::from_str(&body).unwrap();
+    groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["consumer"] == group)
+        .flat_map(|g| g["positions"].as_array().unwrap().iter())
+        .find(|p| p["chunk"] == chunk)
+        .map(|p| p["offset"].as_u64().unwrap())
+}
+
+/// Polls (at most 30 s) until OffsetFetch on `at()` answers `want`
+/// (top-level error, partition error, offset).
+fn wait_fetch(
+    at: impl Fn() -> SocketAddr,
+    group: &str,
+    topic: &str,
+    p: i32,
+    want: (i16, i16, i64),
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = offset_fetch(at(), group, topic, p);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "OffsetFetch answers {got:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A group (`<prefix>-<n>`) whose coordinator, as `at` names it, holds
+/// no copy of some partition: (group, coordinator node id, partition).
+fn group_without_copy(
+    at: SocketAddr,
+    holders: &BTreeMap<i32, Vec<i32>>,
+    prefix: &str,
+) -> (String, i32, i32) {
+    (0..200)
+        .map(|g| format!("{prefix}-{g}"))
+        .find_map(|g| {
+            let node = find_coordinator(at, &g).1;
+            let p = (0..3).find(|p| !holders[p].contains(&node))?;
+            Some((g, node, p))
+        })
+        .expect("a group coordinated by a server without a copy of a partition")
+}
+
+/// A 3-server cluster with replication factor 2 and Kafka listeners, all
+/// brokers known everywhere; a restarted server waits at most 2 s for
+/// dead peers to pull back its own open chunk's bytes.
+fn factor_two_cluster(category: &str) -> TestCluster {
+    let c = TestCluster::start(
+        3,
+        &[
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--replication-factor",
+            "2",
+            "--replication-timeout",
+            "2s",
+        ],
+    );
+    for n in &c.nodes {
+        wait_metadata(addr(n), category, |m| {
+            m.brokers.len() == 3 && partitions(m).iter().all(|(_, r, i)| r == i)
+        });
+    }
+    c
+}
+
+#[test]
+fn a_coordinator_without_a_copy_commits_and_fetches_offsets_through_a_holder() {
+    let mut c = factor_two_cluster("offs");
+    // Records of different lengths, so a byte position is not a multiple
+    // of a record count by chance.
+    let record = |k: usize, j: usize| format!("n{k}-{}\n", "x".repeat(j));
+    for (i, n) in c.nodes.iter().enumerate() {
+        let body: String = (0..10).map(|j| record(i + 1, j)).collect();
+        assert_eq!(n.write("offs", body).0, 200);
+    }
+    let chunks = c.converge("offs", Duration::from_secs(30), |l| l.len() == 3);
+    let holders = holders_of(&c.nodes[0], "offs");
+    assert_eq!(holders.len(), 3);
+    let (group, coord, p) = group_without_copy(addr(&c.nodes[0]), &holders, "offs");
+    let ci = usize::try_from(coord).unwrap();
+    let chunk = &chunks
+        .iter()
+        .find(|e| e.name.starts_with(&format!("n{}-", p + 1)))
+        .unwrap()
+        .name;
+    let index: i64 = chunk.rsplit("chunk").next().unwrap().parse().unwrap();
+    let offset_of = |n: i64| (index << 32) | n;
+    let owner = usize::try_from(p).unwrap();
+    let byte_of = |n: usize| {
+        (0..n)
+            .map(|j| record(owner + 1, j).len() as u64)
+            .sum::<u64>()
+    };
+    let at = addr(&c.nodes[ci]);
+    assert_eq!(
+        list_offsets_error(at, "offs", p),
+        NOT_LEADER_OR_FOLLOWER,
+        "no copy there"
+    );
+
+    // Commit the middle of the partition on its coordinator; it reads back.
+    assert_eq!(commit_error(at, &group, "offs", p, offset_of(4)), 0);
+    assert_eq!(offset_fetch(at, &group, "offs", p), (0, 0, offset_of(4)));
+    // The position is the byte where record 4 starts, and reaches every
+    // server (the holders included) with the group events.
+    for n in &c.nodes {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while position(n, "offs", &group, chunk) != Some(byte_of(4)) {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                position(n, "offs", &group, chunk)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The peer endpoint behind it, asked directly: bounded input.
+    let owner_name = format!("n{}", owner + 1);
+    let ask = |n: &TestBroker, rest: &str| {
+        n.get_text(&format!(
+            "/peer/kafka/offsets?category=offs&owner={owner_name}&{rest}"
+        ))
+    };
+    let (s, body) = ask(
+        &c.nodes[owner],
+        &format!("from=n{}&offset={}", coord + 1, offset_of(4)),
+    );
+    assert_eq!(s, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({"positions": [{"chunk": chunk, "offset": byte_of(4)}]})
+    );
+    let (s, body) = ask(
+        &c.nodes[owner],
+        &format!("from=n{}&chunk={chunk}&pos={}", coord + 1, byte_of(4)),
+    );
+    assert_eq!(
+        (s, body.trim()),
+        (200, format!("{{\"offset\":{}}}", offset_of(4)).as_str())
+    );
+    let from = format!("from=n{}", coord + 1);
+    for bad in [
+        from.clone(),
+        format!("{from}&offset=9223372036854775808"),
+        format!("{from}&offset=-1"),
+        format!("{from}&offset=1&chunk={chunk}&pos=0"),
+        format!("{from}&chunk={chunk}"),
+        format!("{from}&chunk=zz-chunk000000000&pos=0"),
+        "offset=1".to_owned(),
+    ] {
+        assert_eq!(ask(&c.nodes[owner], &bad).0, 400, "{bad}");
+    }
+    assert_eq!(ask(&c.nodes[owner], "from=stranger&offset=1").0, 403);
+    assert_eq!(
+        ask(&c.nodes[ci], &format!("from={owner_name}&offset=1")).0,
+        404,
+        "no copy there"
+    );
+    let (s, _) = c.nodes[owner].get_text(&format!(
+        "/peer/kafka/offsets?category=../x&owner={owner_name}&{from}&offset=1"
+    ));
+    assert_eq!(s, 400);
+
+    // Forward only; past the end of the chunk is out of range.
+    assert_eq!(
+        commit_error(at, &group, "offs", p, offset_of(3)),
+        POLICY_VIOLATION
+    );
+    assert_eq!(
+        commit_error(at, &group, "offs", p, offset_of(11)),
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(offset_fetch(at, &group, "offs", p), (0, 0, offset_of(4)));
+
+    // kill -9 and restart of the coordinator: still committed.
+    c.nodes[ci].restart();
+    wait_fetch(
+        || addr(&c.nodes[ci]),
+        &group,
+        "offs",
+        p,
+        (0, 0, offset_of(4)),
+    );
+
+    // Owner down: the other holder answers, for commits too.
+    c.nodes[owner].kill9();
+    let at = addr(&c.nodes[ci]);
+    wait_fetch(|| at, &group, "offs", p, (0, 0, offset_of(4)));
+    assert_eq!(commit_error(at, &group, "offs", p, offset_of(6)), 0);
+    assert_eq!(offset_fetch(at, &group, "offs", p), (0, 0, offset_of(6)));
+    // No holder left: retriable, nothing lost.
+    let other = usize::try_from(holders[&p][1]).unwrap();
+    c.nodes[other].kill9();
+    assert_eq!(
+        commit_error(at, &group, "offs", p, offset_of(7)),
+        COORDINATOR_LOAD_IN_PROGRESS
+    );
+    let (top, part, _) = offset_fetch(at, &group, "offs", p);
+    assert_eq!(
+        (top, part),
+        (COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_LOAD_IN_PROGRESS)
+    );
+    c.nodes[other].start_again();
+    wait_fetch(|| at, &group, "offs", p, (0, 0, offset_of(6)));
+    assert_eq!(
+        position(&c.nodes[ci], "offs", &group, chunk),
+        Some(byte_of(6))
+    );
+}
+
+#[test]
+fn a_librdkafka_group_resumes_a_partition_its_coordinator_holds_no_copy_of() {
+    let mut c = factor_two_cluster("resume");
+    for (i, n) in c.nodes.iter().enumerate() {
+        let body: String = (0..5).map(|j| format!("n{}-{j}\n", i + 1)).collect();
+        assert_eq!(n.write("resume", body).0, 200);
+    }
+    c.converge("resume", Duration::from_secs(30), |l| l.len() == 3);
+    let holders = holders_of(&c.nodes[0], "resume");
+    let (group, coord, p) = group_without_copy(addr(&c.nodes[0]), &holders, "resume");
+    let ci = usize::try_from(coord).unwrap();
+    // Read everything, committing each record (synchronously: a refused
+    // commit fails the run).
+    let r = py(
+        &[
+            "consume",
+            &kafka(&c.nodes[ci]),
+            "resume",
+            "--group",
+            &group,
+            "--commit",
+            "--count",
+            "15",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    // The coordinator restarts; a new record in partition p is the first
+    // thing the group reads (not p's first record: auto.offset.reset
+    // would apply if p's offset were not committed).
+    c.nodes[ci].restart();
+    let owner = usize::try_from(p).unwrap();
+    assert_eq!(c.nodes[owner].write("resume", "late\n").0, 200);
+    let other = (ci + 1) % 3;
+    let r = py(
+        &[
+            "consume",
+            &kafka(&c.nodes[other]),
+            "resume",
+            "--group",
+            &group,
+            "--count",
+            "1",
+            "--timeout",
+            "40",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let got: Vec<String> = values(&r.stdout).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got, vec!["late"], "partition {p}");
 }

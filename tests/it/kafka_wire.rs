@@ -243,3 +243,19 @@ pub fn commit_error(
     let resp: OffsetCommitResponse = call(addr, ApiKey::OffsetCommit, 7, &req);
     resp.topics[0].partitions[0].error_code
 }
+
+/// An OffsetFetch (v7) of `group`'s committed offset of `topic`/`partition`
+/// on `addr`: (top-level error, partition error, committed offset).
+pub fn offset_fetch(addr: SocketAddr, group: &str, topic: &str, partition: i32) -> (i16, i16, i64) {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    t.partition_indexes = vec![partition];
+    let mut req = OffsetFetchRequest::default();
+    req.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    req.topics = Some(vec![t]);
+    let resp: OffsetFetchResponse = call(addr, ApiKey::OffsetFetch, 7, &req);
+    let p = &resp.topics[0].partitions[0];
+    (resp.error_code, p.error_code, p.committed_offset)
+}
