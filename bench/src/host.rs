@@ -179,6 +179,30 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     stat_times(pid, 11)
 }
 
+/// Time the threads of process `pid` (this process for `None`) have
+/// spent runnable but waiting for a CPU so far (the second field of
+/// `/proc/<pid>/task/*/schedstat`, summed over live threads); `None` when
+/// it cannot be read. The difference over a run divided by its length is
+/// how many threads were, on average, queued for a core.
+pub fn run_queue_wait(pid: Option<u32>) -> Option<Duration> {
+    let dir = pid.map_or_else(
+        || "/proc/self/task".to_owned(),
+        |p| format!("/proc/{p}/task"),
+    );
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue; // the thread ended meanwhile
+        };
+        ns += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(ns))
+}
+
 /// CPU time (user + system) of this process's children that have exited
 /// and been waited for (`cutime` + `cstime`): the difference around a
 /// child's run is that child's CPU.

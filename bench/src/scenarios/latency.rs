@@ -85,6 +85,10 @@ impl System {
 struct CpuUse {
     server: f64,
     bench: f64,
+    /// Threads of the server / the bench runnable but waiting for a core,
+    /// on average over the run (run-queue wait seconds per second).
+    server_queued: f64,
+    bench_queued: f64,
     stages_p99: [Option<f64>; 3],
 }
 
@@ -102,6 +106,7 @@ async fn timed_run<T: latency::Target>(
         None => None,
     };
     let before = (host::cpu_time(pid), host::cpu_time(None), Instant::now());
+    let queued_before = (host::run_queue_wait(pid), host::run_queue_wait(None));
     let r = latency::open_loop(target, schedule).await?;
     let wall = before.2.elapsed().as_secs_f64().max(1e-9);
     let used = |b: Option<Duration>, a: Option<Duration>| match (b, a) {
@@ -111,6 +116,8 @@ async fn timed_run<T: latency::Target>(
     let mut cpu = CpuUse {
         server: used(before.0, host::cpu_time(pid)),
         bench: used(before.1, host::cpu_time(None)),
+        server_queued: used(queued_before.0, host::run_queue_wait(pid)),
+        bench_queued: used(queued_before.1, host::run_queue_wait(None)),
         stages_p99: [None; 3],
     };
     if let (Some(a), Some(b)) = (metrics, stages_before) {
@@ -236,6 +243,8 @@ async fn measure(
         };
         cpu.server = cpu.server.max(used.server);
         cpu.bench = cpu.bench.max(used.bench);
+        cpu.server_queued = cpu.server_queued.max(used.server_queued);
+        cpu.bench_queued = cpu.bench_queued.max(used.bench_queued);
         for (all, run) in cpu.stages_p99.iter_mut().zip(used.stages_p99) {
             *all = match (*all, run) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -264,7 +273,7 @@ async fn measure(
         "ms",
         if saturated { None } else { vs },
         &format!(
-            "p50 {} p99 {} p99.9 {} max {}; acknowledged p50 {} p99 {}; generator late p99 {}; CPU cores used (max of runs): server {:.2}, bench {:.2}{}; {} messages; sent {:.1} MB/s{}",
+            "p50 {} p99 {} p99.9 {} max {}; acknowledged p50 {} p99 {}; generator late p99 {}; CPU cores used (max of runs): server {:.2}, bench {:.2}; threads queued for a core: server {:.2}, bench {:.2}{}; {} messages; sent {:.1} MB/s{}",
             p(0.5),
             p(0.99),
             p(0.999),
@@ -274,6 +283,8 @@ async fn measure(
             us(lateness.value_at_quantile(0.99)),
             cpu.server,
             cpu.bench,
+            cpu.server_queued,
+            cpu.bench_queued,
             stage_note(cpu.stages_p99),
             hist.len(),
             achieved / 1e6,
