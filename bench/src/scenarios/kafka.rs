@@ -7,7 +7,7 @@
 //! ingest row's setup); issue 19's goal is ≥ 0.5×. Fetch: `kcat -C` reads
 //! every record of the topic from the beginning against HTTP `/read`s
 //! (16 MiB, one connection) of the same chunks. Both sides are checked to
-//! have moved every byte. Every row also gives the CPU seconds per GB the
+//! have moved every byte; each ingest starts on a settled disk. Every row also gives the CPU seconds per GB the
 //! server and the client (kcat, or this bench's HTTP client) spent: on
 //! this 2-core machine a Kafka client's per-record work and the server
 //! share the cores, while the HTTP client sends prebuilt bodies. Without
@@ -139,8 +139,12 @@ async fn run_size(ctx: &mut Ctx, size: usize, body: &Bytes) -> Result<()> {
         let s = Chunkbus::start(&ctx.bin, &dir, &["--kafka-listen", "127.0.0.1:0"])?;
         let kafka = kafka_addr(&dir)?;
         let pid = s.pid();
+        // Each ingest starts with nothing dirty and a quiet disk, so
+        // neither pays for writing back what ran before it.
+        settle(&dir).await?;
         k_in.push(measured(pid, true, total, kcat_produce(&kafka, "kafka", &file)).await?);
         check_stored(&s, "kafka", total).await?;
+        settle(&dir).await?;
         h_in.push(measured(pid, false, total, http_ingest(&s, "http", body, bodies)).await?);
         check_stored(&s, "http", total).await?;
         k_out.push(measured(pid, true, total, kcat_fetch(&kafka, "kafka", total)).await?);
@@ -225,6 +229,13 @@ async fn run_size(ctx: &mut Ctx, size: usize, body: &Bytes) -> Result<()> {
             cpu(&k_out, "kcat")
         ),
     ));
+    Ok(())
+}
+
+/// [`host::settle_disk`] off the async workers.
+async fn settle(dir: &Path) -> Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || host::settle_disk(&dir)).await?;
     Ok(())
 }
 
