@@ -357,6 +357,18 @@ impl GroupStore {
             .collect()
     }
 
+    /// The names of every group that has stored a position, in any
+    /// category.
+    #[must_use]
+    pub fn names(&self) -> std::collections::BTreeSet<GroupName> {
+        self.groups
+            .lock()
+            .iter()
+            .filter(|(_, group)| !group.positions.read().is_empty())
+            .map(|((_, g), _)| g.clone())
+            .collect()
+    }
+
     /// Every group of every category with its positions (for peers).
     #[must_use]
     pub fn all(&self) -> Vec<(Category, GroupName, BTreeMap<ChunkName, u64>)> {

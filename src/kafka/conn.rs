@@ -16,8 +16,8 @@ use super::error::FrameError;
 use super::frame::{read_frame, write_frame};
 use super::sasl::Session;
 use super::{
-    admin, configs, fetch, idempotence, list_offsets, membership, metadata, offsets, produce,
-    versions, Broker,
+    admin, configs, fetch, group_listing, idempotence, list_offsets, membership, metadata, offsets,
+    produce, versions, Broker,
 };
 
 /// A decoded request: its API, version and header.
@@ -28,6 +28,8 @@ pub struct Call {
     pub version: i16,
     /// The request header.
     pub header: RequestHeader,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
 }
 
 /// Serves requests on `io` until the client closes it, an error ends it,
@@ -53,7 +55,7 @@ where
         };
         // Boxed: the handlers' futures are deep, and boxing keeps the
         // connection's own future small.
-        let (answer, close) = match Box::pin(handle(&broker, &mut session, frame)).await {
+        let (answer, close) = match Box::pin(handle(&broker, &mut session, frame, peer)).await {
             Ok(a) => (a, false),
             Err((a, e)) => {
                 tracing::debug!(%peer, error = %crate::error_chain(&e), "kafka request refused; closing");
@@ -78,6 +80,7 @@ async fn handle(
     broker: &Broker,
     session: &mut Session,
     mut frame: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Option<BytesMut>, (Option<BytesMut>, FrameError)> {
     // The header is decoded from the whole frame (a cheap second handle on
     // it, not a copy: a produce request's records are sliced from it).
@@ -105,6 +108,7 @@ async fn handle(
         key,
         version,
         header,
+        peer,
     };
     match key {
         ApiKey::SaslHandshake => {
@@ -164,7 +168,7 @@ async fn dispatch(
         }
         ApiKey::JoinGroup => {
             let req = decode(call, buf, "JoinGroup")?;
-            encode(call, &Box::pin(membership::join(broker, req)).await).map(Some)
+            encode(call, &Box::pin(membership::join(broker, req, call)).await).map(Some)
         }
         ApiKey::SyncGroup => {
             let req = decode(call, buf, "SyncGroup")?;
@@ -201,6 +205,14 @@ async fn dispatch(
         ApiKey::CreatePartitions => {
             let req = decode(call, buf, "CreatePartitions")?;
             encode(call, &admin::create_partitions(broker, &req)).map(Some)
+        }
+        ApiKey::ListGroups => {
+            let req = decode(call, buf, "ListGroups")?;
+            encode(call, &group_listing::list(broker, &req)).map(Some)
+        }
+        ApiKey::DescribeGroups => {
+            let req = decode(call, buf, "DescribeGroups")?;
+            encode(call, &group_listing::describe(broker, &req)).map(Some)
         }
         ApiKey::DescribeConfigs => {
             let req = decode(call, buf, "DescribeConfigs")?;

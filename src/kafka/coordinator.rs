@@ -43,6 +43,10 @@ pub struct JoinRequest {
     pub session_timeout: Duration,
     /// How long a rebalance waits for this member to rejoin.
     pub rebalance_timeout: Duration,
+    /// The client's `client.id` (request header), for DescribeGroups.
+    pub client_id: String,
+    /// The client's address as this server sees it, for DescribeGroups.
+    pub client_host: String,
 }
 
 /// The answer to a join.
@@ -64,6 +68,8 @@ pub struct Joined {
 
 struct Member {
     protocols: Vec<(String, Bytes)>,
+    client_id: String,
+    client_host: String,
     session: Duration,
     rebalance: Duration,
     last_seen: Instant,
@@ -214,6 +220,67 @@ impl Group {
     }
 }
 
+/// A group as ListGroups and DescribeGroups show it.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    /// Kafka's name of the group's state: `Empty`, `PreparingRebalance`,
+    /// `CompletingRebalance` or `Stable`.
+    pub state: &'static str,
+    /// `consumer` for consumer groups.
+    pub protocol_type: String,
+    /// The chosen assignor (empty until a generation formed).
+    pub protocol: String,
+    /// The members, by member id.
+    pub members: Vec<MemberView>,
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    /// Member id.
+    pub id: String,
+    /// The client's `client.id`.
+    pub client_id: String,
+    /// The client's address.
+    pub client_host: String,
+    /// Its subscription for the chosen assignor.
+    pub metadata: Bytes,
+    /// Its assignment in the current generation (empty before one).
+    pub assignment: Bytes,
+}
+
+impl Group {
+    fn view(&self) -> GroupView {
+        let state = match self.state {
+            State::Empty => "Empty",
+            State::Preparing { .. } => "PreparingRebalance",
+            State::AwaitingSync => "CompletingRebalance",
+            State::Stable => "Stable",
+        };
+        GroupView {
+            state,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberView {
+                    id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(name, _)| *name == self.protocol)
+                        .map(|(_, meta)| meta.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Every group coordinated by this server.
 #[derive(Default)]
 pub struct Coordinator {
@@ -239,6 +306,23 @@ pub enum SyncWait {
 }
 
 impl Coordinator {
+    /// The groups with members here, by id.
+    #[must_use]
+    pub fn groups(&self) -> Vec<(String, GroupView)> {
+        self.groups
+            .lock()
+            .iter()
+            .map(|(id, g)| (id.clone(), g.view()))
+            .collect()
+    }
+
+    /// `group` as DescribeGroups shows it; `None` when it has no members
+    /// here.
+    #[must_use]
+    pub fn describe(&self, group: &str) -> Option<GroupView> {
+        self.groups.lock().get(group).map(Group::view)
+    }
+
     /// A member joins (or rejoins) `group`.
     pub fn join(&self, group: &str, req: JoinRequest) -> JoinWait {
         let now = Instant::now();
@@ -275,6 +359,8 @@ impl Coordinator {
         let clamp = |d: Duration| d.clamp(MIN_SESSION, MAX_SESSION);
         let m = g.members.entry(id).or_insert_with(|| Member {
             protocols: Vec::new(),
+            client_id: String::new(),
+            client_host: String::new(),
             session: MIN_SESSION,
             rebalance: MIN_SESSION,
             last_seen: now,
@@ -284,6 +370,8 @@ impl Coordinator {
             assignment: Bytes::new(),
         });
         m.protocols = req.protocols;
+        m.client_id = req.client_id;
+        m.client_host = req.client_host;
         m.session = clamp(req.session_timeout);
         m.rebalance = clamp(req.rebalance_timeout);
         m.last_seen = now;
@@ -457,6 +545,8 @@ mod tests {
             protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(10),
+            client_id: format!("client-{member}"),
+            client_host: "127.0.0.1".into(),
         }
     }
 
@@ -527,6 +617,45 @@ mod tests {
             c.heartbeat("g", &b.member_id, 3),
             Err(ResponseError::UnknownMemberId)
         );
+    }
+
+    #[tokio::test]
+    async fn groups_are_described_through_their_states() {
+        let c = Coordinator::default();
+        assert!(c.describe("g").is_none());
+        let a = joined(c.join("g", req("")));
+        let v = c.describe("g").expect("described");
+        assert_eq!(v.state, "CompletingRebalance");
+        assert_eq!(
+            (v.protocol_type.as_str(), v.protocol.as_str()),
+            ("consumer", "range")
+        );
+        assert_eq!(v.members.len(), 1);
+        assert_eq!(v.members[0].id, a.member_id);
+        assert_eq!(v.members[0].client_id, "client-");
+        assert_eq!(&v.members[0].metadata[..], b"sub");
+        assert!(v.members[0].assignment.is_empty());
+        let SyncWait::Now(Ok(_)) = c.sync(
+            "g",
+            &a.member_id,
+            1,
+            vec![(a.member_id.clone(), Bytes::from_static(b"all"))],
+        ) else {
+            panic!("leader sync");
+        };
+        let v = c.describe("g").expect("described");
+        assert_eq!(v.state, "Stable");
+        assert_eq!(&v.members[0].assignment[..], b"all");
+        let JoinWait::Wait(_b) = c.join("g", req("")) else {
+            panic!()
+        };
+        assert_eq!(
+            c.describe("g").expect("described").state,
+            "PreparingRebalance"
+        );
+        let listed = c.groups();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, "g");
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::conn::Call;
 use super::coordinator::{JoinRequest, JoinWait, SyncWait};
 use super::Broker;
 use crate::names::GroupName;
@@ -91,7 +92,7 @@ pub fn find_coordinator(
 }
 
 /// `JoinGroup`: waits until the rebalance round completes.
-pub async fn join(broker: &Broker, req: JoinGroupRequest) -> JoinGroupResponse {
+pub async fn join(broker: &Broker, req: JoinGroupRequest, call: &Call) -> JoinGroupResponse {
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
     resp.member_id = req.member_id.clone();
@@ -117,6 +118,13 @@ pub async fn join(broker: &Broker, req: JoinGroupRequest) -> JoinGroupResponse {
                 .collect(),
             session_timeout: ms(req.session_timeout_ms),
             rebalance_timeout: rebalance,
+            client_id: call
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+            client_host: format!("/{}", call.peer.ip()),
         },
     );
     let rx = match wait {

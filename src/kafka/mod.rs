@@ -12,7 +12,8 @@
 //! - `coordinator.rs`: the group protocol's state machine (pure, in
 //!   memory); `membership.rs`: its APIs (FindCoordinator, JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup); `offsets.rs`: OffsetCommit and
-//!   OffsetFetch on chunkbus consumer-group positions.
+//!   OffsetFetch on chunkbus consumer-group positions; `group_listing.rs`:
+//!   ListGroups and DescribeGroups.
 //! - `topology.rs`: partitions ⇄ owners, leaders, replicas, group
 //!   coordinators (pure); `leadership.rs`: those rules on the cluster now,
 //!   and the leader/coordinator checks; `insync.rs`: `acks=all` replicas.
@@ -45,6 +46,7 @@ pub mod coordinator;
 pub mod error;
 mod fetch;
 mod frame;
+mod group_listing;
 mod idempotence;
 mod insync;
 mod leadership;

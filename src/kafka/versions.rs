@@ -28,6 +28,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
     // v0 is advertised because librdkafka requires it in the range to
     // offer SASL at all; a v0 handshake (raw SASL frames after it) is
     // answered UNSUPPORTED_VERSION (see `sasl.rs`).

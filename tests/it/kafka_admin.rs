@@ -49,9 +49,9 @@ fn admin_client_creates_describes_and_lists_topics() {
 fn an_api_the_listener_does_not_serve_is_answered() {
     let b = TestBroker::start(KAFKA);
     let addr = b.kafka_addr.unwrap();
-    // ListGroups (16), DescribeAcls (29), an unknown key: UNSUPPORTED_VERSION
+    // ElectLeaders (43), DescribeAcls (29), an unknown key: UNSUPPORTED_VERSION
     // (35) under the request's correlation id, never silence.
-    for key in [16i16, 29, 31_000] {
+    for key in [43i16, 29, 31_000] {
         let mut req = key.to_be_bytes().to_vec();
         req.extend_from_slice(&0i16.to_be_bytes());
         req.extend_from_slice(&77i32.to_be_bytes());
@@ -61,4 +61,63 @@ fn an_api_the_listener_does_not_serve_is_answered() {
         assert_eq!(&got[4..8], &77i32.to_be_bytes());
         assert_eq!(&got[8..10], &35i16.to_be_bytes());
     }
+}
+
+#[test]
+fn admin_client_lists_and_describes_consumer_groups() {
+    let b = TestBroker::start(KAFKA);
+    let (status, text) = b.write("listed", "a\nb\n");
+    assert_eq!(status, 200, "{text}");
+    // A chunkbus group only an HTTP consumer uses: listed as a simple
+    // (offsets-only) consumer group, Empty.
+    let chunk = &b.chunks("listed")[0].name;
+    let (status, text) = b.post(
+        &format!("/ack?category=listed&consumer=http-only&chunk={chunk}&off=2"),
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let r = py(
+        &[
+            "groups",
+            &kafka(&b),
+            "listed",
+            "--group",
+            "kgroup",
+            "--stored",
+            "http-only",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    // While a member holds the partition.
+    assert_eq!(
+        out["listed"]["kgroup"],
+        serde_json::json!(["STABLE", false]),
+        "{out}"
+    );
+    assert_eq!(
+        out["listed"]["http-only"],
+        serde_json::json!(["EMPTY", true]),
+        "{out}"
+    );
+    let live = &out["live"];
+    assert_eq!(live["state"], "STABLE", "{out}");
+    assert_eq!(live["assignor"], "range", "{out}");
+    assert_eq!(
+        live["members"],
+        serde_json::json!([["member-a", "/127.0.0.1", [0]]]),
+        "{out}"
+    );
+    // After the member committed and left (its position stays), for the
+    // HTTP-only group, and for a group nobody uses.
+    assert_eq!(out["after_leave"]["state"], "EMPTY", "{out}");
+    assert_eq!(
+        out["after_leave"]["members"],
+        serde_json::json!([]),
+        "{out}"
+    );
+    assert_eq!(out["stored"]["state"], "EMPTY", "{out}");
+    assert_eq!(out["stored"]["simple"], true, "{out}");
+    assert_eq!(out["nobody"]["state"], "DEAD", "{out}");
 }

@@ -8,6 +8,7 @@ black-box tests in tests/it/kafka.rs. The venv it runs in is made by
                                                [--timeout S]
   client.py group2 BOOTSTRAP TOPIC --group G --count N [--bootstrap2 B]
   client.py admin BOOTSTRAP TOPIC
+  client.py groups BOOTSTRAP TOPIC --group G --stored S
 
 `produce --idempotent` enables librdkafka's idempotent producer
 (`enable.idempotence=true`, which needs acks=all). `admin` runs the
@@ -223,6 +224,64 @@ def admin(args):
     return 0
 
 
+def groups(args):
+    """A consumer (client.id member-a) joins group G on TOPIC; then the
+    AdminClient lists the consumer groups and describes G (live), G after
+    the member committed one record and closed, S (a group with stored
+    positions only) and a group nobody uses. Prints one JSON object."""
+    a = AdminClient({"bootstrap.servers": args.bootstrap})
+    c = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "client.id": "member-a",
+        "partition.assignment.strategy": "range",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    assigned = []
+    c.subscribe([args.topic], on_assign=lambda _c, parts: assigned.extend(parts))
+    deadline = time.monotonic() + args.timeout
+    while not assigned:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "never assigned"}))
+            return 1
+        c.poll(0.1)
+
+    def describe(group):
+        d = a.describe_consumer_groups([group], request_timeout=args.timeout)[group].result(timeout=args.timeout)
+        return {
+            "state": d.state.name,
+            "simple": d.is_simple_consumer_group,
+            "assignor": d.partition_assignor,
+            "members": [
+                [m.client_id, m.host, sorted(tp.partition for tp in m.assignment.topic_partitions)]
+                for m in d.members
+            ],
+        }
+
+    out = {}
+    listed = a.list_consumer_groups(request_timeout=args.timeout).result(timeout=args.timeout)
+    out["listed"] = {g.group_id: [g.state.name, g.is_simple_consumer_group] for g in listed.valid}
+    out["list_errors"] = [str(e) for e in listed.errors]
+    out["live"] = describe(args.group)
+    # One record read and committed: the group keeps a position after
+    # its member leaves.
+    while True:
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "nothing to read", **out}))
+            return 1
+        msg = c.poll(0.1)
+        if msg is not None and not msg.error():
+            c.commit(message=msg, asynchronous=False)
+            break
+    c.close()
+    out["after_leave"] = describe(args.group)
+    out["stored"] = describe(args.stored)
+    out["nobody"] = describe("nobody-uses-this")
+    print(json.dumps(out), flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -250,8 +309,15 @@ def main():
     a.add_argument("bootstrap")
     a.add_argument("topic")
     a.add_argument("--timeout", type=float, default=10.0)
+    gr = sub.add_parser("groups")
+    gr.add_argument("bootstrap")
+    gr.add_argument("topic")
+    gr.add_argument("--group", required=True)
+    gr.add_argument("--stored", required=True)
+    gr.add_argument("--timeout", type=float, default=20.0)
     args = ap.parse_args()
-    return {"produce": produce, "consume": consume, "group2": group2, "admin": admin}[args.cmd](args)
+    return {"produce": produce, "consume": consume, "group2": group2, "admin": admin,
+            "groups": groups}[args.cmd](args)
 
 
 if __name__ == "__main__":
