@@ -12,6 +12,16 @@
 //! next chunk's first record when that chunk is finished and a newer one
 //! exists).
 //!
+//! The owner holds every chunk it wrote, so its answer is final. A
+//! replica's copy can lag behind or lack chunks, so it answers only what
+//! its copies decide ([`Copies::Replica`]): a commit when it holds
+//! offset `O`'s chunk with record `O` in it and every older chunk it
+//! reports complete (closed or sealed: the replicator closes a copy only
+//! once it holds the owner's final size), a committed offset when the
+//! position lies within its copy. Otherwise it does not decide
+//! ([`CommitPlan::NotHere`], `None`), and the coordinator asks another
+//! holder.
+//!
 //! Reads chunks (through the locator), never stores positions.
 
 use std::collections::BTreeMap;
@@ -23,16 +33,42 @@ use super::read::ReadError;
 use crate::names::{Category, ChunkName, ServerName};
 use crate::storage::Storage;
 
+/// Whose chunks are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// The owner's own chunks: every chunk it wrote, at its real end.
+    Owner,
+    /// A replica's copies, which may lag behind the owner or lack chunks.
+    Replica,
+}
+
+impl Copies {
+    /// [`Copies::Owner`] when `me` is `owner`.
+    #[must_use]
+    pub fn of(me: &ServerName, owner: &ServerName) -> Self {
+        if me == owner {
+            Self::Owner
+        } else {
+            Self::Replica
+        }
+    }
+}
+
 /// Where committing a Kafka offset puts a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitPlan {
     /// The positions to store, oldest chunk first.
     Positions(Vec<(ChunkName, u64)>),
-    /// The offset is past the end of its chunk as held here.
+    /// The offset is past the end of its chunk (owner only: final).
     PastEnd(ChunkName),
+    /// A replica's copies do not decide it: the offset's chunk is not held
+    /// here, the offset is past its copy, or an older chunk's copy is
+    /// not complete.
+    NotHere,
 }
 
-/// The positions committing `at` in `owner`'s chunks of `category` stores.
+/// The positions committing `at` in `owner`'s chunks of `category` stores,
+/// as `copies` held here decide it.
 ///
 /// # Errors
 /// Read failures while locating the record.
@@ -42,25 +78,43 @@ pub async fn commit_plan(
     category: &Category,
     owner: &ServerName,
     at: KafkaOffset,
+    copies: Copies,
 ) -> Result<CommitPlan, ReadError> {
     let part = Partition::of(storage, category, owner);
+    let replica = copies == Copies::Replica;
     let mut out = Vec::new();
+    let mut found = false;
     for chunk in part.chunks() {
         let index = chunk.name().index();
         if index < at.chunk {
-            out.push((chunk.name().clone(), chunk.state().end));
+            let s = chunk.state();
+            // A copy still growing may end short of the owner's chunk.
+            if replica && !(s.sealed || s.closed) {
+                return Ok(CommitPlan::NotHere);
+            }
+            out.push((chunk.name().clone(), s.end));
         } else if index == at.chunk {
             match loc.byte_of(category, chunk, at.ordinal).await? {
-                Some(byte) => out.push((chunk.name().clone(), byte)),
+                Some(byte) => {
+                    out.push((chunk.name().clone(), byte));
+                    found = true;
+                }
+                None if replica => return Ok(CommitPlan::NotHere),
                 None => return Ok(CommitPlan::PastEnd(chunk.name().clone())),
             }
         }
+    }
+    if replica && !found {
+        return Ok(CommitPlan::NotHere);
     }
     Ok(CommitPlan::Positions(out))
 }
 
 /// The Kafka offset of a group at `positions` in `owner`'s chunks of
-/// `category`: None when no chunk of them held here has a position.
+/// `category`: None when no chunk of them held here has a position. With
+/// [`Copies::Replica`] also None (not decided here) when the newest
+/// position of `owner`'s chunks is in a chunk not held here, or past the
+/// end of its copy.
 ///
 /// # Errors
 /// Read failures while counting messages.
@@ -70,6 +124,7 @@ pub async fn committed(
     category: &Category,
     owner: &ServerName,
     positions: &BTreeMap<ChunkName, u64>,
+    copies: Copies,
 ) -> Result<Option<KafkaOffset>, ReadError> {
     let part = Partition::of(storage, category, owner);
     let chunks = part.chunks();
@@ -82,6 +137,18 @@ pub async fn committed(
     let chunk = &chunks[i];
     let pos = positions.get(chunk.name()).copied().unwrap_or(0);
     let s = chunk.state();
+    if copies == Copies::Replica {
+        let newest = positions
+            .keys()
+            .filter(|c| c.owner() == owner)
+            .map(ChunkName::index)
+            .max();
+        // A newer chunk not copied here, or a copy behind the position:
+        // answering from it would rewind the group.
+        if newest != Some(chunk.name().index()) || pos > s.end {
+            return Ok(None);
+        }
+    }
     let at = match chunks.get(i + 1) {
         Some(next) if pos >= s.end && (s.sealed || s.closed) => {
             KafkaOffset::start_of(next.name().index())
