@@ -233,3 +233,136 @@ impl Cluster {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::cluster::peers::Peer;
+    use crate::cluster::protocol::KafkaPosition;
+
+    /// A peer on loopback answering every request with `status` and `body`.
+    async fn stub(status: &'static str, body: &'static str) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut buf, mut got) = (vec![0u8; 4096], Vec::new());
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    /// `n1` with peers `n2` (the owner asked about) and `n3` at `urls`.
+    fn cluster(dir: &std::path::Path, n2: String, n3: String) -> Cluster {
+        let peer = |name: &str, url: String| Peer {
+            name: ServerName::parse(name).unwrap(),
+            url,
+        };
+        Cluster::new(
+            ServerName::parse("n1").unwrap(),
+            vec![peer("n2", n2), peer("n3", n3)],
+            dir,
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    const DECIDED: &str = r#"{"positions":[{"chunk":"n2-chunk000000001","offset":12}]}"#;
+
+    #[tokio::test]
+    async fn a_refusal_from_one_holder_does_not_stop_the_search() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cluster(
+            tmp.path(),
+            stub("403 Forbidden", "not a peer").await,
+            stub("200 OK", DECIDED).await,
+        );
+        let (category, owner) = (
+            Category::parse("c").unwrap(),
+            ServerName::parse("n2").unwrap(),
+        );
+        let k = KafkaOffset::start_of(1).plus(3).to_i64().unwrap();
+        let reply = c
+            .ask_kafka_offsets(
+                &category,
+                &owner,
+                KafkaQuestion::Commit(k),
+                &mut Lookups::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.positions,
+            Some(vec![KafkaPosition {
+                chunk: "n2-chunk000000001".to_owned(),
+                offset: 12
+            }])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_failed_is_not_asked_again_in_the_same_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let c = cluster(tmp.path(), closed, stub("200 OK", "{}").await);
+        let (category, owner) = (
+            Category::parse("c").unwrap(),
+            ServerName::parse("n2").unwrap(),
+        );
+        let mut lookups = Lookups::new();
+        for round in 0..2 {
+            let e = c
+                .ask_kafka_offsets(&category, &owner, KafkaQuestion::Commit(5), &mut lookups)
+                .await
+                .unwrap_err();
+            let ClusterError::NoHolderAnswered { tried, .. } = e else {
+                panic!("{e}");
+            };
+            assert!(tried.contains("n3: its copy does not decide it"), "{tried}");
+            assert_eq!(
+                tried.contains("n2: failed earlier in this request"),
+                round == 1,
+                "{tried}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_commit_is_decided_only_with_a_position_in_the_offsets_chunk() {
+        let reply = |chunk: &str| KafkaOffsetsReply {
+            positions: Some(vec![KafkaPosition {
+                chunk: chunk.to_owned(),
+                offset: 40,
+            }]),
+            offset: None,
+        };
+        let k = KafkaOffset::start_of(2).plus(1).to_i64().unwrap();
+        let q = KafkaQuestion::Commit(k);
+        assert!(!q.decided(&reply("n2-chunk000000001")));
+        assert!(q.decided(&reply("n2-chunk000000002")));
+        assert!(!q.decided(&KafkaOffsetsReply::default()));
+    }
+}

@@ -160,3 +160,107 @@ pub async fn committed(
     };
     Ok(Some(at))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fsutil::FaultHook;
+    use crate::kafka::locate::Positions;
+    use crate::storage::chunk::index::Record;
+    use crate::storage::CategoryLog;
+
+    /// `n` messages of 4 bytes (`m-0\n` …) as one batch.
+    fn batch(n: u64) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("m-{}\n", i % 10).into_bytes())
+            .collect()
+    }
+
+    /// Copies `messages` messages of `node1`'s chunk `index` into `log`;
+    /// closes the copy (complete) when `complete`.
+    fn copy(log: &Arc<CategoryLog>, index: u64, messages: u64, complete: bool) -> ChunkName {
+        let name = ChunkName::new(ServerName::parse("node1").unwrap(), index).unwrap();
+        let mut w = log.copy_writer(&name).unwrap();
+        let data = batch(messages);
+        let rec = Record::batch(0, u32::try_from(data.len()).unwrap(), crc32c::crc32c(&data));
+        log.append_copy(&mut w, &[rec], &data).unwrap();
+        if complete {
+            log.finish_copy(w);
+        }
+        name
+    }
+
+    /// A replica (`node2`) whose copy of `node1`'s chunk 1 is complete
+    /// (10 messages, 40 bytes) and whose copies of chunks 2 and 3 are
+    /// still growing (5 messages each, 20 bytes); chunk 4 not copied yet.
+    #[tokio::test]
+    async fn a_lagging_replica_decides_only_what_its_copies_hold() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = Storage::open(
+            tmp.path(),
+            ServerName::parse("node2").unwrap(),
+            crate::config::StorageConfig::default(),
+            FaultHook::default(),
+        )
+        .unwrap();
+        let category = Category::parse("c").unwrap();
+        let owner = ServerName::parse("node1").unwrap();
+        let log = storage.category_or_create(&category).unwrap();
+        let one = copy(&log, 1, 10, true);
+        let two = copy(&log, 2, 5, false);
+        let three = copy(&log, 3, 5, false);
+        let positions = Positions::default();
+        let loc = Locator {
+            positions: &positions,
+            tiering: None,
+            window: 1 << 20,
+        };
+        let plan = |chunk: u64, ordinal: u64, copies: Copies| {
+            let at = KafkaOffset::start_of(chunk).plus(ordinal);
+            let (storage, loc, category, owner) = (&storage, &loc, &category, &owner);
+            async move {
+                commit_plan(storage, loc, category, owner, at, copies)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // Within the copy of chunk 2, the older copy complete: decided.
+        assert_eq!(
+            plan(2, 3, Copies::Replica).await,
+            CommitPlan::Positions(vec![(one.clone(), 40), (two.clone(), 12)])
+        );
+        // Past the copy of chunk 2: the owner may have it.
+        assert_eq!(plan(2, 7, Copies::Replica).await, CommitPlan::NotHere);
+        assert_eq!(
+            plan(2, 7, Copies::Owner).await,
+            CommitPlan::PastEnd(two.clone())
+        );
+        // Chunk 4 not copied here.
+        assert_eq!(plan(4, 0, Copies::Replica).await, CommitPlan::NotHere);
+        // Within chunk 3's copy, but chunk 2's copy may end short.
+        assert_eq!(plan(3, 2, Copies::Replica).await, CommitPlan::NotHere);
+
+        let fetch = |at: Vec<(ChunkName, u64)>| {
+            let (storage, loc, category, owner) = (&storage, &loc, &category, &owner);
+            async move {
+                let at: BTreeMap<ChunkName, u64> = at.into_iter().collect();
+                committed(storage, loc, category, owner, &at, Copies::Replica)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Within the copy: decided.
+        assert_eq!(
+            fetch(vec![(one.clone(), 40), (two.clone(), 8)]).await,
+            Some(KafkaOffset::start_of(2).plus(2))
+        );
+        // Past the copy's end: not decided (not the copy's end, a rewind).
+        assert_eq!(fetch(vec![(two.clone(), 28)]).await, None);
+        // The newest position in a chunk not copied here: not decided.
+        let four = ChunkName::new(owner.clone(), 4).unwrap();
+        assert_eq!(fetch(vec![(three, 20), (four, 4)]).await, None);
+    }
+}
