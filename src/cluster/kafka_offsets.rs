@@ -6,33 +6,74 @@
 //! reachable holders (last change poll answered) before the others, each
 //! in placement order, so the owner first when it is reachable.
 //!
-//! An answer is final when it decides the question (positions found, an
-//! offset computed), or when it comes from the owner, which holds every
-//! chunk it wrote. A replica that does not know (its copy is behind, or
-//! lacks the chunk) is passed over for the next holder; if no holder
-//! decides, a replica's "does not know" stands only when every other
-//! holder answered the same. Every call is bounded in time
-//! ([`PER_HOLDER`], [`IN_ALL`]); nothing is retried here (the Kafka client
-//! retries on the retriable error it gets).
+//! An answer is final when it decides the question (for a commit of
+//! offset `K`, positions including one in `K`'s chunk; an offset
+//! computed), or when it comes from the owner, which holds every chunk it
+//! wrote. A replica that does not know (its copy is behind, or lacks the
+//! chunk) answers `{}` and is passed over for the next holder; if no
+//! holder decides, a replica's "does not know" stands only when every
+//! other holder answered the same. A holder that fails (unreachable, an
+//! error status, not a configured peer) is passed over too.
+//!
+//! All lookups of one Kafka request share one [`Lookups`]: one deadline
+//! ([`IN_ALL`] for the whole request, each holder at most
+//! [`PER_HOLDER`]), and the holders that failed in it, which are not asked
+//! again for its other partitions. Nothing is retried here (the Kafka
+//! client retries on the retriable error it gets).
 //!
 //! Never reads local chunks and never stores positions.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use tokio::time::Instant;
 
 use super::link::{q, PeerError};
 use super::protocol::{KafkaOffsetsReply, KAFKA_OFFSETS_PATH};
 use super::{Cluster, ClusterError};
+use crate::kafka::offset::KafkaOffset;
 use crate::names::{Category, ChunkName, ServerName};
 
 /// Longest wait for one holder's answer.
 pub const PER_HOLDER: Duration = Duration::from_secs(5);
-/// Longest time spent asking all holders of one partition.
+/// Longest time one Kafka request spends asking holders, all its
+/// partitions together.
 pub const IN_ALL: Duration = Duration::from_secs(10);
+
+/// The holder lookups of one Kafka request: their common deadline and the
+/// holders that failed so far (skipped for the request's other
+/// partitions).
+#[derive(Debug)]
+pub struct Lookups {
+    deadline: Instant,
+    failed: HashSet<String>,
+}
+
+impl Lookups {
+    /// Lookups with [`IN_ALL`] from now.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::within(IN_ALL)
+    }
+
+    /// Lookups with `budget` from now.
+    #[must_use]
+    pub fn within(budget: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + budget,
+            failed: HashSet::new(),
+        }
+    }
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What the coordinator asks.
 #[derive(Debug, Clone, Copy)]
@@ -56,9 +97,21 @@ impl KafkaQuestion<'_> {
         }
     }
 
+    /// Whether `reply` decides the question: for a commit, a position in
+    /// the offset's own chunk (a replica lacking it, or behind it, cannot
+    /// say what the commit stores there).
     fn decided(&self, reply: &KafkaOffsetsReply) -> bool {
         match self {
-            Self::Commit(_) => reply.positions.is_some(),
+            Self::Commit(offset) => {
+                let Some(chunk) = KafkaOffset::from_i64(*offset).map(|k| k.chunk) else {
+                    return false;
+                };
+                reply
+                    .positions
+                    .iter()
+                    .flatten()
+                    .any(|p| ChunkName::parse(&p.chunk).is_ok_and(|c| c.index() == chunk))
+            }
             Self::Committed { .. } => reply.offset.is_some(),
         }
     }
@@ -82,33 +135,44 @@ impl Cluster {
     }
 
     /// Asks the holders of `owner`'s chunks of `category` (see the module
-    /// docs).
+    /// docs), within `lookups`' deadline, skipping the holders that failed
+    /// earlier in it (and remembering the ones that fail now).
     ///
     /// # Errors
     /// [`ClusterError::NoHolderAnswered`]: no holder gave a usable answer
-    /// within [`IN_ALL`]; [`ClusterError::Peer`]: a holder refused the
-    /// question itself (a `4xx` other than `404`).
+    /// in time.
     pub async fn ask_kafka_offsets(
         &self,
         category: &Category,
         owner: &ServerName,
         question: KafkaQuestion<'_>,
+        lookups: &mut Lookups,
     ) -> Result<KafkaOffsetsReply, ClusterError> {
-        let deadline = Instant::now() + IN_ALL;
         let mut tried = String::new();
-        let mut undecided: Option<KafkaOffsetsReply> = None;
+        let mut undecided = false;
         let mut failures = 0usize;
         for holder in self.holders_to_ask(category, owner) {
-            let Some(peer) = self.peer(&holder) else {
-                continue;
-            };
             if !tried.is_empty() {
                 tried.push_str("; ");
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            if lookups.failed.contains(&holder) {
+                failures += 1;
+                let _ = write!(tried, "{holder}: failed earlier in this request");
+                continue;
+            }
+            let Some(peer) = self.peer(&holder) else {
+                failures += 1;
+                let _ = write!(tried, "{holder}: not a configured peer");
+                continue;
+            };
+            let left = lookups.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 failures += 1;
-                let _ = write!(tried, "{holder}: not asked, {} s passed", IN_ALL.as_secs());
+                let _ = write!(
+                    tried,
+                    "{holder}: not asked, the request's {} s passed",
+                    IN_ALL.as_secs()
+                );
                 continue;
             }
             let url = format!(
@@ -133,33 +197,172 @@ impl Cluster {
                 Ok(reply) if question.decided(&reply) || holder == owner.as_str() => {
                     return Ok(reply);
                 }
-                Ok(reply) => {
-                    let _ = write!(tried, "{holder}: its copy does not have it");
-                    undecided = Some(reply);
+                Ok(_) => {
+                    let _ = write!(tried, "{holder}: its copy does not decide it");
+                    undecided = true;
                 }
-                Err(PeerError::Status { status, .. })
-                    if status == StatusCode::NOT_FOUND || status.is_server_error() =>
-                {
-                    failures += 1;
-                    let _ = write!(tried, "{holder}: {status}");
-                }
-                Err(e @ PeerError::Status { .. }) => return Err(e.into()),
+                // Any error, a refusal (4xx) included: the next holder may
+                // answer. Unreachable or failing holders are not asked
+                // again in this request; a refusal may be about this
+                // partition only.
                 Err(e) => {
                     failures += 1;
-                    let _ = write!(tried, "{e}");
+                    let down = match &e {
+                        PeerError::Status { status, .. } => status.is_server_error(),
+                        _ => true,
+                    };
+                    if down {
+                        lookups.failed.insert(holder.clone());
+                    }
+                    let _ = write!(tried, "{holder}: {}", crate::error_chain(&e));
                 }
             }
         }
-        match undecided {
-            Some(r) if failures == 0 => Ok(r),
-            _ => Err(ClusterError::NoHolderAnswered {
-                chunk: format!("{owner}'s chunks of {category}"),
-                tried: if tried.is_empty() {
-                    "no holder is a configured peer".to_owned()
-                } else {
-                    tried
-                },
-            }),
+        if undecided && failures == 0 {
+            // Only replicas answered, and none could decide: as the owner
+            // answering "not there".
+            return Ok(KafkaOffsetsReply::default());
         }
+        Err(ClusterError::NoHolderAnswered {
+            chunk: format!("{owner}'s chunks of {category}"),
+            tried: if tried.is_empty() {
+                "no other server holds them".to_owned()
+            } else {
+                tried
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::cluster::peers::Peer;
+    use crate::cluster::protocol::KafkaPosition;
+
+    /// A peer on loopback answering every request with `status` and `body`.
+    async fn stub(status: &'static str, body: &'static str) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut buf, mut got) = (vec![0u8; 4096], Vec::new());
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    /// `n1` with peers `n2` (the owner asked about) and `n3` at `urls`.
+    fn cluster(dir: &std::path::Path, n2: String, n3: String) -> Cluster {
+        let peer = |name: &str, url: String| Peer {
+            name: ServerName::parse(name).unwrap(),
+            url,
+        };
+        Cluster::new(
+            ServerName::parse("n1").unwrap(),
+            vec![peer("n2", n2), peer("n3", n3)],
+            dir,
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    const DECIDED: &str = r#"{"positions":[{"chunk":"n2-chunk000000001","offset":12}]}"#;
+
+    #[tokio::test]
+    async fn a_refusal_from_one_holder_does_not_stop_the_search() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cluster(
+            tmp.path(),
+            stub("403 Forbidden", "not a peer").await,
+            stub("200 OK", DECIDED).await,
+        );
+        let (category, owner) = (
+            Category::parse("c").unwrap(),
+            ServerName::parse("n2").unwrap(),
+        );
+        let k = KafkaOffset::start_of(1).plus(3).to_i64().unwrap();
+        let reply = c
+            .ask_kafka_offsets(
+                &category,
+                &owner,
+                KafkaQuestion::Commit(k),
+                &mut Lookups::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.positions,
+            Some(vec![KafkaPosition {
+                chunk: "n2-chunk000000001".to_owned(),
+                offset: 12
+            }])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_failed_is_not_asked_again_in_the_same_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let c = cluster(tmp.path(), closed, stub("200 OK", "{}").await);
+        let (category, owner) = (
+            Category::parse("c").unwrap(),
+            ServerName::parse("n2").unwrap(),
+        );
+        let mut lookups = Lookups::new();
+        for round in 0..2 {
+            let e = c
+                .ask_kafka_offsets(&category, &owner, KafkaQuestion::Commit(5), &mut lookups)
+                .await
+                .unwrap_err();
+            let ClusterError::NoHolderAnswered { tried, .. } = e else {
+                panic!("{e}");
+            };
+            assert!(tried.contains("n3: its copy does not decide it"), "{tried}");
+            assert_eq!(
+                tried.contains("n2: failed earlier in this request"),
+                round == 1,
+                "{tried}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_commit_is_decided_only_with_a_position_in_the_offsets_chunk() {
+        let reply = |chunk: &str| KafkaOffsetsReply {
+            positions: Some(vec![KafkaPosition {
+                chunk: chunk.to_owned(),
+                offset: 40,
+            }]),
+            offset: None,
+        };
+        let k = KafkaOffset::start_of(2).plus(1).to_i64().unwrap();
+        let q = KafkaQuestion::Commit(k);
+        assert!(!q.decided(&reply("n2-chunk000000001")));
+        assert!(q.decided(&reply("n2-chunk000000002")));
+        assert!(!q.decided(&KafkaOffsetsReply::default()));
     }
 }

@@ -169,12 +169,15 @@ pub struct KafkaPosition {
 pub struct KafkaOffsetsReply {
     /// `offset=K`: the positions committing Kafka offset `K` stores —
     /// each older chunk of the owner held there at its end, `K`'s chunk at
-    /// the byte where record `K` starts. Absent: `K` is past the end of
-    /// its chunk as held there.
+    /// the byte where record `K` starts. Absent: from the owner, `K` is
+    /// past the end of its chunk; from a replica, its copies do not decide
+    /// it (`K`'s chunk not held, `K` past its copy, or an older copy not
+    /// complete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<Vec<KafkaPosition>>,
     /// `chunk=N&pos=B`: the Kafka offset of a group at byte `B` of chunk
-    /// `N`. Absent: `N` is not held there.
+    /// `N`. Absent: `N` is not held there (or, on a replica, a newer chunk
+    /// is not, or `B` is past its copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
 }

@@ -4,7 +4,9 @@
 //! `K` stores, or which offset a group at byte `B` of chunk `N` is at
 //! (`docs/peers.md`; the coordinator's side is `cluster/kafka_offsets.rs`).
 //! Answered from the chunks held here only (`kafka/resolve.rs`), never
-//! relayed and never stored.
+//! relayed and never stored. A replica whose copies do not decide the
+//! question (lagging, or lacking the chunk) answers `{}`: the coordinator
+//! asks the next holder.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,7 @@ use super::{json, AppState, HttpResponse};
 use crate::cluster::protocol::{KafkaOffsetsReply, KafkaPosition};
 use crate::cluster::ClusterError;
 use crate::kafka::offset::KafkaOffset;
-use crate::kafka::resolve::{self, CommitPlan};
+use crate::kafka::resolve::{self, CommitPlan, Copies};
 use crate::names::{ChunkName, ServerName};
 
 /// The two questions.
@@ -72,9 +74,10 @@ pub(super) async fn offsets(
         .into());
     }
     let loc = crate::kafka::locator(state);
+    let copies = Copies::of(cluster.me(), &owner);
     let reply = match question {
         Question::Commit(at) => {
-            match resolve::commit_plan(storage, &loc, &category, &owner, at).await? {
+            match resolve::commit_plan(storage, &loc, &category, &owner, at, copies).await? {
                 CommitPlan::Positions(p) => KafkaOffsetsReply {
                     positions: Some(
                         p.into_iter()
@@ -86,12 +89,13 @@ pub(super) async fn offsets(
                     ),
                     offset: None,
                 },
-                CommitPlan::PastEnd(_) => KafkaOffsetsReply::default(),
+                CommitPlan::PastEnd(_) | CommitPlan::NotHere => KafkaOffsetsReply::default(),
             }
         }
         Question::Committed(chunk, pos) => {
             let positions: BTreeMap<ChunkName, u64> = [(chunk, pos)].into_iter().collect();
-            let at = resolve::committed(storage, &loc, &category, &owner, &positions).await?;
+            let at =
+                resolve::committed(storage, &loc, &category, &owner, &positions, copies).await?;
             KafkaOffsetsReply {
                 positions: None,
                 offset: at.and_then(KafkaOffset::to_i64),

@@ -1,11 +1,13 @@
 //! The Kafka listener's errors: [`FrameError`] ends a connection (the
 //! byte stream cannot be trusted any more); [`PartitionError`] is one
 //! partition's answer inside a response, as a Kafka error code plus a
-//! message. [`code_for`] is the one place a chunkbus failure becomes a
+//! message. [`code_for`] (with [`lookup_code`] for a group coordinator's
+//! lookups through holders) is the one place a chunkbus failure becomes a
 //! Kafka error code. Never does I/O.
 
 use kafka_protocol::ResponseError;
 
+use crate::cluster::ClusterError;
 use crate::error::{DomainError, ErrorKind};
 
 /// Why a connection is closed without reading further.
@@ -112,6 +114,18 @@ pub fn code_for(kind: ErrorKind) -> ResponseError {
     }
 }
 
+/// The Kafka error code for a failed lookup of a partition's offsets
+/// through its holders (`OffsetCommit`/`OffsetFetch`): no holder answering
+/// in time is the retriable `COORDINATOR_LOAD_IN_PROGRESS` (the client
+/// retries the same coordinator); anything else as [`code_for`].
+#[must_use]
+pub fn lookup_code(e: &ClusterError) -> ResponseError {
+    match e {
+        ClusterError::NoHolderAnswered { .. } => ResponseError::CoordinatorLoadInProgress,
+        other => code_for(other.kind()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +136,19 @@ mod tests {
         assert_eq!(c, ResponseError::KafkaStorageError);
         assert!(c.is_retriable());
         assert!(!code_for(ErrorKind::BadRequest).is_retriable());
+    }
+
+    #[test]
+    fn only_no_holder_answering_is_a_coordinator_still_loading() {
+        let none = ClusterError::NoHolderAnswered {
+            chunk: "n1's chunks of c".to_owned(),
+            tried: "n2: timed out".to_owned(),
+        };
+        assert_eq!(lookup_code(&none), ResponseError::CoordinatorLoadInProgress);
+        let refused = ClusterError::NotAPeer {
+            from: "n3".to_owned(),
+            me: "n1".to_owned(),
+        };
+        assert_eq!(lookup_code(&refused), code_for(refused.kind()));
     }
 }

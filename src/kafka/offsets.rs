@@ -18,12 +18,17 @@
 //!
 //! Mapping an offset to a byte needs the chunk's messages. For a
 //! partition whose chunks this server holds no copy of (under a
-//! replication factor) the coordinator asks a holder
+//! replication factor), or whose copy here does not decide it (behind the
+//! owner, or lacking the chunk), the coordinator asks a holder
 //! (`cluster::kafka_offsets`, `GET /peer/kafka/offsets`) and stores the
 //! answer like a local one; no holder answering in time gets the
-//! retriable `COORDINATOR_LOAD_IN_PROGRESS`.
+//! retriable `COORDINATOR_LOAD_IN_PROGRESS`. One request's lookups share
+//! one deadline, and a partition listed twice in a request is resolved
+//! once. A commit checks the member's generation again just before it
+//! stores, since a lookup can take seconds and the group may have moved
+//! on meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -37,11 +42,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::error::PartitionError;
+use super::error::{lookup_code, PartitionError};
 use super::offset::KafkaOffset;
-use super::resolve::{self, CommitPlan};
+use super::resolve::{self, CommitPlan, Copies};
 use super::Broker;
-use crate::cluster::kafka_offsets::KafkaQuestion;
+use crate::cluster::kafka_offsets::{KafkaQuestion, Lookups};
 use crate::cluster::{Cluster, ClusterError};
 use crate::groups::{Acked, GroupStore};
 use crate::names::{Category, ChunkName, GroupName, ServerName};
@@ -64,17 +69,44 @@ fn names(topic: &str, group: &str) -> Result<(Category, GroupName), PartitionErr
     Ok((category, group))
 }
 
+/// The committing member, checked again right before storing.
+struct Member<'a> {
+    group: &'a str,
+    member: &'a str,
+    generation: i32,
+}
+
+impl Member<'_> {
+    /// Whether this server coordinates the group and the member may commit
+    /// in its generation (now).
+    fn may_commit(&self, broker: &Broker) -> Result<(), PartitionError> {
+        broker
+            .check_coordinator(self.group)
+            .and_then(|()| {
+                broker
+                    .coordinator
+                    .may_commit(self.group, self.member, self.generation)
+            })
+            .map_err(|e| {
+                PartitionError::new(
+                    e,
+                    "not this group's coordinator or not a member of this generation",
+                )
+            })
+    }
+}
+
 /// Answers `OffsetCommit`.
 pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitResponse {
-    let member_ok = broker
-        .check_coordinator(req.group_id.0.as_str())
-        .and_then(|()| {
-            broker.coordinator.may_commit(
-                req.group_id.0.as_str(),
-                req.member_id.as_str(),
-                req.generation_id_or_member_epoch,
-            )
-        });
+    let member = Member {
+        group: req.group_id.0.as_str(),
+        member: req.member_id.as_str(),
+        generation: req.generation_id_or_member_epoch,
+    };
+    let member_ok = member.may_commit(broker);
+    let mut lookups = Lookups::new();
+    // A partition listed again is answered as the first time, not redone.
+    let mut seen: HashMap<(&str, i32), i16> = HashMap::new();
     let mut resp = OffsetCommitResponse::default();
     for topic in &req.topics {
         let mut t = OffsetCommitResponseTopic::default();
@@ -82,26 +114,31 @@ pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
         for part in &topic.partitions {
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = part.partition_index;
-            let outcome = match member_ok {
-                Err(e) => Err(PartitionError::new(
-                    e,
-                    "not this group's coordinator or not a member of this generation",
-                )),
+            let key = (topic.name.0.as_str(), part.partition_index);
+            if let Some(&code) = seen.get(&key) {
+                p.error_code = code;
+                t.partitions.push(p);
+                continue;
+            }
+            let outcome = match &member_ok {
+                Err(e) => Err(e.clone()),
                 Ok(()) => {
                     commit_one(
                         broker,
+                        &member,
                         topic.name.0.as_str(),
-                        req.group_id.0.as_str(),
                         part.partition_index,
                         part.committed_offset,
+                        &mut lookups,
                     )
                     .await
                 }
             };
             if let Err(e) = outcome {
-                tracing::debug!(group = req.group_id.0.as_str(), error = %e.message, "kafka offset commit refused");
+                tracing::debug!(group = member.group, error = %e.message, "kafka offset commit refused");
                 p.error_code = e.code.code();
             }
+            seen.insert(key, p.error_code);
             t.partitions.push(p);
         }
         resp.topics.push(t);
@@ -109,14 +146,24 @@ pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
     resp
 }
 
+/// Which copies this server holds of `owner`'s chunks (it holds some).
+fn copies_here(broker: &Broker, owner: &ServerName) -> Copies {
+    broker
+        .state
+        .cluster
+        .get()
+        .map_or(Copies::Owner, |c| Copies::of(c.me(), owner))
+}
+
 async fn commit_one(
     broker: &Broker,
+    member: &Member<'_>,
     topic: &str,
-    group: &str,
     partition: i32,
     offset: i64,
+    lookups: &mut Lookups,
 ) -> Result<(), PartitionError> {
-    let (category, group) = names(topic, group)?;
+    let (category, group) = names(topic, member.group)?;
     let owner = broker.owner_of(partition)?;
     let groups = group_store(broker)?;
     let at = KafkaOffset::from_i64(offset).ok_or_else(|| {
@@ -126,17 +173,22 @@ async fn commit_one(
         )
     })?;
     // The positions to store: older chunks at their end, O's chunk at O.
-    let acks = if broker.holds(category.as_str(), owner) {
+    let local = if broker.holds(category.as_str(), owner) {
         let storage = broker.storage()?;
-        match resolve::commit_plan(storage, &broker.locator(), &category, owner, at)
+        let copies = copies_here(broker, owner);
+        resolve::commit_plan(storage, &broker.locator(), &category, owner, at, copies)
             .await
             .map_err(|e| PartitionError::from_domain(&e))?
-        {
-            CommitPlan::Positions(p) => p,
-            CommitPlan::PastEnd(chunk) => return Err(past_end(offset, &chunk.to_string())),
-        }
     } else {
-        remote_commit_plan(broker, &category, owner, offset).await?
+        CommitPlan::NotHere
+    };
+    let acks = match local {
+        CommitPlan::Positions(p) => p,
+        CommitPlan::PastEnd(chunk) => return Err(past_end(offset, &chunk.to_string())),
+        // No copy here, or a copy that does not decide it.
+        CommitPlan::NotHere => {
+            remote_commit_plan(broker, &category, owner, offset, lookups).await?
+        }
     };
     let stored = groups.positions_of(&category, &group).unwrap_or_default();
     if let Some((chunk, off)) = acks
@@ -148,6 +200,9 @@ async fn commit_one(
             format!("{group} is past offset {off} of {chunk}: commits only move forward"),
         ));
     }
+    // The lookups above can take seconds: a rebalance meanwhile fences
+    // this member's commit.
+    member.may_commit(broker)?;
     let cluster = broker.state.cluster.get();
     for (chunk, off) in acks {
         if stored.get(&chunk).is_some_and(|s| *s >= off) {
@@ -172,13 +227,10 @@ fn past_end(offset: i64, chunk: &str) -> PartitionError {
     )
 }
 
-/// A partition's offsets could not be resolved through its holders:
-/// retriable, the client asks again.
+/// A partition's offsets could not be resolved through its holders
+/// (`lookup_code`: retriable when no holder answered in time).
 fn unresolved(e: &ClusterError) -> PartitionError {
-    PartitionError::new(
-        ResponseError::CoordinatorLoadInProgress,
-        crate::error_chain(e),
-    )
+    PartitionError::new(lookup_code(e), crate::error_chain(e))
 }
 
 fn cluster_of(broker: &Broker) -> Result<&Cluster, PartitionError> {
@@ -194,15 +246,17 @@ fn cluster_of(broker: &Broker) -> Result<&Cluster, PartitionError> {
 }
 
 /// The positions committing `offset` stores in `owner`'s chunks of
-/// `category`, which this server holds no copy of: asked of their holders.
+/// `category`, which this server holds no copy of (or none that decides
+/// it): asked of their holders.
 async fn remote_commit_plan(
     broker: &Broker,
     category: &Category,
     owner: &ServerName,
     offset: i64,
+    lookups: &mut Lookups,
 ) -> Result<Vec<(ChunkName, u64)>, PartitionError> {
     let reply = cluster_of(broker)?
-        .ask_kafka_offsets(category, owner, KafkaQuestion::Commit(offset))
+        .ask_kafka_offsets(category, owner, KafkaQuestion::Commit(offset), lookups)
         .await
         .map_err(|e| unresolved(&e))?;
     let Some(positions) = reply.positions else {
@@ -266,6 +320,9 @@ pub async fn fetch(broker: &Broker, req: &OffsetFetchRequest) -> OffsetFetchResp
             })
             .collect(),
     };
+    let mut lookups = Lookups::new();
+    // A partition listed again is answered as the first time, not redone.
+    let mut seen: HashMap<(String, i32), Result<Option<i64>, PartitionError>> = HashMap::new();
     for (name, partitions) in topics {
         let mut t = OffsetFetchResponseTopic::default();
         for p in partitions {
@@ -274,7 +331,16 @@ pub async fn fetch(broker: &Broker, req: &OffsetFetchRequest) -> OffsetFetchResp
             out.committed_offset = -1;
             out.committed_leader_epoch = -1;
             out.metadata = Some(StrBytes::from_static_str(""));
-            match committed(broker, name.0.as_str(), group, p).await {
+            let key = (name.0.as_str().to_owned(), p);
+            let answer = match seen.get(&key) {
+                Some(a) => a.clone(),
+                None => {
+                    let a = committed(broker, name.0.as_str(), group, p, &mut lookups).await;
+                    seen.insert(key, a.clone());
+                    a
+                }
+            };
+            match answer {
                 Ok(Some(o)) => out.committed_offset = o,
                 Ok(None) => {}
                 Err(e) => {
@@ -300,6 +366,7 @@ async fn committed(
     topic: &str,
     group: &str,
     partition: i32,
+    lookups: &mut Lookups,
 ) -> Result<Option<i64>, PartitionError> {
     let (category, group) = names(topic, group)?;
     let owner = broker.owner_of(partition)?;
@@ -308,13 +375,25 @@ async fn committed(
         groups.positions_of(&category, &group).unwrap_or_default();
     if broker.holds(category.as_str(), owner) {
         let storage = broker.storage()?;
-        let at = resolve::committed(storage, &broker.locator(), &category, owner, &positions)
-            .await
-            .map_err(|e| PartitionError::from_domain(&e))?;
-        return Ok(at.and_then(KafkaOffset::to_i64));
+        let copies = copies_here(broker, owner);
+        let at = resolve::committed(
+            storage,
+            &broker.locator(),
+            &category,
+            owner,
+            &positions,
+            copies,
+        )
+        .await
+        .map_err(|e| PartitionError::from_domain(&e))?;
+        // The owner's answer is final; a replica's None may mean its copy
+        // is behind: then a holder counts it.
+        if at.is_some() || copies == Copies::Owner {
+            return Ok(at.and_then(KafkaOffset::to_i64));
+        }
     }
-    // No copy here: the newest position in the owner's chunks, as an
-    // offset counted by a holder.
+    // No copy here (or one that does not decide it): the newest position
+    // in the owner's chunks, as an offset counted by a holder.
     let Some((chunk, pos)) = positions
         .iter()
         .filter(|(c, _)| c.owner() == owner)
@@ -327,6 +406,7 @@ async fn committed(
             &category,
             owner,
             KafkaQuestion::Committed { chunk, pos: *pos },
+            lookups,
         )
         .await
         .map_err(|e| unresolved(&e))?;

@@ -351,6 +351,19 @@ fn under_a_replication_factor_metadata_names_the_holders() {
         })
         .collect();
     assert_eq!(holders.len(), 3, "{listing}");
+    // Kafka offset of record `j` of partition `p` (each owner wrote one
+    // chunk).
+    let chunk_index: BTreeMap<i32, i64> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap();
+            let owner = name[1..name.find('-').unwrap()].parse::<i32>().unwrap() - 1;
+            (owner, name.rsplit("chunk").next().unwrap().parse().unwrap())
+        })
+        .collect();
+    let offset_of = |p: i32, j: i64| (chunk_index[&p] << 32) | j;
     for n in &c.nodes {
         let m = wait_metadata(addr(n), "placed", |m| {
             m.brokers.len() == 3 && partitions(m).iter().all(|(_, r, i)| r == i)
@@ -390,13 +403,36 @@ fn under_a_replication_factor_metadata_names_the_holders() {
                 .map(|g| format!("rf-{g}"))
                 .find(|g| find_coordinator(*at, g).1 == i32::try_from(i).unwrap())
                 .unwrap();
-            assert_eq!(commit_error(*at, &group, "placed", p, 1), 0);
+            // It is stored: OffsetFetch reads it back.
+            assert_eq!(commit_error(*at, &group, "placed", p, offset_of(p, 3)), 0);
+            assert_eq!(
+                offset_fetch(*at, &group, "placed", p),
+                (0, 0, offset_of(p, 3)),
+                "partition {p} through n{}",
+                i + 1
+            );
             let owner_at = a[usize::try_from(p).unwrap()];
             let owners_group = (0..100)
                 .map(|g| format!("rf-{g}"))
                 .find(|g| find_coordinator(owner_at, g).1 == p)
                 .unwrap();
-            assert_eq!(commit_error(owner_at, &owners_group, "placed", p, 1), 0);
+            assert_eq!(
+                commit_error(owner_at, &owners_group, "placed", p, offset_of(p, 3)),
+                0
+            );
+            assert_eq!(
+                offset_fetch(owner_at, &owners_group, "placed", p),
+                (0, 0, offset_of(p, 3))
+            );
+            // Past the partition's end: refused, nothing stored.
+            assert_eq!(
+                commit_error(*at, &group, "placed", p, offset_of(p, 9)),
+                OFFSET_OUT_OF_RANGE
+            );
+            assert_eq!(
+                offset_fetch(*at, &group, "placed", p),
+                (0, 0, offset_of(p, 3))
+            );
         }
     }
     assert_eq!(refused, 3, "each partition has one server without a copy");
