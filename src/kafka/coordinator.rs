@@ -250,17 +250,28 @@ pub struct MemberView {
 }
 
 impl Group {
-    fn view(&self) -> GroupView {
-        let state = match self.state {
+    fn state_name(&self) -> &'static str {
+        match self.state {
             State::Empty => "Empty",
             State::Preparing { .. } => "PreparingRebalance",
             State::AwaitingSync => "CompletingRebalance",
             State::Stable => "Stable",
-        };
+        }
+    }
+
+    /// The whole view. As Kafka, the assignor, subscriptions and
+    /// assignments only of a `Stable` group (else they are a previous
+    /// generation's).
+    fn view(&self) -> GroupView {
+        let stable = self.state == State::Stable;
         GroupView {
-            state,
+            state: self.state_name(),
             protocol_type: self.protocol_type.clone(),
-            protocol: self.protocol.clone(),
+            protocol: if stable {
+                self.protocol.clone()
+            } else {
+                String::new()
+            },
             members: self
                 .members
                 .iter()
@@ -271,10 +282,14 @@ impl Group {
                     metadata: m
                         .protocols
                         .iter()
-                        .find(|(name, _)| *name == self.protocol)
+                        .find(|(name, _)| stable && *name == self.protocol)
                         .map(|(_, meta)| meta.clone())
                         .unwrap_or_default(),
-                    assignment: m.assignment.clone(),
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
                 })
                 .collect(),
         }
@@ -306,13 +321,14 @@ pub enum SyncWait {
 }
 
 impl Coordinator {
-    /// The groups with members here, by id.
+    /// The groups with members here: id, state name and protocol type
+    /// (ListGroups; no member is copied under the lock).
     #[must_use]
-    pub fn groups(&self) -> Vec<(String, GroupView)> {
+    pub fn groups(&self) -> Vec<(String, &'static str, String)> {
         self.groups
             .lock()
             .iter()
-            .map(|(id, g)| (id.clone(), g.view()))
+            .map(|(id, g)| (id.clone(), g.state_name(), g.protocol_type.clone()))
             .collect()
     }
 
@@ -626,14 +642,15 @@ mod tests {
         let a = joined(c.join("g", req("")));
         let v = c.describe("g").expect("described");
         assert_eq!(v.state, "CompletingRebalance");
+        // Not stable yet: no assignor, subscription or assignment shown.
         assert_eq!(
             (v.protocol_type.as_str(), v.protocol.as_str()),
-            ("consumer", "range")
+            ("consumer", "")
         );
         assert_eq!(v.members.len(), 1);
         assert_eq!(v.members[0].id, a.member_id);
         assert_eq!(v.members[0].client_id, "client-");
-        assert_eq!(&v.members[0].metadata[..], b"sub");
+        assert!(v.members[0].metadata.is_empty());
         assert!(v.members[0].assignment.is_empty());
         let SyncWait::Now(Ok(_)) = c.sync(
             "g",
@@ -645,17 +662,19 @@ mod tests {
         };
         let v = c.describe("g").expect("described");
         assert_eq!(v.state, "Stable");
+        assert_eq!(v.protocol, "range");
+        assert_eq!(&v.members[0].metadata[..], b"sub");
         assert_eq!(&v.members[0].assignment[..], b"all");
         let JoinWait::Wait(_b) = c.join("g", req("")) else {
             panic!()
         };
+        let v = c.describe("g").expect("described");
+        assert_eq!(v.state, "PreparingRebalance");
+        assert!(v.members.iter().all(|m| m.assignment.is_empty()));
         assert_eq!(
-            c.describe("g").expect("described").state,
-            "PreparingRebalance"
+            c.groups(),
+            vec![("g".to_owned(), "PreparingRebalance", "consumer".to_owned())]
         );
-        let listed = c.groups();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].0, "g");
     }
 
     #[tokio::test]

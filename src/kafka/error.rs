@@ -1,9 +1,11 @@
 //! The Kafka listener's errors: [`FrameError`] ends a connection (the
 //! byte stream cannot be trusted any more); [`PartitionError`] is one
 //! partition's answer inside a response, as a Kafka error code plus a
-//! message. [`code_for`] (with [`lookup_code`] for a group coordinator's
-//! lookups through holders) is the one place a chunkbus failure becomes a
-//! Kafka error code. Never does I/O.
+//! message. [`code_for`] maps a domain error (storage, reads, cluster) to
+//! a Kafka error code by its kind, [`lookup_code`] a group coordinator's
+//! lookup through holders; the protocol's own refusals (a wrong leader or
+//! coordinator, an invalid name, a store still loading) are chosen where
+//! the request is checked. Never does I/O.
 
 use kafka_protocol::ResponseError;
 

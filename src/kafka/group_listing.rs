@@ -10,9 +10,11 @@
 //! positions has an empty protocol type (Kafka's "simple" consumer group:
 //! offsets without membership). DescribeGroups answers `NOT_COORDINATOR`
 //! for a group another server coordinates, and `Dead` for one nobody
-//! uses.
+//! uses; as Kafka, the assignor and the members' subscriptions and
+//! assignments only for a `Stable` group, and `authorized_operations`
+//! is never provided.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -22,7 +24,6 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::coordinator::GroupView;
 use super::Broker;
 use crate::names::GroupName;
 
@@ -30,29 +31,27 @@ use crate::names::GroupName;
 /// "not provided").
 const NOT_PROVIDED: i32 = i32::MIN;
 
-/// What a group without members here looks like.
-fn stored_only() -> GroupView {
-    GroupView {
-        state: "Empty",
-        protocol_type: String::new(),
-        protocol: String::new(),
-        members: Vec::new(),
-    }
-}
-
-/// Every group this server coordinates, by id.
-fn coordinated(broker: &Broker) -> Result<BTreeMap<String, GroupView>, ResponseError> {
+/// Every group this server coordinates: id → (state, protocol type).
+/// Groups with members here come from the coordinator; the others have
+/// stored positions only (`Empty`, no protocol type).
+fn coordinated(broker: &Broker) -> Result<BTreeMap<String, (&'static str, String)>, ResponseError> {
     let store = broker
         .state
         .groups
         .get()
         .ok_or(ResponseError::CoordinatorLoadInProgress)?;
-    let mut all: BTreeMap<String, GroupView> = store
+    let mut all: BTreeMap<String, (&'static str, String)> = store
         .names()
         .into_iter()
-        .map(|g| (g.as_str().to_owned(), stored_only()))
+        .map(|g| (g.as_str().to_owned(), ("Empty", String::new())))
         .collect();
-    all.extend(broker.coordinator.groups());
+    all.extend(
+        broker
+            .coordinator
+            .groups()
+            .into_iter()
+            .map(|(id, state, protocol_type)| (id, (state, protocol_type))),
+    );
     all.retain(|id, _| broker.check_coordinator(id).is_ok());
     Ok(all)
 }
@@ -69,36 +68,43 @@ pub fn list(broker: &Broker, req: &ListGroupsRequest) -> ListGroupsResponse {
             return resp;
         }
     };
-    for (id, view) in groups {
+    for (id, (state, protocol_type)) in groups {
         let wanted = req.states_filter.is_empty()
             || req
                 .states_filter
                 .iter()
-                .any(|s| s.as_str().eq_ignore_ascii_case(view.state));
+                .any(|s| s.as_str().eq_ignore_ascii_case(state));
         if !wanted {
             continue;
         }
         let mut g = ListedGroup::default();
         g.group_id = GroupId(StrBytes::from_string(id));
-        g.protocol_type = StrBytes::from_string(view.protocol_type);
-        g.group_state = StrBytes::from_static_str(view.state);
+        g.protocol_type = StrBytes::from_string(protocol_type);
+        g.group_state = StrBytes::from_static_str(state);
         g.group_type = StrBytes::from_static_str("classic");
         resp.groups.push(g);
     }
     resp
 }
 
-/// Answers `DescribeGroups`.
+/// Answers `DescribeGroups` (v0–5: a group's error is its code, with
+/// state `""` as Kafka answers; the message field exists from v6 only).
 #[must_use]
 pub fn describe(broker: &Broker, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut resp = DescribeGroupsResponse::default();
+    // Groups with stored positions, read once for the whole request.
+    let stored = broker.state.groups.get().map(|g| g.names());
     for id in &req.groups {
-        resp.groups.push(describe_one(broker, id));
+        resp.groups.push(describe_one(broker, stored.as_ref(), id));
     }
     resp
 }
 
-fn describe_one(broker: &Broker, id: &GroupId) -> DescribedGroup {
+fn describe_one(
+    broker: &Broker,
+    stored: Option<&BTreeSet<GroupName>>,
+    id: &GroupId,
+) -> DescribedGroup {
     let mut out = DescribedGroup::default();
     out.group_id = id.clone();
     out.authorized_operations = NOT_PROVIDED;
@@ -107,25 +113,23 @@ fn describe_one(broker: &Broker, id: &GroupId) -> DescribedGroup {
         .map_err(|_| ResponseError::InvalidGroupId)
         .and_then(|g| broker.check_coordinator(name).map(|()| g))
         .and_then(|g| {
-            let store = broker
-                .state
-                .groups
-                .get()
-                .ok_or(ResponseError::CoordinatorLoadInProgress)?;
-            Ok((g, store))
+            stored
+                .map(|s| (g, s))
+                .ok_or(ResponseError::CoordinatorLoadInProgress)
         });
-    let (group, store) = match checked {
+    let (group, stored) = match checked {
         Ok(v) => v,
         Err(e) => {
             out.error_code = e.code();
-            out.error_message = Some(StrBytes::from_string(format!("{e}")));
-            out.group_state = StrBytes::from_static_str("Dead");
             return out;
         }
     };
     let view = match broker.coordinator.describe(name) {
         Some(v) => v,
-        None if store.names().contains(&group) => stored_only(),
+        None if stored.contains(&group) => {
+            out.group_state = StrBytes::from_static_str("Empty");
+            return out;
+        }
         None => {
             out.group_state = StrBytes::from_static_str("Dead");
             return out;

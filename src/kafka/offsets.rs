@@ -105,8 +105,9 @@ pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
     };
     let member_ok = member.may_commit(broker);
     let mut lookups = Lookups::new();
-    // A partition listed again is answered as the first time, not redone.
-    let mut seen: HashMap<(&str, i32), i16> = HashMap::new();
+    // The same partition and offset listed again is answered as the
+    // first time, not redone (another offset for it is committed too).
+    let mut seen: HashMap<(&str, i32, i64), i16> = HashMap::new();
     let mut resp = OffsetCommitResponse::default();
     for topic in &req.topics {
         let mut t = OffsetCommitResponseTopic::default();
@@ -114,7 +115,11 @@ pub async fn commit(broker: &Broker, req: &OffsetCommitRequest) -> OffsetCommitR
         for part in &topic.partitions {
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = part.partition_index;
-            let key = (topic.name.0.as_str(), part.partition_index);
+            let key = (
+                topic.name.0.as_str(),
+                part.partition_index,
+                part.committed_offset,
+            );
             if let Some(&code) = seen.get(&key) {
                 p.error_code = code;
                 t.partitions.push(p);

@@ -84,8 +84,16 @@ pub async fn commit_plan(
     let replica = copies == Copies::Replica;
     let mut out = Vec::new();
     let mut found = false;
+    let mut newest: Option<u64> = None;
     for chunk in part.chunks() {
         let index = chunk.name().index();
+        // A replica may lack a chunk between two it holds (copies are not
+        // made in order): only consecutive copies decide.
+        let gap = newest.is_some_and(|n| index != n + 1);
+        newest = Some(index);
+        if replica && gap && index <= at.chunk {
+            return Ok(CommitPlan::NotHere);
+        }
         if index < at.chunk {
             let s = chunk.state();
             // A copy still growing may end short of the owner's chunk.
@@ -106,6 +114,15 @@ pub async fn commit_plan(
     }
     if replica && !found {
         return Ok(CommitPlan::NotHere);
+    }
+    // The owner has no chunk at the offset's index yet: an offset past
+    // the high watermark (which lies in the newest chunk, or is 0 before
+    // the first). An offset in a chunk deleted since stores the older
+    // ends, if any, as Kafka accepts any commit at or below the end.
+    if !found && at.chunk > newest.unwrap_or(0) {
+        if let Ok(name) = ChunkName::new(owner.clone(), at.chunk) {
+            return Ok(CommitPlan::PastEnd(name));
+        }
     }
     Ok(CommitPlan::Positions(out))
 }
@@ -148,6 +165,16 @@ pub async fn committed(
         if newest != Some(chunk.name().index()) || pos > s.end {
             return Ok(None);
         }
+    }
+    // A replica may lack the chunk after this one (copies are not made
+    // in order): only the next index itself decides "moved on".
+    if copies == Copies::Replica
+        && pos >= s.end
+        && chunks
+            .get(i + 1)
+            .is_some_and(|next| next.name().index() != chunk.name().index() + 1)
+    {
+        return Ok(None);
     }
     let at = match chunks.get(i + 1) {
         Some(next) if pos >= s.end && (s.sealed || s.closed) => {
@@ -242,6 +269,11 @@ mod tests {
         assert_eq!(plan(4, 0, Copies::Replica).await, CommitPlan::NotHere);
         // Within chunk 3's copy, but chunk 2's copy may end short.
         assert_eq!(plan(3, 2, Copies::Replica).await, CommitPlan::NotHere);
+        // Past the owner's newest chunk: past the high watermark.
+        assert_eq!(
+            plan(4, 0, Copies::Owner).await,
+            CommitPlan::PastEnd(ChunkName::new(owner.clone(), 4).unwrap())
+        );
 
         let fetch = |at: Vec<(ChunkName, u64)>| {
             let (storage, loc, category, owner) = (&storage, &loc, &category, &owner);
@@ -262,5 +294,52 @@ mod tests {
         // The newest position in a chunk not copied here: not decided.
         let four = ChunkName::new(owner.clone(), 4).unwrap();
         assert_eq!(fetch(vec![(three, 20), (four, 4)]).await, None);
+    }
+
+    /// A replica holding complete copies of chunks 1 and 3 but none of
+    /// chunk 2 (copies are not made in order) decides nothing across the
+    /// gap: it would skip chunk 2's records.
+    #[tokio::test]
+    async fn a_replica_missing_a_chunk_between_its_copies_decides_nothing_across_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = Storage::open(
+            tmp.path(),
+            ServerName::parse("node2").unwrap(),
+            crate::config::StorageConfig::default(),
+            FaultHook::default(),
+        )
+        .unwrap();
+        let category = Category::parse("g").unwrap();
+        let owner = ServerName::parse("node1").unwrap();
+        let log = storage.category_or_create(&category).unwrap();
+        let one = copy(&log, 1, 10, true);
+        copy(&log, 3, 10, true);
+        let positions = Positions::default();
+        let loc = Locator {
+            positions: &positions,
+            tiering: None,
+            window: 1 << 20,
+        };
+        let at = KafkaOffset::start_of(3).plus(1);
+        let replica = commit_plan(&storage, &loc, &category, &owner, at, Copies::Replica);
+        assert_eq!(replica.await.unwrap(), CommitPlan::NotHere);
+        let in_one = KafkaOffset::start_of(1).plus(4);
+        let replica = commit_plan(&storage, &loc, &category, &owner, in_one, Copies::Replica);
+        assert_eq!(
+            replica.await.unwrap(),
+            CommitPlan::Positions(vec![(one.clone(), 16)])
+        );
+        // At the end of chunk 1: the next offset is chunk 2's, which this
+        // copy cannot tell from chunk 3's.
+        let end_of_one: BTreeMap<ChunkName, u64> = [(one, 40)].into_iter().collect();
+        let fetched = committed(
+            &storage,
+            &loc,
+            &category,
+            &owner,
+            &end_of_one,
+            Copies::Replica,
+        );
+        assert_eq!(fetched.await.unwrap(), None);
     }
 }

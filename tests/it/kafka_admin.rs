@@ -6,6 +6,7 @@
 
 use super::harness::TestBroker;
 use super::kafka::{frame, kafka, py, raw, KAFKA};
+use super::kafka_wire::describe_groups;
 
 #[test]
 fn admin_client_creates_describes_and_lists_topics() {
@@ -120,4 +121,16 @@ fn admin_client_lists_and_describes_consumer_groups() {
     assert_eq!(out["stored"]["state"], "EMPTY", "{out}");
     assert_eq!(out["stored"]["simple"], true, "{out}");
     assert_eq!(out["nobody"]["state"], "DEAD", "{out}");
+}
+
+#[test]
+fn describe_groups_answers_each_groups_error_and_keeps_the_connection() {
+    let b = TestBroker::start(KAFKA);
+    let addr = b.kafka_addr.unwrap();
+    // An invalid name (24, state "" as Kafka answers) and a group nobody
+    // uses (Dead, no error); ListGroups answers next on the same
+    // connection, listing nothing.
+    let (described, listed) = describe_groups(addr, &["my.group", "nobody"]);
+    assert_eq!(described, vec![(24, String::new()), (0, "Dead".to_owned())]);
+    assert!(listed.is_empty(), "{listed:?}");
 }

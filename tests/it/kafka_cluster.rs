@@ -18,7 +18,8 @@ use kafka_protocol::messages::MetadataResponse;
 use crate::harness::{TestBroker, TestCluster};
 use crate::kafka::{kafka, kcat, lines, py, values, KAFKA};
 use crate::kafka_wire::{
-    commit_error, find_coordinator, join_error, list_offsets_error, metadata, offset_fetch, produce,
+    commit_error, describe_groups, find_coordinator, join_error, list_offsets_error, metadata,
+    offset_fetch, produce,
 };
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -172,6 +173,10 @@ fn every_server_leads_its_own_partition_and_produce_elsewhere_is_refused() {
                     "{group} on n{}",
                     i + 1
                 );
+                // DescribeGroups too, as an error code on a connection
+                // that stays open.
+                let (described, _) = describe_groups(*at, &[&group]);
+                assert_eq!(described, vec![(NOT_COORDINATOR, String::new())]);
             }
         }
         coordinators.insert(node);

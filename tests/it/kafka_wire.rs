@@ -14,7 +14,8 @@ use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRe
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorResponse, GroupId, JoinGroupResponse, MetadataRequest, MetadataResponse,
+    ApiKey, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorResponse, GroupId,
+    JoinGroupResponse, ListGroupsRequest, ListGroupsResponse, MetadataRequest, MetadataResponse,
     ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -198,6 +199,32 @@ pub fn join_error(addr: SocketAddr, group: &str) -> i16 {
     req.protocols = vec![p];
     let resp: JoinGroupResponse = call(addr, ApiKey::JoinGroup, 5, &req);
     resp.error_code
+}
+
+/// DescribeGroups (v5) of `groups` on one connection to `addr`, then a
+/// ListGroups (v4) on the same connection (it must stay open): each
+/// group's (error code, state), and the listed group ids.
+pub fn describe_groups(addr: SocketAddr, groups: &[&str]) -> (Vec<(i16, String)>, Vec<String>) {
+    let mut w = Wire::open(addr);
+    let mut req = DescribeGroupsRequest::default();
+    req.groups = groups
+        .iter()
+        .map(|g| GroupId(StrBytes::from_string((*g).to_owned())))
+        .collect();
+    let resp: DescribeGroupsResponse = w.call(ApiKey::DescribeGroups, 5, &req);
+    let described = resp
+        .groups
+        .iter()
+        .map(|g| (g.error_code, g.group_state.as_str().to_owned()))
+        .collect();
+    let listed: ListGroupsResponse = w.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+    assert_eq!(listed.error_code, 0);
+    let ids = listed
+        .groups
+        .iter()
+        .map(|g| g.group_id.0.as_str().to_owned())
+        .collect();
+    (described, ids)
 }
 
 /// The error code of a ListOffsets (latest) of `topic`/`partition` on `addr`.
