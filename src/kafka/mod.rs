@@ -9,7 +9,7 @@
 //! - `conn.rs`: one connection: frame → header → handler → answer.
 //! - `versions.rs`: the APIs and versions served, `ApiVersions`.
 //! - `metadata.rs`, `produce.rs`, `fetch.rs`, `list_offsets.rs`: one API each.
-//! - `coordinator.rs`: the group protocol's state machine (pure, in
+//! - `coordinator/`: the group protocol's state machine (pure, in
 //!   memory); `membership.rs`: its APIs (FindCoordinator, JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup); `offsets.rs`: OffsetCommit and
 //!   OffsetFetch on chunkbus consumer-group positions; `group_listing.rs`:

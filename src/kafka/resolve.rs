@@ -219,22 +219,31 @@ mod tests {
         name
     }
 
+    /// Storage of server `node2` in `dir` with category `name` created:
+    /// a replica of `node1`'s chunks (storage, category, owner, log).
+    fn replica(
+        dir: &std::path::Path,
+        name: &str,
+    ) -> (Storage, Category, ServerName, Arc<CategoryLog>) {
+        let storage = Storage::open(
+            dir,
+            ServerName::parse("node2").unwrap(),
+            crate::config::StorageConfig::default(),
+            FaultHook::default(),
+        )
+        .unwrap();
+        let category = Category::parse(name).unwrap();
+        let log = storage.category_or_create(&category).unwrap();
+        (storage, category, ServerName::parse("node1").unwrap(), log)
+    }
+
     /// A replica (`node2`) whose copy of `node1`'s chunk 1 is complete
     /// (10 messages, 40 bytes) and whose copies of chunks 2 and 3 are
     /// still growing (5 messages each, 20 bytes); chunk 4 not copied yet.
     #[tokio::test]
     async fn a_lagging_replica_decides_only_what_its_copies_hold() {
         let tmp = tempfile::tempdir().unwrap();
-        let storage = Storage::open(
-            tmp.path(),
-            ServerName::parse("node2").unwrap(),
-            crate::config::StorageConfig::default(),
-            FaultHook::default(),
-        )
-        .unwrap();
-        let category = Category::parse("c").unwrap();
-        let owner = ServerName::parse("node1").unwrap();
-        let log = storage.category_or_create(&category).unwrap();
+        let (storage, category, owner, log) = replica(tmp.path(), "c");
         let one = copy(&log, 1, 10, true);
         let two = copy(&log, 2, 5, false);
         let three = copy(&log, 3, 5, false);
@@ -302,16 +311,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_missing_a_chunk_between_its_copies_decides_nothing_across_it() {
         let tmp = tempfile::tempdir().unwrap();
-        let storage = Storage::open(
-            tmp.path(),
-            ServerName::parse("node2").unwrap(),
-            crate::config::StorageConfig::default(),
-            FaultHook::default(),
-        )
-        .unwrap();
-        let category = Category::parse("g").unwrap();
-        let owner = ServerName::parse("node1").unwrap();
-        let log = storage.category_or_create(&category).unwrap();
+        let (storage, category, owner, log) = replica(tmp.path(), "g");
         let one = copy(&log, 1, 10, true);
         copy(&log, 3, 10, true);
         let positions = Positions::default();

@@ -340,21 +340,7 @@ fn under_a_replication_factor_metadata_names_the_holders() {
     let (s, listing) = c.nodes[0].get_text("/listChunks?category=placed");
     assert_eq!(s, 200);
     let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
-    // Node id of server nK is K-1.
-    let holders: BTreeMap<i32, Vec<i32>> = listing
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let ids: Vec<i32> = e["holders"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| h.as_str().unwrap()[1..].parse::<i32>().unwrap() - 1)
-                .collect();
-            (ids[0], ids)
-        })
-        .collect();
+    let holders = holders_of(&c.nodes[0], "placed");
     assert_eq!(holders.len(), 3, "{listing}");
     // Kafka offset of record `j` of partition `p` (each owner wrote one
     // chunk).
